@@ -1,0 +1,94 @@
+"""One exception root; one subclass per kind of failure, each carrying its exit code.
+
+Only ``relstep.cli`` turns these into output and an exit status.  Every message is
+one sentence that says what went wrong and, where possible, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class RelstepError(Exception):
+    """Root of every expected failure."""
+
+    exit_code = 1
+    phase = "relstep"
+
+    def __init__(self, message: str, *, phase: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if phase is not None:
+            self.phase = phase
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(RelstepError):
+    """Bad input or configuration: nothing has been written."""
+
+    exit_code = 2
+    phase = "input"
+
+
+class ConfigError(InputError):
+    phase = "config"
+
+
+class VersionError(InputError):
+    phase = "version"
+
+
+class BackupError(RelstepError):
+    exit_code = 3
+    phase = "backup"
+
+
+class DeployError(RelstepError):
+    exit_code = 4
+    phase = "deploy"
+
+
+class RecordError(RelstepError):
+    exit_code = 5
+    phase = "record"
+
+
+class PruneError(RelstepError):
+    exit_code = 6
+    phase = "prune"
+
+
+class OffsiteError(RelstepError):
+    """A required off-site copy failed (the local snapshot is kept)."""
+
+    exit_code = 6
+    phase = "offsite"
+
+
+class RestoreRefused(RelstepError):
+    """The snapshot's schema is incompatible with the target app."""
+
+    exit_code = 7
+    phase = "restore"
+
+
+class RestoreError(RelstepError):
+    """The restore itself failed (tool error, unreachable target)."""
+
+    exit_code = 9
+    phase = "restore"
+
+
+class VerifyError(RelstepError):
+    exit_code = 8
+    phase = "verify"
+
+
+class LockTimeout(RelstepError):
+    exit_code = 3
+    phase = "lock"
+
+
+class Interrupted(RelstepError):
+    exit_code = 130
+    phase = "interrupted"
