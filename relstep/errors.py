@@ -92,3 +92,9 @@ class LockTimeout(RelstepError):
 class Interrupted(RelstepError):
     exit_code = 130
     phase = "interrupted"
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt so partial snapshots are cleaned up."""
+
+    exit_code = 143

@@ -23,6 +23,7 @@ class RunResult:
     schema_revision: str | None = None
     record_id: int | None = None
     pruned: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # one-line hints for the person reading the log
     phases: list[PhaseResult] = field(default_factory=list)
     failed_phase: str | None = None
     error: str | None = None              # the one-sentence reason, masked

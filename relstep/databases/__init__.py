@@ -64,7 +64,9 @@ def sqlalchemy_url(url: str):  # -> sqlalchemy.engine.URL
     return parsed.set(drivername=DRIVERS[name], query=keep)
 
 
-PRISMA_ONLY_PARAMS = {"schema", "connection_limit", "pool_timeout", "pgbouncer", "socket_timeout", "statement_cache_size"}
+PRISMA_ONLY_PARAMS = {
+    "schema", "connection_limit", "pool_timeout", "pgbouncer", "socket_timeout", "statement_cache_size",
+}
 
 
 def create_engine(url: str, **kwargs):  # -> sqlalchemy.engine.Engine

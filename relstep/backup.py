@@ -1,0 +1,196 @@
+"""The backup phase: one complete snapshot of database, code, environment and migration state."""
+
+from __future__ import annotations
+
+import errno
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from relstep import __version__, snapshot
+from relstep.capture import code as code_capture
+from relstep.config import Config
+from relstep.databases import engine_for, redact_url
+from relstep.databases.base import DEFAULT_REDACT, DumpInfo, DumpPlan
+from relstep.errors import BackupError, ConfigError, RelstepError
+from relstep.masking import register_secret
+from relstep.version import Release
+
+DATABASES_DIR = "databases"
+MIGRATIONS_FILE = "migrations.json"
+ENVIRONMENT_FILE = "environment.json"
+
+
+@dataclass
+class BackupOutcome:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def schema_revision(self) -> str | None:
+        return self.manifest.get("schema_revision")
+
+
+def check_inputs(config: Config) -> None:
+    """Everything that can be refused before a byte is written (exit 2)."""
+    if config.database is None:
+        raise ConfigError(
+            f"no database to back up; set database.url in {config.where} or the DATABASE_URL environment variable"
+        )
+    code_capture.check_sources(config.code)
+
+
+def _migration_reader(config: Config):
+    """The ``inspect`` callback: read the migration table at the dump's point in time."""
+    from relstep import migrations
+
+    def read(conn: Any) -> Any:
+        return migrations.read_state(conn, config.migrations.tool, config.migrations.path, config.base_dir)
+
+    return read
+
+
+def _dump_database(config: Config, dest: Path) -> DumpInfo:
+    assert config.database is not None
+    db = config.database
+    engine = engine_for(db.url)
+    plan = DumpPlan(redact=tuple(db.redact) if db.redact is not None else tuple(DEFAULT_REDACT),
+                    exclude_tables=db.exclude_tables)
+    return engine.dump(db.url, dest, plan, inspect=_migration_reader(config))
+
+
+def _capture_code(config: Config, build: snapshot.Building, hashes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    previous = snapshot.list_snapshots(config.backup_root)
+    reuse: dict[str, Path] = {}
+    if previous:
+        try:
+            reuse = code_capture.previous_by_hash(previous[0].path, previous[0].manifest().get("files", {}))
+        except RelstepError:
+            reuse = {}  # an unreadable predecessor only costs sharing, never the backup
+    summaries = {}
+    for name, source in config.code.items():
+        summaries[name] = code_capture.capture_tree(
+            name, source, build.path, config.code_exclude, [config.backup_root], reuse, hashes
+        ).to_json()
+    return summaries
+
+
+def _environment(config: Config) -> dict[str, Any]:
+    from relstep.capture.environment import capture_environment
+
+    assert config.database is not None
+    commands = dict(config.environment)
+    if config.environment_is_default:
+        import shutil
+
+        # The defaults are "where the tool exists"; explicitly configured commands are always recorded.
+        commands = {k: v for k, v in commands.items() if shutil.which(v.split()[0])}
+    tools = engine_for(config.database.url).tool_versions()
+    return capture_environment(commands, config.base_dir, tools)
+
+
+def _disk_full_message(root: Path, exc: OSError) -> str:
+    try:
+        free = os.statvfs(root)
+        free_bytes = free.f_bavail * free.f_frsize
+    except OSError:
+        free_bytes = 0
+    return (
+        f"the disk holding {root} is full ({free_bytes // 1024} KiB free after removing the partial snapshot); "
+        "free space or move backup_root, then re-run"
+    )
+
+
+def create_snapshot(config: Config, release: Release, now: datetime | None = None) -> BackupOutcome:
+    """Write one snapshot.  The caller holds the root lock."""
+    check_inputs(config)
+    assert config.database is not None
+    db = config.database
+    register_secret(_password_of(db.url))
+    snapshot.ensure_root(config.backup_root)
+    snapshot.remove_partials(config.backup_root)
+    # Snapshots hold production data: nothing relstep or the dump tools create may be
+    # group- or world-readable, whatever the caller's umask (finish() chmods again).
+    previous_umask = os.umask(0o077)
+    try:
+        with snapshot.building(config.backup_root, now) as build:
+            return _fill(config, release, build)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise BackupError(_disk_full_message(config.backup_root, exc)) from exc
+        raise BackupError(f"cannot write the snapshot: {exc.strerror or exc}") from exc
+    finally:
+        os.umask(previous_umask)
+
+
+def _password_of(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupOutcome:
+    assert config.database is not None
+    db = config.database
+    build.write_text("VERSION.txt", release.version + "\n")
+    build.write_text("DEPLOYMENT_TYPE.txt", release.deployment_type + "\n")
+    db_dir = build.path / DATABASES_DIR / db.name
+    db_dir.mkdir(parents=True, mode=0o700)
+
+    hashes: dict[str, dict[str, Any]] = {}
+    # The dump mostly waits on its tool; copying code and running the environment
+    # commands meanwhile takes them off the critical path.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="relstep-capture") as pool:
+        code_future = pool.submit(_capture_code, config, build, hashes)
+        env_future = pool.submit(_environment, config)
+        dump = _dump_database(config, db_dir)
+        code = code_future.result()
+        environment = env_future.result()
+
+    state = dump.inspected
+    migrations_json = state.to_json() if state is not None else {"tool": None, "applied": [], "schema_revision": None}
+    build.write_json(MIGRATIONS_FILE, migrations_json)
+    build.write_json(ENVIRONMENT_FILE, environment)
+
+    git = environment.get("git", {})
+    database_entry = {
+        "engine": dump.engine,
+        "url": redact_url(db.url),
+        "path": f"{DATABASES_DIR}/{db.name}",
+        "format": dump.format,
+        "tool": dump.tool,
+        "server_version": dump.server_version,
+        "row_counts": dump.row_counts,
+        "row_counts_consistent": dump.consistent,
+        "redacted": dump.redacted,
+        "excluded_tables": dump.excluded_tables,
+        "files": dump.files,
+        **({"extra": dump.extra} if dump.extra else {}),
+    }
+    manifest: dict[str, Any] = {
+        "format": snapshot.FORMAT_VERSION,
+        "name": build.name,
+        "version": release.version,
+        "deployment_type": release.deployment_type,
+        "created_at": build.created.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        "relstep_version": __version__,
+        "git_commit": git.get("commit"),
+        "git_tags": git.get("tags", []),
+        "engine": dump.engine,
+        "row_counts": dump.row_counts,
+        "schema_revision": migrations_json.get("schema_revision"),
+        "migration_tool": migrations_json.get("tool"),
+        "databases": {db.name: database_entry},
+        "code": code,
+        "files": snapshot.manifest_files(build.path, hashes),
+    }
+    # Not passed through mask_data: file paths are keys here, and a file named
+    # keys.js is not a secret.  The only secret-bearing field, the URL, is redacted above.
+    path = build.finish(manifest)
+    return BackupOutcome(path=path, manifest=manifest)

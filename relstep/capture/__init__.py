@@ -1,0 +1,1 @@
+"""What a snapshot captures besides the database: code trees and environment facts."""

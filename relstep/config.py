@@ -1,0 +1,280 @@
+"""relstep.yml + environment -> a validated, resolved ``Config``.
+
+Precedence: CLI flags > environment variables > relstep.yml > defaults.  Every
+key is optional; relative paths are relative to the folder holding the config
+file (or the working directory when there is none).  ``${VAR}`` in a string is
+replaced from the environment (``$$`` writes a literal ``$``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relstep.errors import ConfigError
+
+CONFIG_NAMES = ("relstep.yml", "relstep.yaml")
+DEFAULT_RETENTION = 30
+# Far above any sane retention, low enough that a typo like 10^20 is caught.
+MAX_RETENTION = 100_000
+RETENTION_ENV = "RELEASE_BACKUP_RETENTION_COUNT"
+DEFAULT_CODE_EXCLUDE = (".git", "node_modules", "*.log", ".env", ".env.*")
+DEFAULT_ENVIRONMENT = {"node": "node --version", "npm": "npm --version", "pm2": "pm2 jlist"}
+DEFAULT_CODE_DIRS = ("backend", "frontend")
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str
+    name: str = "main"
+    redact: tuple[str, ...] | None = None        # None: relstep's default patterns
+    exclude_tables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigrationsConfig:
+    tool: str = "auto"
+    path: Path | None = None                      # None: the tool's default under base_dir
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    url: str | None
+    table: str = "ReleaseRecord"
+
+
+@dataclass(frozen=True)
+class Config:
+    base_dir: Path
+    file: Path | None
+    backup_root: Path
+    retention: int
+    tag_prefix: str
+    database: DatabaseConfig | None
+    code: dict[str, Path]
+    code_exclude: tuple[str, ...]
+    environment: dict[str, str]
+    environment_is_default: bool
+    migrations: MigrationsConfig
+    record: RecordConfig
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def where(self) -> str:
+        return str(self.file) if self.file else "defaults (no relstep.yml)"
+
+
+# --- validation schema (pydantic gives exact, key-naming errors) ------------------------------
+
+
+def _models() -> Any:
+    """Build the pydantic models lazily: ``relstep --help`` must not pay for them."""
+    from pydantic import BaseModel, ConfigDict, StrictStr
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+    class Database(Strict):
+        url: StrictStr | None = None
+        redact: list[StrictStr] | None = None
+        exclude_tables: list[StrictStr] = []
+
+    class Migrations(Strict):
+        tool: StrictStr = "auto"
+        path: StrictStr | None = None
+
+    class Record(Strict):
+        url: StrictStr | None = None
+        table: StrictStr = "ReleaseRecord"
+
+    class File(Strict):
+        backup_root: StrictStr = "backups/releases"
+        retention: Any = None
+        tag_prefix: StrictStr = "v"
+        database: Database | None = None
+        code: dict[StrictStr, StrictStr] | None = None
+        code_exclude: list[StrictStr] | None = None
+        environment: dict[StrictStr, StrictStr] | None = None
+        migrations: Migrations = Migrations()
+        record: Record = Record()
+
+    return File
+
+
+def _validation_message(error: Any, where: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key {key!r}; see docs/configuration.md for the keys relstep reads"
+    return f"{where}: {key}: {first['msg'].lower()}"
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    chosen = explicit or environ.get("RELSTEP_CONFIG") or None
+    if chosen:
+        path = (cwd / chosen).resolve()
+        if not path.is_file():
+            raise ConfigError(f"config file {chosen} not found; pass an existing file to --config or RELSTEP_CONFIG")
+        return path
+    for name in CONFIG_NAMES:
+        if (cwd / name).is_file():
+            return (cwd / name).resolve()
+    return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def expand_variables(value: Any, environ: Mapping[str, str], where: str, key: str = "") -> Any:
+    """Replace ``${VAR}`` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: expand_variables(v, environ, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_variables(v, environ, where, key) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        if name not in environ:
+            raise ConfigError(f"{where}: {key} uses ${{{name}}}, but the environment variable {name} is not set")
+        return environ[name]
+
+    return _VAR.sub(substitute, value)
+
+
+def parse_retention(value: object, source: str) -> int:
+    """A whole number >= 1, written as plain digits; anything else is an error naming its source."""
+    text = str(value).strip() if value is not None else ""
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text) or int(text) < 1 or int(text) > MAX_RETENTION:
+        shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40] + "...")
+        raise ConfigError(
+            f"{source} must be a whole number from 1 to {MAX_RETENTION}, got {shown}; nothing was deleted"
+        )
+    return int(text)
+
+
+def resolve_retention(
+    flag: str | int | None, environ: Mapping[str, str], from_file: object, where: str
+) -> int:
+    if flag is not None:
+        return parse_retention(flag, "--keep")
+    if RETENTION_ENV in environ:
+        return parse_retention(environ[RETENTION_ENV], RETENTION_ENV)
+    if from_file is not None:
+        return parse_retention(from_file, f"{where}: retention")
+    return DEFAULT_RETENTION
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    """Make a relative SQLite path absolute against the config's folder."""
+    for prefix in ("sqlite:///", "file:"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):]
+            if rest.startswith("//"):
+                return url
+            path_part, sep, query = rest.partition("?")
+            if path_part and not path_part.startswith("/") and path_part != ":memory:":
+                return "sqlite:///" + str((base / path_part).resolve()) + (sep + query)
+            return "sqlite:///" + path_part + (sep + query) if prefix == "file:" else url
+    return url
+
+
+def load_config(
+    explicit: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    keep: str | int | None = None,
+) -> Config:
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    file = find_config_file(explicit, environ, cwd)
+    where = str(file) if file else "relstep.yml"
+    raw = _read_yaml(file) if file else {}
+    expanded = expand_variables(raw, environ, where)
+
+    from pydantic import ValidationError
+
+    try:
+        parsed = _models().model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_validation_message(exc, where)) from None
+
+    base = file.parent if file else cwd
+    database = None
+    db_url = (parsed.database.url if parsed.database else None) or environ.get("DATABASE_URL") or None
+    if db_url:
+        from relstep.databases import engine_name
+
+        engine_name(db_url)  # validates the scheme now, as bad input
+        database = DatabaseConfig(
+            url=_resolve_sqlite(db_url, base),
+            redact=tuple(parsed.database.redact) if parsed.database and parsed.database.redact is not None else None,
+            exclude_tables=tuple(parsed.database.exclude_tables) if parsed.database else (),
+        )
+
+    if parsed.code is None:
+        code = {name: base / name for name in DEFAULT_CODE_DIRS if (base / name).is_dir()}
+    else:
+        code = {}
+        for name, rel in parsed.code.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ConfigError(f"{where}: code: name {name!r} must be letters, digits, '-', '_' or '.'")
+            code[name] = (base / rel).resolve()
+
+    from relstep import migrations as migration_tools
+
+    tool = parsed.migrations.tool
+    if tool not in migration_tools.CHOICES:
+        raise ConfigError(f"{where}: migrations.tool {tool!r} is not one of {', '.join(migration_tools.CHOICES)}")
+
+    record_url = parsed.record.url or (database.url if database else None)
+    backup_root = (base / parsed.backup_root).resolve() if not Path(parsed.backup_root).is_absolute() \
+        else Path(parsed.backup_root)
+    return Config(
+        base_dir=base,
+        file=file,
+        backup_root=backup_root,
+        retention=resolve_retention(keep, environ, parsed.retention, where),
+        tag_prefix=parsed.tag_prefix,
+        database=database,
+        code=code,
+        code_exclude=tuple(parsed.code_exclude) if parsed.code_exclude is not None else DEFAULT_CODE_EXCLUDE,
+        environment=dict(parsed.environment) if parsed.environment is not None else dict(DEFAULT_ENVIRONMENT),
+        environment_is_default=parsed.environment is None,
+        migrations=MigrationsConfig(
+            tool=tool, path=(base / parsed.migrations.path).resolve() if parsed.migrations.path else None
+        ),
+        record=RecordConfig(url=_resolve_sqlite(record_url, base) if record_url else None, table=parsed.record.table),
+        raw=raw,
+    )

@@ -1,0 +1,202 @@
+"""SQLite: a consistent copy through the online backup API, redacted, then compacted.
+
+Layout in the snapshot's database folder::
+
+    database.sqlite3.zst     the redacted, VACUUMed copy, zstd-compressed
+
+The raw copy is made in a scratch folder, redacted there with
+``secure_delete`` on (freed pages are zeroed), then written out with
+``VACUUM INTO`` so the published file is rebuilt from live rows only: no
+redacted value survives in a free page or the freelist.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import zstandard
+
+from relstep.databases import sqlalchemy_url
+from relstep.databases.base import Column, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
+from relstep.errors import BackupError, RestoreError, VerifyError
+
+NAME = "sqlite"
+DUMP_FILE = "database.sqlite3.zst"
+ZSTD_LEVEL = 3
+
+
+def database_path(url: str) -> Path:
+    path = sqlalchemy_url(url).database
+    if not path or path == ":memory:":
+        raise BackupError(f"SQLite URL {url} names no database file; use sqlite:///path/to/app.db")
+    return Path(path)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _user_tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[Column]:
+    text_affinity = ("CHAR", "CLOB", "TEXT", "")
+    return [
+        Column(name=r[1], nullable=not r[3], is_text=any(t in (r[2] or "").upper() for t in text_affinity))
+        for r in conn.execute(f"PRAGMA table_info({_quote(table)})")
+    ]
+
+
+def _count(conn: sqlite3.Connection, tables: list[str]) -> dict[str, int]:
+    return {t: conn.execute(f"SELECT count(*) FROM {_quote(t)}").fetchone()[0] for t in tables}
+
+
+def _open_source(url: str) -> sqlite3.Connection:
+    path = database_path(url)
+    if not path.is_file():
+        raise BackupError(f"SQLite database {path} does not exist; check database.url")
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot open SQLite database {path}: {exc}") from exc
+
+
+def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded: list[str]) -> None:
+    # Triggers could copy a password elsewhere (an audit table) while we blank it: set them aside.
+    triggers = copy.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    copy.execute("PRAGMA secure_delete = ON")
+    with copy:
+        for name, _sql in triggers:
+            copy.execute(f"DROP TRIGGER {_quote(name)}")
+        for table, columns in redact.items():
+            assignments = ", ".join(f"{_quote(c.name)} = {'NULL' if c.nullable else chr(39) * 2}" for c in columns)
+            copy.execute(f"UPDATE {_quote(table)} SET {assignments}")
+        for table in excluded:
+            copy.execute(f"DELETE FROM {_quote(table)}")
+        for _name, sql in triggers:
+            copy.execute(sql)
+
+
+def _compress(source: Path, dest: Path) -> None:
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+        compressor.copy_stream(src, out)
+
+
+def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
+    work = Path(tempfile.mkdtemp(prefix=".sqlite-work-", dir=dest_dir))
+    try:
+        raw = work / "raw.sqlite3"
+        with closing(_open_source(url)) as source, closing(sqlite3.connect(raw)) as copy:
+            try:
+                source.backup(copy)
+            except sqlite3.Error as exc:
+                raise BackupError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
+            copy.execute("PRAGMA journal_mode = DELETE")
+            tables = _user_tables(copy)
+            columns = {t: _columns(copy, t) for t in tables}
+        inspected = None
+        if inspect is not None:
+            from relstep.databases import create_engine
+
+            engine = create_engine(f"sqlite:///{raw}")
+            try:
+                with engine.connect() as conn:
+                    inspected = inspect(conn)
+            finally:
+                engine.dispose()
+        redact = columns_to_redact(columns, plan.redact)
+        excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
+        compact = work / "compact.sqlite3"
+        with closing(sqlite3.connect(raw)) as copy:
+            _redact(copy, redact, excluded)
+            counts = _count(copy, tables)
+            copy.execute("VACUUM INTO ?", (str(compact),))
+        _compress(compact, dest_dir / DUMP_FILE)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return DumpInfo(
+        engine=NAME,
+        format="sqlite-zstd",
+        files=[DUMP_FILE],
+        row_counts=counts,
+        redacted={t: [c.name for c in cols] for t, cols in redact.items()},
+        excluded_tables=excluded,
+        tool=f"sqlite3 backup API (SQLite {sqlite3.sqlite_version})",
+        server_version=sqlite3.sqlite_version,
+        inspected=inspected,
+    )
+
+
+def _decompress(db_dir: Path, target: Path) -> None:
+    source = db_dir / DUMP_FILE
+    decompressor = zstandard.ZstdDecompressor()
+    with open(source, "rb") as src, open(target, "wb") as out:
+        decompressor.copy_stream(src, out)
+
+
+def restore(db_dir: Path, url: str) -> None:
+    target = database_path(url)
+    if not target.parent.is_dir():
+        raise RestoreError(f"folder {target.parent} for the SQLite database does not exist")
+    staging = target.with_name(f".{target.name}.relstep-restore")
+    try:
+        _decompress(db_dir, staging)
+        with closing(sqlite3.connect(staging)) as conn:
+            if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                raise RestoreError(f"the SQLite copy in {db_dir} fails its integrity check")
+        # A stale WAL would be replayed onto the restored file: remove it first.
+        for suffix in ("-wal", "-shm", "-journal"):
+            Path(str(target) + suffix).unlink(missing_ok=True)
+        os.replace(staging, target)
+    except (OSError, zstandard.ZstdError, sqlite3.Error) as exc:
+        raise RestoreError(f"cannot restore {target}: {exc}") from exc
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def row_counts(url: str) -> dict[str, int]:
+    with closing(_open_source(url)) as conn:
+        return _count(conn, _user_tables(conn))
+
+
+def is_empty(url: str) -> bool:
+    path = database_path(url)
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with closing(_open_source(url)) as conn:
+        return not _user_tables(conn)
+
+
+def tool_versions() -> dict[str, str]:
+    return {"sqlite": sqlite3.sqlite_version}
+
+
+def check_files(db_dir: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="relstep-check-") as tmp:
+        copy = Path(tmp) / "check.sqlite3"
+        try:
+            _decompress(db_dir, copy)
+            with closing(sqlite3.connect(copy)) as conn:
+                result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        except (OSError, zstandard.ZstdError, sqlite3.Error) as exc:
+            raise VerifyError(f"{db_dir / DUMP_FILE} is not a readable SQLite copy: {exc}") from exc
+        if result != "ok":
+            raise VerifyError(f"{db_dir / DUMP_FILE} fails SQLite's integrity check: {result}")
+
+
+@contextmanager
+def scratch_database(url: str) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="relstep-scratch-") as tmp:
+        yield f"sqlite:///{Path(tmp) / 'scratch.sqlite3'}"

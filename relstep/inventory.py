@@ -1,0 +1,119 @@
+"""What `relstep list` and `relstep show` report about the snapshots in backup_root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from relstep import fsutil, snapshot
+from relstep.config import Config
+from relstep.errors import InputError, RecordError
+
+
+def _recorded(config: Config) -> set[str] | None:
+    """Recorded backup paths, or None when the record database cannot be read."""
+    if not config.record.url:
+        return None
+    from relstep import records
+
+    try:
+        return {row.backup_path for row in records.read_all(config.record.url, config.record.table)}
+    except RecordError:
+        return None
+
+
+def rows(config: Config) -> list[dict[str, Any]]:
+    recorded = _recorded(config)
+    result = []
+    for snap in snapshot.list_snapshots(config.backup_root):
+        try:
+            manifest = snap.manifest()
+        except InputError:
+            manifest = {}
+        result.append({
+            "name": snap.name,
+            "path": str(snap.path),
+            "version": manifest.get("version"),
+            "deployment_type": manifest.get("deployment_type"),
+            "created_at": manifest.get("created_at"),
+            "size": sum(f.get("size", 0) for f in manifest.get("files", {}).values()),
+            "schema_revision": manifest.get("schema_revision"),
+            "recorded": None if recorded is None else str(snap.path) in recorded,
+        })
+    return result
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def table(data: list[dict[str, Any]]) -> str:
+    if not data:
+        return "no snapshots"
+    headers = ("SNAPSHOT", "VERSION", "TYPE", "CREATED", "SIZE", "SCHEMA REVISION", "RECORDED")
+    lines = [
+        (r["name"], r["version"] or "?", r["deployment_type"] or "?", r["created_at"] or "?", _human(r["size"]),
+         r["schema_revision"] or "-", {True: "yes", False: "no", None: "?"}[r["recorded"]])
+        for r in data
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *lines, strict=False)]
+    return "\n".join(_row(row, widths) for row in (headers, *lines))
+
+
+def _row(values: tuple[Any, ...], widths: list[int]) -> str:
+    return "  ".join(str(v).ljust(w) for v, w in zip(values, widths, strict=False)).rstrip()
+
+
+def find(config: Config, ref: str) -> Path:
+    """A snapshot by name or path inside backup_root, or the newest one of a version."""
+    root = config.backup_root
+    if (root / ref).exists() or "/" in ref:
+        return snapshot.resolve_snapshot(root, ref)
+    wanted = ref[len(config.tag_prefix):] if config.tag_prefix and ref.startswith(config.tag_prefix) else ref
+    for snap in snapshot.list_snapshots(root):
+        try:
+            if snap.manifest().get("version") == wanted:
+                return snap.path
+        except InputError:
+            continue
+    raise InputError(f"no snapshot named or versioned {ref!r} in {root}; run `relstep list` to see the snapshots")
+
+
+def manifest_summary(path: Path) -> dict[str, Any]:
+    manifest = snapshot.read_manifest(path)
+    files = manifest.get("files", {})
+    summary = {k: v for k, v in manifest.items() if k != "files"}
+    summary["path"] = str(path)
+    summary["file_count"] = len(files)
+    summary["size"] = sum(f.get("size", 0) for f in files.values())
+    summary["disk_usage"] = fsutil.tree_size(path)
+    return summary
+
+
+def describe(path: Path, summary: dict[str, Any]) -> str:
+    lines = [
+        f"snapshot:        {path}",
+        f"version:         {summary.get('version')} ({summary.get('deployment_type')})",
+        f"created:         {summary.get('created_at')}",
+        f"git commit:      {summary.get('git_commit') or '-'}",
+        f"engine:          {summary.get('engine')}",
+        f"migration tool:  {summary.get('migration_tool') or '-'}",
+        f"schema revision: {summary.get('schema_revision') or '-'}",
+        f"files:           {summary['file_count']} ({_human(summary['size'])})",
+        "row counts:",
+    ]
+    counts = summary.get("row_counts", {})
+    width = max((len(t) for t in counts), default=0)
+    lines += [f"  {table.ljust(width)}  {count}" for table, count in sorted(counts.items())]
+    for name, db in summary.get("databases", {}).items():
+        if db.get("redacted"):
+            cols = ", ".join(f"{t}.{c}" for t, cs in db["redacted"].items() for c in cs)
+            lines.append(f"redacted ({name}): {cols}")
+    for name, code in summary.get("code", {}).items():
+        lines.append(f"code {name}: {code.get('files')} files from {code.get('source')}")
+    return "\n".join(lines)

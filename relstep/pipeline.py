@@ -1,0 +1,182 @@
+"""The phases in order (backup -> deploy -> record -> prune), each timed and reported.
+
+Every function returns a ``RunResult``; failures are data here, so the CLI and
+the CI writers can report the phases that did run.  Nothing in this module prints.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relstep import records, snapshot
+from relstep.config import Config
+from relstep.errors import DeployError, InputError, PruneError, RecordError, RelstepError
+from relstep.masking import mask_text
+from relstep.result import PhaseResult, RunResult
+from relstep.version import Release
+
+DEFAULT_LOCK_TIMEOUT = 600.0
+CREATED_TABLE_HINT = (
+    "relstep created the {table} table; the app should own it in its migrations (`relstep init --prisma` writes one)"
+)
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    removed: list[Path]
+    kept: list[Path]
+    partials_removed: list[Path]
+    protected: Path | None
+
+
+class _Phases:
+    """Runs phases into a RunResult, stopping at the first failure."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+
+    def run(self, name: str, action: Callable[[], str]) -> bool:
+        started = time.monotonic()
+        try:
+            detail = action()
+        except RelstepError as exc:
+            message = mask_text(exc.message)
+            phase = name if not isinstance(exc, InputError) else exc.phase
+            self.result.phases.append(PhaseResult(name, False, time.monotonic() - started, message, exc.exit_code))
+            self.result.failed_phase, self.result.error, self.result.exit_code = phase, message, exc.exit_code
+            return False
+        self.result.phases.append(PhaseResult(name, True, time.monotonic() - started, mask_text(detail)))
+        return True
+
+
+def _recorded_paths(config: Config) -> list[str]:
+    if not config.record.url:
+        return []
+    return [row.backup_path for row in records.read_all(config.record.url, config.record.table)]
+
+
+def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorded: bool = True) -> PruneOutcome:
+    """Remove finished snapshots beyond the newest ``keep``; never the one recorded last.
+
+    The caller holds the root lock.
+    """
+    protected = None
+    if protect_last_recorded:
+        try:
+            recorded = _recorded_paths(config)
+        except RecordError:
+            recorded = []  # unreachable record DB: the newest `keep` are still kept
+        if recorded:
+            protected = Path(recorded[-1])
+    doomed = snapshot.to_prune(config.backup_root, keep, {protected} if protected else set())
+    kept = [s.path for s in snapshot.list_snapshots(config.backup_root) if s not in doomed]
+    if dry_run:
+        return PruneOutcome([s.path for s in doomed], kept, snapshot.leftover_partials(config.backup_root), protected)
+    removed = []
+    for snap in doomed:
+        try:
+            snapshot.remove_snapshot(snap)
+        except OSError as exc:
+            raise PruneError(f"cannot remove {snap.path}: {exc.strerror or exc}") from exc
+        removed.append(snap.path)
+    partials = snapshot.remove_partials(config.backup_root)
+    return PruneOutcome(removed, kept, partials, protected)
+
+
+def newest_unrecorded(config: Config) -> Path:
+    recorded = set(_recorded_paths(config))
+    for snap in snapshot.list_snapshots(config.backup_root):
+        if str(snap.path) not in recorded:
+            return snap.path
+    raise InputError(f"every snapshot in {config.backup_root} is already recorded; pass --snapshot to choose one")
+
+
+def record_snapshot(config: Config, path: Path) -> tuple[records.RecordOutcome, dict[str, Any]]:
+    if not config.record.url:
+        raise InputError("no record database; set record.url or database.url in relstep.yml, or DATABASE_URL")
+    manifest = snapshot.read_manifest(path)
+    outcome = records.record(
+        config.record.url, config.record.table,
+        version=manifest["version"], deployment_type=manifest["deployment_type"],
+        backup_path=path.resolve(), schema_revision=manifest.get("schema_revision"),
+    )
+    return outcome, manifest
+
+
+def _deploy(command: Sequence[str], release: Release, snapshot_path: Path) -> str:
+    env = dict(os.environ, RELSTEP_VERSION=release.version, RELSTEP_DEPLOYMENT_TYPE=release.deployment_type,
+               RELSTEP_SNAPSHOT=str(snapshot_path))
+    try:
+        # The deploy command's output goes to stderr so `--json` keeps stdout to itself.
+        proc = subprocess.run(list(command), env=env, stdout=2, check=False)
+    except FileNotFoundError:
+        raise DeployError(f"deploy command {command[0]!r} not found; the snapshot is kept") from None
+    except OSError as exc:
+        raise DeployError(f"cannot start deploy command {command[0]!r}: {exc.strerror}; the snapshot is kept") from exc
+    if proc.returncode != 0:
+        raise DeployError(
+            f"deploy command exited with {proc.returncode}; the snapshot is kept and nothing was recorded"
+        )
+    return f"{' '.join(command)} exited 0"
+
+
+def run(
+    config: Config,
+    release: Release,
+    *,
+    deploy: Sequence[str] = (),
+    keep: int | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    phases: Sequence[str] = ("backup", "deploy", "record", "prune"),
+) -> RunResult:
+    from relstep.backup import check_inputs, create_snapshot
+
+    result = RunResult(version=release.version, deployment_type=release.deployment_type)
+    steps = _Phases(result)
+    keep = config.retention if keep is None else keep
+    try:
+        check_inputs(config)
+        snapshot.ensure_root(config.backup_root)
+    except RelstepError as exc:
+        result.failed_phase, result.error, result.exit_code = exc.phase, mask_text(exc.message), exc.exit_code
+        return result
+
+    state: dict[str, Any] = {}
+
+    def do_backup() -> str:
+        outcome = create_snapshot(config, release)
+        state["path"] = outcome.path
+        result.snapshot, result.schema_revision = str(outcome.path), outcome.schema_revision
+        return str(outcome.path)
+
+    def do_record() -> str:
+        outcome, _ = record_snapshot(config, state["path"])
+        result.record_id = outcome.id
+        if outcome.created_table:
+            result.notes.append(CREATED_TABLE_HINT.format(table=config.record.table))
+        return f"ReleaseRecord id {outcome.id}" + (" (table created)" if outcome.created_table else "")
+
+    def do_prune() -> str:
+        outcome = prune(config, keep)
+        result.pruned = [str(p) for p in outcome.removed]
+        return f"kept {len(outcome.kept)}, removed {len(outcome.removed)}"
+
+    try:
+        with snapshot.root_lock(config.backup_root, lock_timeout):
+            if "backup" in phases and not steps.run("backup", do_backup):
+                return result
+            if deploy and not steps.run("deploy", lambda: _deploy(deploy, release, state["path"])):
+                return result
+            if "record" in phases and not steps.run("record", do_record):
+                return result
+            if "prune" in phases:
+                steps.run("prune", do_prune)
+    except RelstepError as exc:  # the lock timed out
+        result.failed_phase, result.error, result.exit_code = exc.phase, mask_text(exc.message), exc.exit_code
+    return result

@@ -1,0 +1,261 @@
+"""Snapshot lifecycle: create atomically, read, list, prune; and the per-root lock.
+
+A snapshot is a directory ``<backup_root>/<UTC timestamp>`` (``20261124T010423Z``,
+with ``-2``, ``-3``... when two are made in one second) holding ``MANIFEST.json``.
+It is built under ``<backup_root>/.<name>.partial`` and renamed into place only
+when complete and flushed, so a crash leaves no directory that looks finished.
+Its mtime is set to its creation time, and nothing writes inside it afterwards,
+so retention by mtime keeps a stable order.  Everything whose name starts with
+a dot is relstep's bookkeeping (partials, the lock) and is never listed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from relstep import fsutil
+from relstep.errors import BackupError, ConfigError, InputError, LockTimeout
+
+MANIFEST = "MANIFEST.json"
+NAME_FORMAT = "%Y%m%dT%H%M%SZ"
+SNAPSHOT_NAME = re.compile(r"^\d{8}T\d{6}Z(?:-\d+)?$")
+PARTIAL_SUFFIX = ".partial"
+LOCK_NAME = ".relstep.lock"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    mtime: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.path)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        with open(path / MANIFEST, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path} is not a relstep snapshot (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path / MANIFEST}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path / MANIFEST} is not a relstep manifest")
+    return data
+
+
+def ensure_root(root: Path) -> None:
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        kind = "a symlink" if root.is_symlink() else "a file"
+        raise ConfigError(f"backup_root {root} is {kind}, not a directory; point backup_root at a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=fsutil.PRIVATE_DIR)
+    except OSError as exc:
+        raise ConfigError(f"cannot create backup_root {root}: {exc.strerror}") from exc
+
+
+def is_finished_snapshot(entry: os.DirEntry[str] | Path) -> bool:
+    """A real (not symlinked) directory with a visible name and a regular MANIFEST.json."""
+    path = Path(entry)
+    if path.name.startswith(".") or path.is_symlink() or not path.is_dir():
+        return False
+    manifest = path / MANIFEST
+    return manifest.is_file() and not manifest.is_symlink()
+
+
+def list_snapshots(root: Path) -> list[Snapshot]:
+    """Finished snapshots, newest first (mtime, then name)."""
+    if not root.is_dir():
+        return []
+    found = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            if is_finished_snapshot(Path(entry.path)):
+                found.append(Snapshot(Path(entry.path), entry.stat(follow_symlinks=False).st_mtime))
+    found.sort(key=lambda s: (s.mtime, s.name), reverse=True)
+    return found
+
+
+def resolve_snapshot(root: Path, ref: str) -> Path:
+    """A snapshot name, or a path that must lie directly inside ``root``; anything else is refused."""
+    candidate = Path(ref) if ("/" in ref or os.sep in ref) else root / ref
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise InputError(f"no snapshot {ref!r} in {root}; run `relstep list` to see the snapshots") from None
+    if resolved.parent != root.resolve() or not is_finished_snapshot(resolved):
+        raise InputError(f"{ref!r} is not a finished snapshot inside {root}; run `relstep list` to see the snapshots")
+    return resolved
+
+
+# --- creation -----------------------------------------------------------------------------------
+
+
+def _free_name(root: Path, now: datetime) -> str:
+    base = now.astimezone(timezone.utc).strftime(NAME_FORMAT)
+    name, n = base, 1
+    while (root / name).exists() or (root / f".{name}{PARTIAL_SUFFIX}").exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+class Building:
+    """A snapshot under construction: write into ``.path``; ``finish`` publishes it."""
+
+    def __init__(self, root: Path, name: str, created: datetime) -> None:
+        self.root = root
+        self.name = name
+        self.created = created
+        self.path = root / f".{name}{PARTIAL_SUFFIX}"
+        self.final_path = root / name
+
+    def write_text(self, relative: str, text: str) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True, mode=fsutil.PRIVATE_DIR)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fsutil.PRIVATE_FILE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return target
+
+    def write_json(self, relative: str, data: Any) -> Path:
+        return self.write_text(relative, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        fsutil.privatize_tree(self.path)
+        self.write_json(MANIFEST, manifest)
+        fsutil.sync_filesystem_of(self.path)
+        fsutil.fsync_dir(self.path)
+        os.replace(self.path, self.final_path)
+        stamp = self.created.timestamp()
+        os.utime(self.final_path, (stamp, stamp))
+        fsutil.fsync_dir(self.root)
+        return self.final_path
+
+
+@contextmanager
+def building(root: Path, now: datetime | None = None) -> Iterator[Building]:
+    """Create a partial snapshot; remove it on any failure (including KeyboardInterrupt)."""
+    created = now or datetime.now(timezone.utc)
+    name = _free_name(root, created)
+    build = Building(root, name, created)
+    fsutil.make_private_dir(build.path)
+    try:
+        yield build
+    except BaseException:
+        shutil.rmtree(build.path, ignore_errors=True)
+        raise
+    if build.path.exists():
+        shutil.rmtree(build.path, ignore_errors=True)
+        raise BackupError("internal error: the snapshot was built but never finished")
+
+
+def manifest_files(snapshot_dir: Path, known: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"size", "sha256"}}`` for every file except the manifest.
+
+    ``known`` carries hashes computed while the file was written (code capture),
+    so they are not read twice.
+    """
+    known = known or {}
+    files: dict[str, dict[str, Any]] = {}
+    for dirpath, dirnames, filenames in os.walk(snapshot_dir):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(snapshot_dir).as_posix()
+            if rel == MANIFEST:
+                continue
+            if rel in known:
+                files[rel] = known[rel]
+            else:
+                size, digest = fsutil.sha256_file(full)
+                files[rel] = {"size": size, "sha256": digest}
+    return files
+
+
+# --- removal ------------------------------------------------------------------------------------
+
+
+def leftover_partials(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.iterdir()
+        if p.name.startswith(".") and p.name.endswith(PARTIAL_SUFFIX) and p.is_dir() and not p.is_symlink()
+    )
+
+
+def remove_partials(root: Path) -> list[Path]:
+    """Remove half-built snapshots of killed runs.  Call only while holding the root lock."""
+    removed = leftover_partials(root)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def to_prune(root: Path, keep: int, protect: set[Path] | None = None) -> list[Snapshot]:
+    """Finished snapshots beyond the newest ``keep``, minus protected ones."""
+    if keep < 1:
+        raise InputError(f"retention must be at least 1, got {keep}")
+    protect = {p.resolve() for p in (protect or set())}
+    return [s for s in list_snapshots(root)[keep:] if s.path.resolve() not in protect]
+
+
+def remove_snapshot(snapshot: Snapshot) -> None:
+    # Rename first, so a crash mid-delete leaves a dot-name that is cleaned later
+    # instead of a directory that still looks like a (now incomplete) snapshot.
+    doomed = snapshot.path.parent / f".{snapshot.name}.deleting{PARTIAL_SUFFIX}"
+    os.replace(snapshot.path, doomed)
+    shutil.rmtree(doomed)
+
+
+# --- locking ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def root_lock(root: Path, timeout: float, poll: float = 0.2) -> Iterator[None]:
+    """One run at a time per backup_root.
+
+    flock(2) is released by the kernel when its holder dies, so a kill -9 never
+    leaves a stale lock behind; the lock file itself may stay and is harmless.
+    """
+    ensure_root(root)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, fsutil.PRIVATE_FILE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"another relstep run has held the lock on {root} for {timeout:g} s; "
+                        "wait for it to finish or raise --lock-timeout"
+                    ) from None
+                time.sleep(poll)
+        yield
+    finally:
+        os.close(fd)
