@@ -16,7 +16,7 @@ from relstep.config import Config
 from relstep.databases import engine_for, redact_url
 from relstep.databases.base import DEFAULT_REDACT, DumpInfo, DumpPlan
 from relstep.errors import BackupError, ConfigError, RelstepError
-from relstep.masking import register_secret
+from relstep.masking import register_environment_secrets, register_secret
 from relstep.version import Release
 
 DATABASES_DIR = "databases"
@@ -110,6 +110,7 @@ def create_snapshot(config: Config, release: Release, now: datetime | None = Non
     assert config.database is not None
     db = config.database
     register_secret(_password_of(db.url))
+    register_environment_secrets()
     snapshot.ensure_root(config.backup_root)
     snapshot.remove_partials(config.backup_root)
     # Snapshots hold production data: nothing relstep or the dump tools create may be

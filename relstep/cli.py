@@ -94,6 +94,8 @@ def _report(result: Any, as_json: bool, title: str) -> NoReturn:
     for note in result.notes:
         _err(f"relstep: note: {note}")
     if result.exit_code:
+        if state.verbose and result.traceback:
+            _err(result.traceback.rstrip())
         _err(f"relstep: {result.failed_phase} failed: {result.error}")
     raise typer.Exit(result.exit_code)
 

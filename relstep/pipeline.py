@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class _Phases:
             phase = name if not isinstance(exc, InputError) else exc.phase
             self.result.phases.append(PhaseResult(name, False, time.monotonic() - started, message, exc.exit_code))
             self.result.failed_phase, self.result.error, self.result.exit_code = phase, message, exc.exit_code
+            self.result.traceback = mask_text(traceback.format_exc())
             return False
         self.result.phases.append(PhaseResult(name, True, time.monotonic() - started, mask_text(detail)))
         return True

@@ -13,6 +13,7 @@ class PhaseResult:
     seconds: float
     detail: str = ""          # one line, already masked
     exit_code: int = 0
+    traceback: str | None = field(default=None, repr=False)   # shown with -v only, never serialised
 
 
 @dataclass
@@ -35,5 +36,6 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["traceback"]
         data["ok"] = self.ok
         return data
