@@ -125,7 +125,7 @@ def _deploy(command: Sequence[str], release: Release, snapshot_path: Path) -> st
         raise DeployError(
             f"deploy command exited with {proc.returncode}; the snapshot is kept and nothing was recorded"
         )
-    return f"{' '.join(command)} exited 0"
+    return f"{Path(command[0]).name} exited 0"
 
 
 def run(

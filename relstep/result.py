@@ -13,7 +13,6 @@ class PhaseResult:
     seconds: float
     detail: str = ""          # one line, already masked
     exit_code: int = 0
-    traceback: str | None = field(default=None, repr=False)   # shown with -v only, never serialised
 
 
 @dataclass
@@ -29,6 +28,7 @@ class RunResult:
     failed_phase: str | None = None
     error: str | None = None              # the one-sentence reason, masked
     exit_code: int = 0
+    traceback: str | None = field(default=None, repr=False)   # shown with -v only, never serialised
 
     @property
     def ok(self) -> bool:
