@@ -17,7 +17,8 @@ def create_schema(url: str, users: int = 10, posts: int = 30) -> None:
     from relstep.databases import create_engine
 
     metadata = MetaData()
-    user = Table("User", metadata, Column("id", Integer, primary_key=True), Column("email", String(100), nullable=False),
+    user = Table("User", metadata, Column("id", Integer, primary_key=True),
+                 Column("email", String(100), nullable=False),
                  Column("password", String(100), nullable=False), Column("passwordHash", String(100)))
     post = Table("Post", metadata, Column("id", Integer, primary_key=True), Column("title", Text, nullable=False),
                  Column("authorId", Integer, ForeignKey("User.id"), nullable=False))

@@ -67,9 +67,10 @@ def test_run_summary_and_json(tmp_path: Path, request: pytest.FixtureRequest) ->
 
 
 def test_deploy_command_runs_between_backup_and_record(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    app, url = make_app(tmp_path, request, "sqlite")
+    app, _url = make_app(tmp_path, request, "sqlite")
     marker = tmp_path / "deployed.txt"
-    script = f"import os; open({str(marker)!r}, 'w').write(os.environ['RELSTEP_VERSION'] + ' ' + os.environ['RELSTEP_SNAPSHOT'])"
+    script = (f"import os; open({str(marker)!r}, 'w')"
+              ".write(os.environ['RELSTEP_VERSION'] + ' ' + os.environ['RELSTEP_SNAPSHOT'])")
     ran = relstep("run", "--version", "1.0.0", "--json", "--", sys.executable, "-c", script + "; print('deploy out')",
                   cwd=app)
     assert ran.code == 0, ran.err
@@ -82,7 +83,8 @@ def test_failing_deploy_keeps_snapshot_and_records_nothing(tmp_path: Path, reque
     app, url = make_app(tmp_path, request, "sqlite")
     ran = relstep("run", "--version", "1.0.0", "--", sys.executable, "-c", "raise SystemExit(9)", cwd=app)
     assert ran.code == 4
-    assert ran.last_err == "relstep: deploy failed: deploy command exited with 9; the snapshot is kept and nothing was recorded"
+    assert ran.last_err == ("relstep: deploy failed: deploy command exited with 9; "
+                            "the snapshot is kept and nothing was recorded")
     assert len(snapshots(app)) == 1
     assert rows(url) == []
     ran = relstep("run", "--version", "1.0.0", "--", "no-such-deploy-tool-xyz", cwd=app)
@@ -97,7 +99,8 @@ def test_unreachable_record_database_then_record_later_exactly_once(
     write_config(app, {"database": {"url": url}, "record": {"url": "postgresql://u:Sekr3t-pw@127.0.0.1:1/nodb"}})
     ran = relstep("run", "--version", "1.0.0", cwd=app)
     assert ran.code == 5
-    assert ran.last_err.startswith("relstep: record failed: cannot reach the record database postgresql://u:***@127.0.0.1:1/nodb")
+    assert ran.last_err.startswith(
+        "relstep: record failed: cannot reach the record database postgresql://u:***@127.0.0.1:1/nodb")
     assert "Sekr3t-pw" not in ran.out + ran.err
     assert len(snapshots(app)) == 1
     write_config(app, {"database": {"url": url}})
@@ -123,7 +126,7 @@ def test_failing_backup_loses_nothing(tmp_path: Path, request: pytest.FixtureReq
 
 
 def test_existing_table_with_wrong_columns_is_a_clear_error(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    app, url = make_app(tmp_path, request, "sqlite")
+    app, _url = make_app(tmp_path, request, "sqlite")
     import sqlite3
 
     with sqlite3.connect(app / "app.db") as conn:
@@ -203,7 +206,7 @@ def test_prune_never_touches_foreign_entries(tmp_path: Path, request: pytest.Fix
 
 
 def test_prune_never_removes_the_last_recorded_snapshot(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    app, url = make_app(tmp_path, request, "sqlite")
+    app, _url = make_app(tmp_path, request, "sqlite")
     assert relstep("run", "--version", "1.0.0", cwd=app).code == 0
     recorded = snapshots(app)[0]
     for i in range(1, 4):
