@@ -133,9 +133,9 @@ def test_existing_table_with_wrong_columns_is_a_clear_error(tmp_path: Path, requ
         conn.execute('CREATE TABLE "ReleaseRecord" (id INTEGER PRIMARY KEY, version TEXT, "backupPath" TEXT)')
     ran = relstep("run", "--version", "1.0.0", cwd=app)
     assert ran.code == 5
-    assert ran.last_err == ("relstep: record failed: table ReleaseRecord lacks column(s) deploymentType, schemaRevision, "
-                            "recordedAt; add them in the app's migrations (see `relstep init --prisma`) or point "
-                            "record.table at another table")
+    assert ran.last_err == ("relstep: record failed: table ReleaseRecord lacks column(s) deploymentType, "
+                            "schemaRevision, recordedAt; add them in the app's migrations "
+                            "(see `relstep init --prisma`) or point record.table at another table")
     assert len(snapshots(app)) == 1
 
 
