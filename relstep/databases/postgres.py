@@ -1,0 +1,685 @@
+"""PostgreSQL engine: a ``pg_dump`` directory dump plus redacted COPY streams, all from one snapshot.
+
+Layout written into ``dest_dir`` (every file is listed in ``DumpInfo.files``)::
+
+    pg_dump/toc.dat              pg_dump -Fd -j2 -Z1: the table of contents (schema, sequences, ...)
+    pg_dump/<dumpId>.dat.gz      one per table whose rows pg_dump wrote
+    redacted/NNN-<table>.copy.zst
+                                 rows of each table with redacted columns: COPY text format, zstd
+                                 with a content checksum; redacted columns hold NULL ('' if NOT NULL)
+    redacted.json                which file restores which table, with its column list and uncompressed
+                                 size (a cut-off zstd frame reads back quietly short; the size catches it)
+
+Files are 0600 and folders 0700 (pg_dump runs under umask 077): they hold the data.
+
+Why this shape:
+
+* ``pg_dump`` cannot leave out a column, so a table with redacted columns is dumped schema-only
+  (``--exclude-table-data``) and its rows are written here with
+  ``COPY (SELECT id, NULL::text AS password, ...) TO STDOUT``.  That COPY, the row counts, the
+  caller's ``inspect`` and ``pg_dump --snapshot`` all read the snapshot of one ``REPEATABLE READ``
+  transaction (``pg_export_snapshot()``), so every file describes the same instant.
+* The directory format lets ``pg_dump`` and ``pg_restore`` work on two tables at once; it was
+  measured fastest on the project's machines (see TOOLING.md).
+* ``restore`` loads pre-data, data, the redacted COPY files, then post-data, so indexes and
+  foreign keys are built (and checked) once every row is in place.
+
+The password reaches ``pg_dump``/``pg_restore`` only through ``PGPASSWORD``; the other connection
+parameters travel in ``PG*`` variables as well.  Each public function raises the error of the
+phase it serves: ``dump`` BackupError; ``restore`` and ``is_empty`` RestoreError; ``row_counts``,
+``check_files`` and ``scratch_database`` VerifyError.
+
+Known limits: a redacted NOT NULL column must be text-like or bytea (others have no empty value
+and the dump refuses them); a CHECK or UNIQUE constraint on a redacted column may reject the
+NULL/'' values at restore; patterns match the partitions of a partitioned table by their own names.
+"""
+
+from __future__ import annotations
+
+import getpass
+import gzip
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import zlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import quote, urlsplit
+
+import zstandard
+
+from relstep.databases import create_engine, redact_url, sqlalchemy_url
+from relstep.databases.base import (
+    Column,
+    DumpInfo,
+    DumpPlan,
+    Inspect,
+    columns_to_redact,
+    matches_table,
+    redacted_value_sql,
+)
+from relstep.errors import BackupError, RelstepError, RestoreError, VerifyError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+NAME = "postgresql"
+FORMAT = "pg_dump-directory"
+DUMP_DIR = "pg_dump"
+REDACTED_DIR = "redacted"
+REDACTED_INDEX = "redacted.json"
+TOOLS = ("pg_dump", "pg_restore")
+JOBS = 2                  # pg_dump/pg_restore --jobs: 2 measured fastest on the 2-core machines
+COMPRESSION = 1           # pg_dump --compress: level 1 is several times faster than 6 for little size
+ZSTD_LEVEL = 3
+CHUNK = 1 << 18
+CONNECT_TIMEOUT = 10      # seconds, unless the URL says otherwise: a backup must fail, never hang
+READ_ONLY_SNAPSHOT = "REPEATABLE READ"
+
+ErrorType = type[RelstepError]
+
+# URL query parameters that libpq also reads from the environment; the tools get them there.
+_LIBPQ_ENV = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "krbsrvname": "PGKRBSRVNAME",
+}
+
+# "pg_" is reserved for system schemas, so this keeps exactly the user's schemas.
+_USER_SCHEMA_SQL = "n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
+
+# Ordinary tables and their columns.  Left out, like pg_dump leaves their rows out: tables owned
+# by an extension and other sessions' temporary tables.  Generated columns are never dumped (the
+# target computes them), so they are neither copied nor redacted.
+_TABLES_SQL = f"""
+SELECT n.nspname, c.relname, a.attname, NOT a.attnotnull,
+       t.typcategory = 'S' OR t.oid = 'bytea'::regtype, format_type(a.atttypid, a.atttypmod)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+LEFT JOIN pg_type t ON t.oid = a.atttypid
+WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND {_USER_SCHEMA_SQL}
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+_TABLE_DATA_TOC = re.compile(r"^(\d+); \d+ \d+ TABLE DATA ", re.MULTILINE)
+
+# libpq's connection failures, each turned into the sentence a person needs.  First match wins.
+_CONNECTION_PROBLEMS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"translate host name|resolve host|Name or service not known|name resolution", re.I),
+     "unknown database host {host} in {url}; check the host name"),
+    (re.compile(r"Connection refused", re.I),
+     "PostgreSQL at {host}:{port} refused the connection to database {db} ({url}); is the server running?"),
+    (re.compile(r"timeout expired|timed out", re.I),
+     "timed out connecting to PostgreSQL at {host}:{port} for database {db} ({url}); is the host reachable?"),
+    (re.compile(r'database "[^"]*" does not exist', re.I),
+     "database {db} does not exist on PostgreSQL at {host}:{port} ({url}); create it or fix the URL"),
+    (re.compile(r'role "[^"]*" does not exist', re.I),
+     "user {user} does not exist on PostgreSQL at {host}:{port} ({url}); fix the user in the URL"),
+    (re.compile(r"authentication failed|no password supplied", re.I),
+     "authentication failed for user {user} on PostgreSQL at {host}:{port}, database {db} ({url}); "
+     "check the password"),
+    (re.compile(r"no pg_hba.conf entry", re.I),
+     "PostgreSQL at {host}:{port} does not let user {user} connect to database {db} ({url}); check pg_hba.conf"),
+]
+
+
+# --------------------------------------------------------------------------- where a URL points
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A database URL in the forms we need: libpq variables for the tools, and a masked name."""
+
+    url: str
+    host: str
+    port: str
+    user: str
+    dbname: str
+    password: str | None = field(repr=False)
+    env: dict[str, str] = field(repr=False)
+    connect_args: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> _Target:
+        parsed = sqlalchemy_url(url)  # also drops Prisma-only parameters such as ?schema=
+        query = {k: str(v[-1] if isinstance(v, tuple) else v) for k, v in parsed.query.items()}
+        user = parsed.username or query.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+        dbname = parsed.database or query.get("dbname") or os.environ.get("PGDATABASE") or user
+        env = {name: query[key] for key, name in _LIBPQ_ENV.items() if query.get(key)}
+        if parsed.host:
+            env["PGHOST"] = parsed.host
+        if parsed.port:
+            env["PGPORT"] = str(parsed.port)
+        env.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT))
+        env.update(PGUSER=user, PGDATABASE=dbname)
+        password = None if parsed.password is None else str(parsed.password)
+        if password is not None:
+            env["PGPASSWORD"] = password
+        return cls(
+            url=url,
+            host=env.get("PGHOST") or os.environ.get("PGHOST") or "localhost",
+            port=env.get("PGPORT") or os.environ.get("PGPORT") or "5432",
+            user=user,
+            dbname=dbname,
+            password=password,
+            env=env,
+            connect_args={} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT},
+        )
+
+    def tool_env(self) -> dict[str, str]:
+        """The caller's environment with this target's libpq variables on top."""
+        return {**os.environ, **self.env}
+
+    def mask(self, text: str) -> str:
+        """Text with the password, plain or percent-encoded, replaced by ***."""
+        if self.password:
+            for form in {self.password, quote(self.password, safe="")}:
+                text = text.replace(form, "***")
+        return text
+
+    def connect_failure(self, message: str) -> str:
+        """One sentence for a failed connection, naming host and database but never the password."""
+        for pattern, template in _CONNECTION_PROBLEMS:
+            if pattern.search(message):
+                sentence = template
+                break
+        else:
+            sentence = "cannot connect to PostgreSQL at {host}:{port}, database {db} ({url}): " + _first_line(message)
+        return self.mask(
+            sentence.format(host=self.host, port=self.port, db=self.dbname, user=self.user, url=redact_url(self.url))
+        )
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _database_url(url: str, dbname: str) -> str:
+    """The same URL (credentials, query) naming another database on the same server."""
+    return urlsplit(url)._replace(path="/" + quote(dbname, safe="")).geturl()
+
+
+# --------------------------------------------------------------------------- SQL connections
+
+
+def _db_errors() -> tuple[type[Exception], ...]:
+    import psycopg
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, psycopg.Error)
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc)
+
+
+@contextmanager
+def _connect(target: _Target, error: ErrorType, isolation_level: str = "READ COMMITTED") -> Iterator[Connection]:
+    """A SQLAlchemy connection; a database error, on connecting or later, becomes ``error``.
+
+    A ``REPEATABLE READ`` connection is also read-only: it is only used to read one snapshot.
+    """
+    db_errors = _db_errors()
+    engine = create_engine(target.url, connect_args=target.connect_args)
+    try:
+        try:
+            conn = engine.connect()
+        except db_errors as exc:
+            raise error(target.connect_failure(_error_text(exc))) from exc
+        with conn:
+            conn.execution_options(
+                isolation_level=isolation_level, postgresql_readonly=isolation_level == READ_ONLY_SNAPSHOT
+            )
+            yield conn
+    except db_errors as exc:
+        reason = _first_line(_error_text(exc))
+        raise error(target.mask(f"PostgreSQL error on {redact_url(target.url)}: {reason}")) from exc
+    finally:
+        engine.dispose()
+
+
+def _sql(conn: Connection, statement: str) -> Any:
+    """Run SQL built from quoted identifiers; ``no_parameters`` keeps a '%' in a name literal."""
+    return conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+
+
+def _driver(conn: Connection) -> Any:
+    """The psycopg connection under ``conn``, in the same transaction, for COPY streaming."""
+    return conn.connection.driver_connection
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class _PgColumn(Column):
+    type_sql: str = "text"
+
+
+@dataclass(frozen=True)
+class _Table:
+    schema: str
+    name: str
+    columns: tuple[_PgColumn, ...]
+
+    @property
+    def key(self) -> str:
+        """relstep's name for the table: bare in ``public``, ``schema.table`` elsewhere."""
+        return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+
+    @property
+    def sql(self) -> str:
+        """Quoted ``"schema"."table"``; also an exact pg_dump pattern (quotes make it literal)."""
+        return f"{_quote_ident(self.schema)}.{_quote_ident(self.name)}"
+
+
+def _list_tables(conn: Connection) -> list[_Table]:
+    columns: dict[tuple[str, str], list[_PgColumn]] = {}
+    for schema, table, column, nullable, is_text, type_sql in _sql(conn, _TABLES_SQL):
+        found = columns.setdefault((schema, table), [])
+        if column is not None:  # a table may have no columns at all
+            found.append(_PgColumn(column, nullable, is_text, type_sql))
+    return [_Table(schema, name, tuple(cols)) for (schema, name), cols in columns.items()]
+
+
+def _count_rows(conn: Connection, table: _Table) -> int:
+    # ONLY: the rows stored in this table, which is what its dump holds (not its inheritors').
+    return int(_sql(conn, f"SELECT count(*) FROM ONLY {table.sql}").scalar_one())
+
+
+# --------------------------------------------------------------------------- external tools
+
+
+def _find_tool(name: str, error: ErrorType) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise error(f"{name} not found on PATH; install the PostgreSQL client")
+    return path
+
+
+def _tool_version(path: str) -> str:
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def _major(version: str) -> int | None:
+    """15 from "pg_dump (PostgreSQL) 15.20 (Debian ...)"."""
+    found = re.search(r"\)\s*(\d+)", version)
+    return int(found.group(1)) if found else None
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # umask 077: pg_dump's files hold the data, so only their owner may read them.
+    return subprocess.run(
+        args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
+        umask=0o077,
+    )
+
+
+def _last_error_line(stderr: str) -> str:
+    """The tool's own reason: its last error line, not a trailing hint or "Command was: ..."."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"\berror:|\bFATAL:", line)]
+    line = (errors or lines or ["exited without a message"])[-1]
+    return " ".join(re.sub(r"^pg_\w+: (error: )?", "", line).split())
+
+
+def _run_tool(args: list[str], target: _Target, error: ErrorType) -> None:
+    done = _run(args, target.tool_env())
+    if done.returncode == 0:
+        return
+    reason = _last_error_line(done.stderr)
+    if re.search(r"connection to server|translate host name", reason):
+        raise error(target.connect_failure(reason))
+    raise error(target.mask(f"{Path(args[0]).name} failed: {reason}"))
+
+
+# --------------------------------------------------------------------------- compressed files
+
+
+def _create_private(path: Path) -> BinaryIO:
+    """A new file only its owner can read: it holds the database's data."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
+def _zstd_chunks(path: Path, size: int, error: ErrorType) -> Iterator[bytes]:
+    """Decompressed chunks of at most CHUNK bytes of a zstd file written by ``_write_redacted``.
+
+    The frame checksum catches changed bytes, but the reader ends quietly on a cut-off frame, so
+    the uncompressed size recorded at dump time is compared at the end.
+    """
+    total = 0
+    try:
+        with path.open("rb") as source, zstandard.ZstdDecompressor().stream_reader(source) as reader:
+            while chunk := reader.read(CHUNK):
+                total += len(chunk)
+                yield chunk
+    except (OSError, zstandard.ZstdError) as exc:
+        raise error(f"{path} is unreadable: {exc}") from exc
+    if total != size:
+        raise error(f"{path} is truncated: it holds {total} of {size} bytes")
+
+
+def _check_gzip(path: Path) -> None:
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise VerifyError(f"{path} is corrupt or truncated: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+@dataclass(frozen=True)
+class _Redaction:
+    """A table whose rows we copy ourselves, with some columns blanked."""
+
+    table: _Table
+    redacted: tuple[str, ...]
+
+    def select_sql(self) -> str:
+        items = [
+            f"{redacted_value_sql(c)}::{c.type_sql} AS {_quote_ident(c.name)}"
+            if c.name in self.redacted
+            else _quote_ident(c.name)
+            for c in self.table.columns
+        ]
+        return f"SELECT {', '.join(items)} FROM ONLY {self.table.sql}"
+
+
+def _plan_redactions(tables: Iterable[_Table], patterns: Iterable[str]) -> list[_Redaction]:
+    by_key = {t.key: t for t in tables}
+    hits = columns_to_redact({key: list(t.columns) for key, t in by_key.items()}, patterns)
+    plans = [_Redaction(by_key[key], tuple(c.name for c in columns)) for key, columns in hits.items()]
+    for plan in plans:
+        for column in plan.table.columns:
+            if column.name in plan.redacted and not column.nullable and not column.is_text:
+                raise BackupError(
+                    f"cannot redact {plan.table.key}.{column.name}: it is NOT NULL and of type {column.type_sql}, "
+                    "which has no empty value; make it nullable or leave it out of database.redact"
+                )
+    return plans
+
+
+def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -> None:
+    """Write each planned table's rows, then the index that tells ``restore`` where they go."""
+    entries = []
+    if plans:
+        (dest_dir / REDACTED_DIR).mkdir(mode=0o700)
+    for number, plan in enumerate(plans):
+        relative = f"{REDACTED_DIR}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', plan.table.key)[:60]}.copy.zst"
+        size = _copy_out(conn, plan, dest_dir / relative)
+        entries.append({
+            "schema": plan.table.schema,
+            "table": plan.table.name,
+            "columns": [c.name for c in plan.table.columns],
+            "redacted": list(plan.redacted),
+            "file": relative,
+            "bytes": size,
+        })
+    with _create_private(dest_dir / REDACTED_INDEX) as index:
+        index.write(json.dumps({"version": 1, "tables": entries}, indent=2).encode())
+
+
+def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> int:
+    """Stream one table's rows, as the snapshot sees them, through zstd; return the uncompressed size."""
+    size = 0
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    with (
+        _create_private(path) as raw_file,
+        compressor.stream_writer(raw_file) as out,
+        _driver(conn).cursor() as cursor,
+        cursor.copy(f"COPY ({plan.select_sql()}) TO STDOUT") as copy,
+    ):
+        for block in copy:
+            out.write(block)
+            size += len(block)
+    return size
+
+
+def _read_index(db_dir: Path, error: ErrorType) -> list[dict[str, Any]]:
+    """The redacted-table entries of a dump directory, after checking it is one of ours."""
+    for required in (db_dir / DUMP_DIR / "toc.dat", db_dir / REDACTED_INDEX):
+        if not required.is_file():
+            raise error(f"{db_dir} is not a relstep PostgreSQL dump: {required} is missing")
+    try:
+        entries = json.loads((db_dir / REDACTED_INDEX).read_text())["tables"]
+        for entry in entries:
+            parts = Path(entry["file"]).parts
+            if Path(entry["file"]).is_absolute() or ".." in parts or not entry["columns"] or entry["bytes"] < 0:
+                raise ValueError(f"bad entry for table {entry['table']}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise error(f"{db_dir / REDACTED_INDEX} is unreadable: {exc}") from exc
+    return entries
+
+
+# --------------------------------------------------------------------------- dump
+
+
+def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
+    """Dump the database at one point in time into ``dest_dir`` (see the module docstring)."""
+    pg_dump = _find_tool("pg_dump", BackupError)
+    tool = _tool_version(pg_dump)
+    target = _Target.parse(url)
+    with _connect(target, BackupError, READ_ONLY_SNAPSHOT) as conn:
+        snapshot = _sql(conn, "SELECT pg_export_snapshot()").scalar_one()
+        # Like pg_dump's own sessions: a role's timeouts must not cut a long count, or end this
+        # transaction while it idles during pg_dump, before the redacted COPYs have run.
+        _sql(conn, "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0")
+        server_version, server_major = _sql(
+            conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int / 10000"
+        ).one()
+        _require_client(tool, server_major, target)
+        tables = _list_tables(conn)
+        excluded = [t for t in tables if matches_table(t.key, plan.exclude_tables)]
+        redactions = _plan_redactions((t for t in tables if t not in excluded), plan.redact)
+        counts = {t.key: 0 if t in excluded else _count_rows(conn, t) for t in tables}
+        inspected = _inspect(conn, inspect)
+        no_data = [*excluded, *(r.table for r in redactions)]
+        _run_tool(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target, BackupError)
+        _write_redacted(conn, dest_dir, redactions)
+    return DumpInfo(
+        engine=NAME,
+        format=FORMAT,
+        files=sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file()),
+        row_counts=counts,
+        redacted={r.table.key: list(r.redacted) for r in redactions},
+        excluded_tables=[t.key for t in excluded],
+        tool=tool,
+        server_version=server_version,
+        inspected=inspected,
+        extra={"jobs": JOBS, "dump_dir": DUMP_DIR, "redacted_index": REDACTED_INDEX},
+    )
+
+
+def _require_client(tool: str, server_major: int, target: _Target) -> None:
+    """pg_dump refuses a newer server; say which client to install instead of its generic abort."""
+    client_major = _major(tool)
+    if client_major is not None and client_major < server_major:
+        raise BackupError(
+            f"pg_dump {client_major} is older than the PostgreSQL {server_major} server at "
+            f"{target.host}:{target.port}; install a PostgreSQL client of version {server_major} or newer"
+        )
+
+
+def _inspect(conn: Connection, inspect: Inspect | None) -> Any:
+    """Run the caller's reader inside a savepoint that is always rolled back.
+
+    Rolling back clears an error the reader may have caught and swallowed (a missing migration
+    table, say), which would otherwise abort the transaction the redacted COPYs still need.
+    """
+    if inspect is None:
+        return None
+    savepoint = conn.begin_nested()
+    try:
+        return inspect(conn)
+    finally:
+        savepoint.rollback()
+
+
+def _pg_dump_args(pg_dump: str, snapshot: str, out: Path, no_data: list[_Table]) -> list[str]:
+    return [
+        pg_dump,
+        "--format=directory",
+        f"--jobs={JOBS}",
+        f"--compress={COMPRESSION}",
+        f"--snapshot={snapshot}",
+        "--no-owner",
+        "--no-privileges",
+        "--no-password",  # fail rather than prompt when no password is given
+        f"--file={out}",
+        *(f"--exclude-table-data={t.sql}" for t in no_data),
+    ]
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def restore(db_dir: Path, url: str) -> None:
+    """Replace everything in the target database's user schemas with the dump's tables and rows."""
+    pg_restore = _find_tool("pg_restore", RestoreError)
+    entries = _read_index(db_dir, RestoreError)
+    target = _Target.parse(url)
+    with _connect(target, RestoreError) as conn, conn.begin():
+        _clear_schemas(conn)
+    _pg_restore(pg_restore, target, db_dir / DUMP_DIR, "pre-data")
+    _pg_restore(pg_restore, target, db_dir / DUMP_DIR, "data")
+    with _connect(target, RestoreError) as conn, conn.begin():
+        for entry in entries:
+            _copy_in(conn, db_dir, entry)
+    _pg_restore(pg_restore, target, db_dir / DUMP_DIR, "post-data")
+
+
+def _clear_schemas(conn: Connection) -> None:
+    """Drop every user schema, then give back an empty ``public`` like a fresh database's."""
+    schemas = _sql(conn, f"SELECT n.nspname FROM pg_namespace n WHERE {_USER_SCHEMA_SQL}").scalars().all()
+    for schema in schemas:
+        _sql(conn, f"DROP SCHEMA {_quote_ident(schema)} CASCADE")
+    if int(_sql(conn, "SELECT current_setting('server_version_num')::int").scalar_one()) >= 150000:
+        # PostgreSQL 15's default: owned by the database owner, usable (not writable) by everyone.
+        _sql(conn, "CREATE SCHEMA public AUTHORIZATION pg_database_owner")
+        _sql(conn, "GRANT USAGE ON SCHEMA public TO PUBLIC")
+    else:
+        _sql(conn, "CREATE SCHEMA public")
+        _sql(conn, "GRANT ALL ON SCHEMA public TO PUBLIC")
+
+
+def _pg_restore(pg_restore: str, target: _Target, dump_dir: Path, section: str) -> None:
+    # pg_restore writes a script to stdout unless given --dbname; the name is quoted as a
+    # conninfo value so that no database name is mistaken for a connection string.
+    dbname = "dbname='" + target.dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    args = [
+        pg_restore,
+        f"--section={section}",
+        "--no-owner",
+        "--no-privileges",
+        "--no-password",
+        "--exit-on-error",
+        f"--dbname={dbname}",
+        *([f"--jobs={JOBS}"] if section != "pre-data" else []),
+        str(dump_dir),
+    ]
+    _run_tool(args, target, RestoreError)
+
+
+def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:
+    table = f"{_quote_ident(entry['schema'])}.{_quote_ident(entry['table'])}"
+    columns = ", ".join(_quote_ident(c) for c in entry["columns"])
+    with _driver(conn).cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for chunk in _zstd_chunks(db_dir / entry["file"], entry["bytes"], RestoreError):
+            copy.write(chunk)
+
+
+# --------------------------------------------------------------------------- the rest of the contract
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Exact rows per user table, all counted in one snapshot."""
+    with _connect(_Target.parse(url), VerifyError, READ_ONLY_SNAPSHOT) as conn:
+        return {t.key: _count_rows(conn, t) for t in _list_tables(conn)}
+
+
+def is_empty(url: str) -> bool:
+    """True when the database has no user tables (so a restore would overwrite nothing)."""
+    with _connect(_Target.parse(url), RestoreError) as conn:
+        return not _list_tables(conn)
+
+
+def tool_versions() -> dict[str, str]:
+    return {name: _tool_version(path) if (path := shutil.which(name)) else "missing" for name in TOOLS}
+
+
+def check_files(db_dir: Path) -> None:
+    """Raise VerifyError naming the first file of the dump that pg_restore or a decompressor cannot read."""
+    pg_restore = _find_tool("pg_restore", VerifyError)
+    entries = _read_index(db_dir, VerifyError)
+    dump_dir = db_dir / DUMP_DIR
+    listed = _run([pg_restore, "--list", str(dump_dir)])
+    if listed.returncode != 0:
+        raise VerifyError(f"{dump_dir / 'toc.dat'} is unreadable: {_last_error_line(listed.stderr)}")
+    for dump_id in _TABLE_DATA_TOC.findall(listed.stdout):
+        if not (dump_dir / f"{dump_id}.dat.gz").is_file():
+            raise VerifyError(f"{dump_dir / f'{dump_id}.dat.gz'} is missing from the dump")
+    # zlib and zstd release the GIL, so two threads read two files at once.
+    with ThreadPoolExecutor(max_workers=JOBS) as pool:
+        checks = [pool.submit(_check_gzip, path) for path in sorted(dump_dir.glob("*.gz"))]
+        checks += [pool.submit(_drain, _zstd_chunks(db_dir / e["file"], e["bytes"], VerifyError)) for e in entries]
+        for check in checks:
+            check.result()
+
+
+def _drain(chunks: Iterator[bytes]) -> None:
+    for _ in chunks:
+        pass
+
+
+@contextmanager
+def scratch_database(url: str) -> Iterator[str]:
+    """A new empty database on the server of ``url``; yields its URL and drops it on exit."""
+    target = _Target.parse(url)
+    name = f"relstep_scratch_{secrets.token_hex(6)}"
+    _admin(target, f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0")
+    try:
+        yield _database_url(url, name)
+    finally:
+        _admin(target, f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+
+
+def _admin(target: _Target, statement: str) -> None:
+    """CREATE/DROP DATABASE, which cannot run inside a transaction."""
+    with _connect(target, VerifyError, "AUTOCOMMIT") as conn:
+        _sql(conn, statement)
