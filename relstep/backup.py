@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep import __version__, snapshot
+from relstep import __version__, fsutil, progress, snapshot
 from relstep.capture import code as code_capture
-from relstep.config import Config
+from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url
 from relstep.databases.base import DEFAULT_REDACT, DumpInfo, DumpPlan
 from relstep.errors import BackupError, ConfigError, RelstepError
@@ -53,13 +53,16 @@ def _migration_reader(config: Config):
     return read
 
 
-def _dump_database(config: Config, dest: Path) -> DumpInfo:
-    assert config.database is not None
-    db = config.database
+def _dump_database(config: Config, db: DatabaseConfig, dest: Path) -> DumpInfo:
     engine = engine_for(db.url)
     plan = DumpPlan(redact=tuple(db.redact) if db.redact is not None else tuple(DEFAULT_REDACT),
                     exclude_tables=db.exclude_tables)
-    return engine.dump(db.url, dest, plan, inspect=_migration_reader(config))
+    # migrations: describes the first database (the app's own); the others are dumped as they are.
+    inspect = _migration_reader(config) if db == config.database else None
+    # Engines stream into dest through their tools; the folder's size is the progress anyone can see.
+    with progress.task(f"dumping database {db.name}", unit="bytes") as task, \
+            progress.polling(task, lambda: fsutil.tree_size(dest)):
+        return engine.dump(db.url, dest, plan, inspect=inspect)
 
 
 def _capture_code(config: Config, build: snapshot.Building, hashes: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -72,9 +75,11 @@ def _capture_code(config: Config, build: snapshot.Building, hashes: dict[str, di
             reuse = {}  # an unreadable predecessor only costs sharing, never the backup
     summaries = {}
     for name, source in config.code.items():
-        summaries[name] = code_capture.capture_tree(
-            name, source, build.path, config.code_exclude, [config.backup_root], reuse, hashes
-        ).to_json()
+        with progress.task(f"archiving code {name}", unit="files") as task:
+            summaries[name] = code_capture.capture_tree(
+                name, source, build.path, config.code_exclude, [config.backup_root], reuse, hashes,
+                on_file=lambda size, task=task: task.advance(1, size),
+            ).to_json()
     return summaries
 
 
@@ -88,7 +93,9 @@ def _environment(config: Config) -> dict[str, Any]:
 
         # The defaults are "where the tool exists"; explicitly configured commands are always recorded.
         commands = {k: v for k, v in commands.items() if shutil.which(v.split()[0])}
-    tools = engine_for(config.database.url).tool_versions()
+    tools: dict[str, str] = {}
+    for module in dict.fromkeys(engine_for(db.url) for db in config.all_databases):
+        tools.update(module.tool_versions())
     return capture_environment(commands, config.base_dir, tools)
 
 
@@ -107,9 +114,8 @@ def _disk_full_message(root: Path, exc: OSError) -> str:
 def create_snapshot(config: Config, release: Release, now: datetime | None = None) -> BackupOutcome:
     """Write one snapshot.  The caller holds the root lock."""
     check_inputs(config)
-    assert config.database is not None
-    db = config.database
-    register_secret(_password_of(db.url))
+    for db in config.all_databases:
+        register_secret(_password_of(db.url))
     register_environment_secrets()
     snapshot.ensure_root(config.backup_root)
     snapshot.remove_partials(config.backup_root)
@@ -136,31 +142,8 @@ def _password_of(url: str) -> str | None:
         return None
 
 
-def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupOutcome:
-    assert config.database is not None
-    db = config.database
-    build.write_text("VERSION.txt", release.version + "\n")
-    build.write_text("DEPLOYMENT_TYPE.txt", release.deployment_type + "\n")
-    db_dir = build.path / DATABASES_DIR / db.name
-    db_dir.mkdir(parents=True, mode=0o700)
-
-    hashes: dict[str, dict[str, Any]] = {}
-    # The dump mostly waits on its tool; copying code and running the environment
-    # commands meanwhile takes them off the critical path.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="relstep-capture") as pool:
-        code_future = pool.submit(_capture_code, config, build, hashes)
-        env_future = pool.submit(_environment, config)
-        dump = _dump_database(config, db_dir)
-        code = code_future.result()
-        environment = env_future.result()
-
-    state = dump.inspected
-    migrations_json = state.to_json() if state is not None else {"tool": None, "applied": [], "schema_revision": None}
-    build.write_json(MIGRATIONS_FILE, migrations_json)
-    build.write_json(ENVIRONMENT_FILE, environment)
-
-    git = environment.get("git", {})
-    database_entry = {
+def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> dict[str, Any]:
+    return {
         "engine": dump.engine,
         "url": redact_url(db.url),
         "path": f"{DATABASES_DIR}/{db.name}",
@@ -174,6 +157,35 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         "files": dump.files,
         **({"extra": dump.extra} if dump.extra else {}),
     }
+
+
+def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupOutcome:
+    assert config.database is not None
+    build.write_text("VERSION.txt", release.version + "\n")
+    build.write_text("DEPLOYMENT_TYPE.txt", release.deployment_type + "\n")
+    databases = config.all_databases
+    for db in databases:
+        (build.path / DATABASES_DIR / db.name).mkdir(parents=True, mode=0o700)
+
+    hashes: dict[str, dict[str, Any]] = {}
+    # The dump mostly waits on its tool; copying code and running the environment
+    # commands meanwhile takes them off the critical path.  Several databases are
+    # dumped one after the other: each is its own point in time anyway, and two
+    # dump tools at once would compete for the same disk.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="relstep-capture") as pool:
+        code_future = pool.submit(_capture_code, config, build, hashes)
+        env_future = pool.submit(_environment, config)
+        dumps = {db.name: _dump_database(config, db, build.path / DATABASES_DIR / db.name) for db in databases}
+        code = code_future.result()
+        environment = env_future.result()
+
+    first = dumps[config.database.name]
+    state = first.inspected
+    migrations_json = state.to_json() if state is not None else {"tool": None, "applied": [], "schema_revision": None}
+    build.write_json(MIGRATIONS_FILE, migrations_json)
+    build.write_json(ENVIRONMENT_FILE, environment)
+
+    git = environment.get("git", {})
     manifest: dict[str, Any] = {
         "format": snapshot.FORMAT_VERSION,
         "name": build.name,
@@ -183,11 +195,12 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         "relstep_version": __version__,
         "git_commit": git.get("commit"),
         "git_tags": git.get("tags", []),
-        "engine": dump.engine,
-        "row_counts": dump.row_counts,
+        # engine and row_counts describe the first database, as they did before `databases:` existed.
+        "engine": first.engine,
+        "row_counts": first.row_counts,
         "schema_revision": migrations_json.get("schema_revision"),
         "migration_tool": migrations_json.get("tool"),
-        "databases": {db.name: database_entry},
+        "databases": {db.name: _database_entry(db, dumps[db.name]) for db in databases},
         "code": code,
         "files": snapshot.manifest_files(build.path, hashes),
     }

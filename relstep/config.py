@@ -50,6 +50,21 @@ class RecordConfig:
 
 
 @dataclass(frozen=True)
+class OffsiteConfig:
+    url: str                                      # s3://bucket/prefix, sftp://user@host/path, file:///path
+    keep: int                                     # default: the retention count
+    required: bool = False                        # True: a failed copy fails the run (exit 6)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhook: str
+    format: str = "slack"                         # "slack" (Slack-compatible) or "json" (generic body)
+    on: tuple[str, ...] = ("failure",)
+    project: str | None = None                    # None: derived from CI variables or the folder name
+
+
+@dataclass(frozen=True)
 class Config:
     base_dir: Path
     file: Path | None
@@ -64,6 +79,24 @@ class Config:
     migrations: MigrationsConfig
     record: RecordConfig
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Every database to dump, in the order given; ``database`` is the first of them
+    # (the one ``migrations:`` reads), kept so single-database code reads as before.
+    databases: tuple[DatabaseConfig, ...] = ()
+    offsite: OffsiteConfig | None = None
+    notify: NotifyConfig | None = None
+
+    @property
+    def all_databases(self) -> tuple[DatabaseConfig, ...]:
+        """Every database to dump, ``database`` first.
+
+        Code that swaps ``database`` with ``dataclasses.replace`` (a restore target)
+        gets that one database alone rather than a stale list.
+        """
+        if self.database is None:
+            return ()
+        if self.databases and self.databases[0] == self.database:
+            return self.databases
+        return (self.database,)
 
     @property
     def where(self) -> str:
@@ -75,7 +108,9 @@ class Config:
 
 def _models() -> Any:
     """Build the pydantic models lazily: ``relstep --help`` must not pay for them."""
-    from pydantic import BaseModel, ConfigDict, StrictStr
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -84,6 +119,20 @@ def _models() -> Any:
         url: StrictStr | None = None
         redact: list[StrictStr] | None = None
         exclude_tables: list[StrictStr] = []
+
+    class NamedDatabase(Database):
+        name: StrictStr
+
+    class Offsite(Strict):
+        url: StrictStr
+        keep: Any = None
+        required: StrictBool = False
+
+    class Notify(Strict):
+        webhook: StrictStr
+        format: Literal["slack", "json"] = "slack"
+        on: list[Literal["failure", "success"]] = ["failure"]
+        project: StrictStr | None = None
 
     class Migrations(Strict):
         tool: StrictStr = "auto"
@@ -98,11 +147,14 @@ def _models() -> Any:
         retention: Any = None
         tag_prefix: StrictStr = "v"
         database: Database | None = None
+        databases: list[NamedDatabase] | None = None
         code: dict[StrictStr, StrictStr] | None = None
         code_exclude: list[StrictStr] | None = None
         environment: dict[StrictStr, StrictStr] | None = None
         migrations: Migrations = Migrations()
         record: Record = Record()
+        offsite: Offsite | None = None
+        notify: Notify | None = None
 
     return File
 
@@ -209,6 +261,89 @@ def _resolve_sqlite(url: str, base: Path) -> str:
     return url
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _database(entry: Any, url: str, name: str, base: Path) -> DatabaseConfig:
+    from relstep.databases import engine_name
+
+    engine_name(url)  # validates the scheme now, as bad input
+    return DatabaseConfig(
+        url=_resolve_sqlite(url, base),
+        name=name,
+        redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
+        exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
+    )
+
+
+def _databases(parsed: Any, environ: Mapping[str, str], base: Path, where: str) -> tuple[DatabaseConfig, ...]:
+    """``database:`` (one, dumped as ``main``) or ``databases:`` (several, each named); never both."""
+    if parsed.databases is not None:
+        if parsed.database is not None:
+            raise ConfigError(f"{where}: use either database or databases, not both")
+        if not parsed.databases:
+            raise ConfigError(f"{where}: databases: list at least one database, or remove the key")
+        seen: set[str] = set()
+        result = []
+        for i, entry in enumerate(parsed.databases):
+            # The name becomes a folder of the snapshot: no separators, no dot-names.
+            if not _NAME.fullmatch(entry.name):
+                raise ConfigError(
+                    f"{where}: databases.{i}.name {entry.name!r} must be letters, digits, '-', '_' or '.'"
+                )
+            if entry.name in seen:
+                raise ConfigError(f"{where}: databases.{i}.name {entry.name!r} is used twice; names must be unique")
+            seen.add(entry.name)
+            if not entry.url:
+                raise ConfigError(f"{where}: databases.{i} ({entry.name}) has no url")
+            result.append(_database(entry, entry.url, entry.name, base))
+        return tuple(result)
+    url = (parsed.database.url if parsed.database else None) or environ.get("DATABASE_URL") or None
+    return (_database(parsed.database, url, "main", base),) if url else ()
+
+
+OFFSITE_SCHEMES = ("s3", "sftp", "file")
+
+
+def _offsite(parsed: Any, raw: dict[str, Any], retention: int, where: str) -> OffsiteConfig | None:
+    if parsed is None:
+        return None
+    from urllib.parse import urlsplit
+
+    # Credentials come from the environment or the tools' own config files.  A password
+    # written into the file itself is refused; one substituted from ${VAR} is fine.
+    raw_url = (raw.get("offsite") or {}).get("url")
+    try:
+        raw_password = urlsplit(raw_url).password if isinstance(raw_url, str) else None
+    except ValueError:
+        raw_password = None
+    if raw_password and not _VAR.search(raw_password):
+        raise ConfigError(
+            f"{where}: offsite.url holds a password in clear; remove it and use ${{VAR}} for it, "
+            "the provider's environment variables (AWS_ACCESS_KEY_ID, ...) or its usual config files"
+        )
+    scheme = urlsplit(parsed.url).scheme.lower()
+    if scheme not in OFFSITE_SCHEMES:
+        shown = scheme + "://" if scheme else "(none)"
+        raise ConfigError(
+            f"{where}: offsite.url scheme {shown} is not supported; use s3://bucket/prefix, "
+            "sftp://user@host/path or file:///path"
+        )
+    keep = retention if parsed.keep is None else parse_retention(parsed.keep, f"{where}: offsite.keep")
+    return OffsiteConfig(url=parsed.url, keep=keep, required=parsed.required)
+
+
+def _notify(parsed: Any, where: str) -> NotifyConfig | None:
+    if parsed is None:
+        return None
+    if not parsed.webhook.startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: notify.webhook must be an http:// or https:// URL")
+    if not parsed.on:
+        raise ConfigError(f"{where}: notify.on must list failure, success or both")
+    return NotifyConfig(webhook=parsed.webhook, format=parsed.format, on=tuple(dict.fromkeys(parsed.on)),
+                        project=parsed.project)
+
+
 def load_config(
     explicit: str | None = None,
     *,
@@ -222,6 +357,10 @@ def load_config(
     where = str(file) if file else "relstep.yml"
     raw = _read_yaml(file) if file else {}
     expanded = expand_variables(raw, environ, where)
+    notify = expanded.get("notify")
+    if isinstance(notify, dict) and True in notify and "on" not in notify:
+        # YAML 1.1 reads a bare `on:` key as the boolean true (GitHub Actions has the same quirk).
+        notify["on"] = notify.pop(True)
 
     from pydantic import ValidationError
 
@@ -231,17 +370,8 @@ def load_config(
         raise ConfigError(_validation_message(exc, where)) from None
 
     base = file.parent if file else cwd
-    database = None
-    db_url = (parsed.database.url if parsed.database else None) or environ.get("DATABASE_URL") or None
-    if db_url:
-        from relstep.databases import engine_name
-
-        engine_name(db_url)  # validates the scheme now, as bad input
-        database = DatabaseConfig(
-            url=_resolve_sqlite(db_url, base),
-            redact=tuple(parsed.database.redact) if parsed.database and parsed.database.redact is not None else None,
-            exclude_tables=tuple(parsed.database.exclude_tables) if parsed.database else (),
-        )
+    databases = _databases(parsed, environ, base, where)
+    database = databases[0] if databases else None
 
     if parsed.code is None:
         code = {name: base / name for name in DEFAULT_CODE_DIRS if (base / name).is_dir()}
@@ -261,11 +391,12 @@ def load_config(
     record_url = parsed.record.url or (database.url if database else None)
     backup_root = (base / parsed.backup_root).resolve() if not Path(parsed.backup_root).is_absolute() \
         else Path(parsed.backup_root)
+    retention = resolve_retention(keep, environ, parsed.retention, where)
     return Config(
         base_dir=base,
         file=file,
         backup_root=backup_root,
-        retention=resolve_retention(keep, environ, parsed.retention, where),
+        retention=retention,
         tag_prefix=parsed.tag_prefix,
         database=database,
         code=code,
@@ -277,4 +408,7 @@ def load_config(
         ),
         record=RecordConfig(url=_resolve_sqlite(record_url, base) if record_url else None, table=parsed.record.table),
         raw=raw,
+        databases=databases,
+        offsite=_offsite(parsed.offsite, raw, retention, where),
+        notify=_notify(parsed.notify, where),
     )
