@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -92,8 +92,12 @@ def list_snapshots(root: Path) -> list[Snapshot]:
                 continue
             if is_finished_snapshot(Path(entry.path)):
                 found.append(Snapshot(Path(entry.path), entry.stat(follow_symlinks=False).st_mtime))
-    found.sort(key=lambda s: (s.mtime, s.name), reverse=True)
-    return found
+    return newest_first(found)
+
+
+def newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
+    """The order retention counts in: mtime (set to the creation time), then name."""
+    return sorted(snapshots, key=lambda s: (s.mtime, s.name), reverse=True)
 
 
 def resolve_snapshot(root: Path, ref: str) -> Path:
@@ -213,12 +217,23 @@ def remove_partials(root: Path) -> list[Path]:
     return removed
 
 
-def to_prune(root: Path, keep: int, protect: set[Path] | None = None) -> list[Snapshot]:
-    """Finished snapshots beyond the newest ``keep``, minus protected ones."""
+def beyond_retention(
+    snapshots: Iterable[Snapshot], keep: int, is_protected: Callable[[Snapshot], bool] = lambda s: False
+) -> list[Snapshot]:
+    """The retention rule, for local and off-site copies alike.
+
+    Newest first by mtime (a snapshot's creation time), then name; everything
+    after the first ``keep`` goes, except protected snapshots.
+    """
     if keep < 1:
         raise InputError(f"retention must be at least 1, got {keep}")
-    protect = {p.resolve() for p in (protect or set())}
-    return [s for s in list_snapshots(root)[keep:] if s.path.resolve() not in protect]
+    return [s for s in newest_first(snapshots)[keep:] if not is_protected(s)]
+
+
+def to_prune(root: Path, keep: int, protect: set[Path] | None = None) -> list[Snapshot]:
+    """Finished snapshots beyond the newest ``keep``, minus protected ones."""
+    protected = {p.resolve() for p in (protect or set())}
+    return beyond_retention(list_snapshots(root), keep, lambda s: s.path.resolve() in protected)
 
 
 def remove_snapshot(snapshot: Snapshot) -> None:
