@@ -1,0 +1,905 @@
+"""MySQL / MariaDB engine: ``mariadb-dump`` streamed through a redacting filter into zstd.
+
+Snapshot layout (inside the engine's ``dest_dir``)::
+
+    dump.sql.zst    the whole database as SQL (mariadb-dump --single-transaction), zstd-compressed
+
+One point in time: connection A takes ``FLUSH TABLES WITH READ LOCK`` and opens a
+REPEATABLE READ snapshot, then the dump tool starts its own ``--single-transaction``
+snapshot while no write can commit; A unlocks as soon as the tool reports (on its
+``--verbose`` stderr) that its transaction has begun.  Both snapshots were opened
+under the same lock, so the row counts and the ``inspect`` callback, read through A
+afterwards, see exactly the rows the dump holds, while the lock lasts only
+milliseconds.  A user without the RELOAD privilege still gets a dump that is
+consistent in itself; only its counts may then differ (``DumpInfo.consistent``).
+
+Redaction: MariaDB's dump tool cannot leave out a column, so its output is parsed
+on the fly and the VALUES of redacted columns are replaced before anything is
+compressed; other lines pass through untouched.  The filter fails closed: a
+statement of a redacted table that it cannot read, or an INSERT naming a column
+to redact that was not planned (schema changed meanwhile), aborts the dump.
+
+Routines and events the account may not read would make the dump tool abort, so
+they are left out and ``DumpInfo.extra`` says so (``routines_skipped``,
+``events_skipped``); the rows always come first.
+
+Passwords reach the client tools only through a 0600 option file in a private temp
+directory, passed as ``--defaults-extra-file`` and deleted afterwards.
+
+Errors: ``dump`` raises BackupError, ``restore`` and ``is_empty`` RestoreError,
+``row_counts``, ``check_files`` and ``scratch_database`` VerifyError (their callers
+are the verify and restore-test paths).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import zstandard
+
+from relstep.databases import create_engine, redact_url, sqlalchemy_url
+from relstep.databases.base import (
+    Column,
+    DumpInfo,
+    DumpPlan,
+    Inspect,
+    columns_to_redact,
+    matches_table,
+    redacted_value_sql,
+)
+from relstep.errors import BackupError, RelstepError, RestoreError, VerifyError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+NAME = "mysql"
+FORMAT = "mariadb-dump-sql-zstd"
+DUMP_FILE = "dump.sql.zst"
+DUMP_TOOLS = ("mariadb-dump", "mysqldump")
+CLIENT_TOOLS = ("mariadb", "mysql")
+INSTALL_HINT = "install the MariaDB client (mariadb-client)"
+
+# FLUSH TABLES WITH READ LOCK first waits for running statements; while it waits,
+# new writes queue behind it.  Better a dump marked inconsistent than a stalled site.
+LOCK_WAIT_SECONDS = 10
+# Longest we keep writers blocked waiting for the dump tool to open its snapshot.
+SNAPSHOT_WAIT_SECONDS = 10
+# The dump tool writes this last line only when it finished (we never pass --skip-comments).
+TRAILER = b"-- Dump completed"
+ZSTD_LEVEL = 3
+CHUNK = 1 << 20
+# Engines whose rows follow the dump's MVCC snapshot; others (MyISAM, Aria, MEMORY)
+# are read as they are at the moment the dump reaches them.
+TRANSACTIONAL_ENGINES = {"innodb", "rocksdb"}
+TEXT_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json"}
+
+
+# --------------------------------------------------------------------------- connection target
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a URL points, in the shape the client tools' option file needs."""
+
+    url: str
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    database: str
+    socket: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, error: type[RelstepError], *, need_database: bool = True) -> _Target:
+        parsed = sqlalchemy_url(url)
+        if need_database and not parsed.database:
+            raise error(f"the database URL {redact_url(url)} names no database; add /DBNAME to it")
+        socket = parsed.query.get("unix_socket")
+        return cls(
+            url=url,
+            host=parsed.host or "localhost",
+            port=parsed.port or 3306,
+            user=parsed.username,
+            password=parsed.password,
+            database=parsed.database or "",
+            socket=socket if isinstance(socket, str) else None,
+        )
+
+    @property
+    def where(self) -> str:
+        return redact_url(self.url)
+
+    def mask(self, text: str) -> str:
+        """Hide the password in text that came from a server or a tool."""
+        return text.replace(self.password, "***") if self.password else text
+
+
+def _option_value(value: str) -> str:
+    """Quote a value for a MySQL option file (its parser unescapes these inside quotes)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return '"' + escaped.replace("\t", "\\t").replace("\b", "\\b") + '"'
+
+
+OPTION_DIR_PREFIX = "relstep-mysql-"
+
+
+def _remove_orphaned_option_dirs() -> None:
+    """Remove option-file folders left by relstep processes that were killed (kill -9 skips cleanup)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{OPTION_DIR_PREFIX}*-*"):
+        pid = folder.name[len(OPTION_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # alive under another user, or already gone
+
+
+@contextmanager
+def _option_file(target: _Target) -> Iterator[str]:
+    """A 0600 ``[client]`` option file in a private temp dir, removed on exit."""
+    lines = ["[client]", f"host={_option_value(target.host)}", f"port={target.port}"]
+    # Without protocol=TCP the client would take "localhost" to mean the Unix socket,
+    # i.e. another account than the one PyMySQL (always TCP) used for connection A.
+    lines += [f"socket={_option_value(target.socket)}", "protocol=SOCKET"] if target.socket else ["protocol=TCP"]
+    if target.user:
+        lines.append(f"user={_option_value(target.user)}")
+    if target.password is not None:
+        lines.append(f"password={_option_value(target.password)}")
+    _remove_orphaned_option_dirs()
+    # mkdtemp makes the folder 0700; our pid in its name lets a later run remove it after a kill -9.
+    with tempfile.TemporaryDirectory(prefix=f"{OPTION_DIR_PREFIX}{os.getpid()}-") as tmp:
+        path = os.path.join(tmp, "client.cnf")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        yield path
+
+
+def _client_argv(tool: str, options: str, *args: str) -> list[str]:
+    # --defaults-extra-file is only honoured as the very first argument.
+    return [tool, f"--defaults-extra-file={options}", "--default-character-set=utf8mb4", *args]
+
+
+def _client_env() -> dict[str, str]:
+    # A stray MYSQL_PWD would make the tool log in differently from connection A.
+    return {k: v for k, v in os.environ.items() if k != "MYSQL_PWD"}
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def _which(names: Iterable[str]) -> str | None:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class _Tool:
+    """A client program found on PATH, with its ``--version`` line."""
+
+    path: str
+    version: str
+
+
+def _require_tool(names: tuple[str, ...], error: type[RelstepError]) -> str:
+    path = _which(names)
+    if path is None:
+        raise error(f"{names[0]} not found on PATH; {INSTALL_HINT}")
+    return path
+
+
+def _tool_version(path: str) -> str:
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    return " ".join((done.stdout or done.stderr).split()) or "unknown"
+
+
+def tool_versions() -> dict[str, str]:
+    """The dump tool and the client used for restores, keyed by the name found on PATH."""
+    versions: dict[str, str] = {}
+    for names in (DUMP_TOOLS, CLIENT_TOOLS):
+        path = _which(names)
+        versions[Path(path).name if path else names[0]] = _tool_version(path) if path else "missing"
+    return versions
+
+
+# --------------------------------------------------------------------------- server connection
+
+
+def _driver_error(exc: BaseException) -> tuple[int | None, str]:
+    """(MySQL error code, message) of a SQLAlchemy/PyMySQL error."""
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return args[0], str(args[1])
+    return None, str(orig)
+
+
+def _connection_problem(exc: BaseException, target: _Target) -> str:
+    code, text = _driver_error(exc)
+    if code == 1045:
+        return f"access denied for user {target.user!r}; check the user name and password"
+    if code == 1044:
+        return f"user {target.user!r} has no access to database {target.database!r}"
+    if code == 1049:
+        return f"database {target.database!r} does not exist"
+    if code == 2003 and "Errno -" in text:  # negative errno: getaddrinfo failed
+        return f"cannot resolve host {target.host!r}"
+    if code == 2003 and "refused" in text.lower():
+        return f"connection refused; is the server running on {target.host}:{target.port}?"
+    return target.mask(text)
+
+
+@contextmanager
+def _connect(target: _Target, error: type[RelstepError]) -> Iterator[Connection]:
+    """A connection whose driver errors become ``error`` with one masked sentence."""
+    from sqlalchemy.exc import DBAPIError
+
+    engine = create_engine(target.url)
+    try:
+        try:
+            conn = engine.connect()
+        except DBAPIError as exc:
+            problem = _connection_problem(exc, target)
+            raise error(f"cannot connect to MariaDB/MySQL at {target.where}: {problem}") from exc
+        with conn:
+            try:
+                yield conn
+            except DBAPIError as exc:
+                code, text = _driver_error(exc)
+                raise error(f"MariaDB/MySQL error {code} on {target.where}: {target.mask(text)}") from exc
+    finally:
+        engine.dispose()
+
+
+def _quote(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+def _scalar(conn: Connection, sql: str, **params: Any) -> Any:
+    from sqlalchemy import text
+
+    return conn.execute(text(sql), params).scalar()
+
+
+def _tables(conn: Connection, database: str) -> dict[str, tuple[str, str]]:
+    """Every table and view: name -> (TABLE_TYPE, ENGINE)."""
+    from sqlalchemy import text
+
+    rows = conn.execute(
+        text(
+            "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, '') FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = :db"
+        ),
+        {"db": database},
+    )
+    return {name: (kind, engine) for name, kind, engine in rows}
+
+
+def _data_tables(tables: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Tables that hold rows (views and sequences hold none worth counting)."""
+    return sorted(name for name, (kind, _) in tables.items() if kind in ("BASE TABLE", "SYSTEM VERSIONED"))
+
+
+def _count(conn: Connection, table: str) -> int:
+    return int(_scalar(conn, f"SELECT COUNT(*) FROM {_quote(table)}"))
+
+
+def _columns(conn: Connection, database: str, tables: Iterable[str]) -> dict[str, list[Column]]:
+    from sqlalchemy import text
+
+    wanted = set(tables)
+    rows = conn.execute(
+        text(
+            "SELECT TABLE_NAME, COLUMN_NAME, IS_NULLABLE, DATA_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        ),
+        {"db": database},
+    )
+    result: dict[str, list[Column]] = {}
+    for table, name, nullable, data_type in rows:
+        if table in wanted:
+            column = Column(name, nullable == "YES", data_type.lower() in TEXT_TYPES)
+            result.setdefault(table, []).append(column)
+    return result
+
+
+# --------------------------------------------------------------------------- the redacting filter
+
+# One SQL value as mariadb-dump writes it: a quoted string (backslash escapes, as the
+# tool always sets sql_mode='' for itself; '' for a quote is accepted too), a bare token
+# (NULL, 12, -1.5e3, 0x0A), or a prefixed string (b'101', _binary '...').  Possessive
+# quantifiers: no backtracking, even on huge rows.
+_VALUE = re.compile(rb"(?:'(?:[^'\\]++|\\.|'')*+'|[^',()]++)++", re.DOTALL)
+_SPACE = re.compile(rb"[ \t\r\n]*")
+_IDENT = re.compile(rb"`((?:[^`]|``)+)`")
+_INSERT_TABLE = re.compile(rb"(?:INSERT(?: IGNORE)?|REPLACE) INTO `((?:[^`]|``)+)`")
+_COLUMN_LIST = re.compile(rb" \(((?:`(?:[^`]|``)+`(?:, )?)+)\) VALUES ")
+_NO_COLUMN_LIST = re.compile(rb" VALUES ")
+
+
+def _skip_space(line: bytes, pos: int) -> int:
+    match = _SPACE.match(line, pos)
+    return match.end() if match else pos
+
+
+def _unquote(raw: bytes) -> str:
+    return raw.replace(b"``", b"`").decode("utf-8", "surrogateescape")
+
+
+class DumpFormatError(BackupError):
+    """The dump stream is not what the filter can safely rewrite (it never shows row data)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _row_pattern(width: int) -> re.Pattern[bytes]:
+    """A whole row of ``width`` values as one regex: one match per row instead of one per value."""
+    value = b"(" + _VALUE.pattern + b")"
+    return re.compile(rb"\(" + b",".join([value] * width) + rb"\)", re.DOTALL)
+
+
+def parse_row(line: bytes, pos: int) -> tuple[list[tuple[int, int]], int]:
+    """Parse one ``(v1,v2,...)`` row starting at ``line[pos] == '('``.
+
+    Returns the (start, end) span of every value and the position after ``)``.
+    A row must end on its line: the dump tool escapes newlines inside values.
+    """
+    if line[pos : pos + 1] != b"(":
+        raise DumpFormatError(f"expected '(' at byte {pos}")
+    spans: list[tuple[int, int]] = []
+    pos += 1
+    while True:
+        match = _VALUE.match(line, pos)
+        if match is None:
+            raise DumpFormatError(f"unreadable value at byte {pos}")
+        spans.append((pos, match.end()))
+        pos = match.end()
+        delimiter = line[pos : pos + 1]
+        if delimiter == b")":
+            return spans, pos + 1
+        if delimiter != b",":
+            raise DumpFormatError(f"expected ',' or ')' at byte {pos}")
+        pos += 1
+
+
+class _InsertRewriter:
+    """Follows one INSERT statement across lines, replacing values at given positions.
+
+    ``replacements`` maps a column position to the literal written instead;
+    ``None`` drops the statement's rows altogether (an excluded table).
+    """
+
+    def __init__(self, width: int | None, replacements: Mapping[int, bytes] | None) -> None:
+        self.width = width
+        self.drop = replacements is None
+        self.replacements = sorted((replacements or {}).items())  # spliced left to right
+        self.pattern = _row_pattern(width) if width and self.replacements else None
+        self.expect_row = True
+        self.done = False
+
+    def _spans(self, line: bytes, pos: int) -> tuple[list[tuple[int, int]], int]:
+        """Spans of the values to replace, in order, and the position after the row."""
+        match = self.pattern.match(line, pos) if self.pattern else None
+        if match is not None:
+            return [match.span(index + 1) for index, _ in self.replacements], match.end()
+        # Slow path: rows of unknown width (dropped tables), or an exact reason for a bad row.
+        spans, end = parse_row(line, pos)
+        if self.width is not None and len(spans) != self.width:
+            raise DumpFormatError(f"a row has {len(spans)} values for {self.width} columns")
+        return [spans[index] for index, _ in self.replacements], end
+
+    def feed(self, line: bytes, pos: int = 0) -> bytes:
+        pieces: list[bytes] = []
+        copied = 0
+        end = len(line)
+        while not self.done:
+            pos = _skip_space(line, pos)
+            if pos == end:
+                break  # the statement continues on the next line
+            if self.expect_row:
+                spans, pos = self._spans(line, pos)
+                for (start, stop), (_, literal) in zip(spans, self.replacements, strict=True):
+                    pieces += (line[copied:start], literal)
+                    copied = stop
+                self.expect_row = False
+            elif line[pos : pos + 1] == b",":
+                pos, self.expect_row = pos + 1, True
+            elif line[pos : pos + 1] == b";" and not line[pos + 1 :].strip():
+                self.done = True
+            else:
+                raise DumpFormatError(f"expected ',' or ';' after a row at byte {pos}")
+        if self.drop:
+            return b""
+        pieces.append(line[copied:])
+        return b"".join(pieces)
+
+
+class DumpFilter:
+    """Rewrites a mariadb-dump SQL stream line by line.
+
+    ``redact`` maps a table to ``{column: SQL literal}``: in that table's INSERT
+    statements each such column's values become the literal (NULL or '').
+    ``drop_rows_of`` names tables whose INSERT statements are left out entirely.
+    Every other line passes through as the same bytes.  Stored routines and triggers
+    (between ``DELIMITER ;;`` and ``DELIMITER ;``) are code, never row data.
+
+    ``redact_patterns`` guards against a schema that changed after ``redact`` was
+    planned: an INSERT naming a column that matches a pattern but is not planned
+    (a table or column created meanwhile) stops the dump instead of leaking it.
+    """
+
+    def __init__(
+        self,
+        redact: Mapping[str, Mapping[str, bytes]],
+        drop_rows_of: Iterable[str] = (),
+        *,
+        redact_patterns: Iterable[str] = (),
+    ) -> None:
+        self.redact = {table: {c.lower(): v for c, v in cols.items()} for table, cols in redact.items() if cols}
+        self.drop = set(drop_rows_of)
+        self.patterns = tuple(redact_patterns)
+        self._insert: _InsertRewriter | None = None
+        self._table = ""
+        self._in_routine = False
+
+    @property
+    def active(self) -> bool:
+        """False when every line would pass through unchanged (nothing to rewrite or to guard)."""
+        return bool(self.redact or self.drop or self.patterns)
+
+    def feed(self, line: bytes) -> bytes:
+        if self._insert is not None:
+            return self._continue(line, 0)
+        if line.startswith(b"DELIMITER "):
+            self._in_routine = line.split() != [b"DELIMITER", b";"]
+            return line
+        if self._in_routine or not line.startswith((b"INSERT", b"REPLACE")):
+            return line
+        return self._start(line)
+
+    def close(self) -> None:
+        if self._insert is not None:
+            raise DumpFormatError(f"the dump ended inside an INSERT statement of table `{self._table}`")
+
+    def _start(self, line: bytes) -> bytes:
+        match = _INSERT_TABLE.match(line)
+        if match is None:
+            # Unreadable table name: it might be a redacted table, so never pass it on.
+            raise DumpFormatError("cannot read the table name of an INSERT statement in the dump")
+        table = _unquote(match.group(1))
+        columns = _COLUMN_LIST.match(line, match.end())
+        if table in self.drop:
+            values = columns or _NO_COLUMN_LIST.match(line, match.end())
+            if values is None:
+                raise DumpFormatError(f"cannot read an INSERT statement of table `{table}`")
+            return self._begin(table, _InsertRewriter(None, None), line, values.end())
+        if table not in self.redact and not self.patterns:
+            return line
+        if columns is None:
+            raise DumpFormatError(f"cannot read the column list of an INSERT statement of table `{table}`")
+        names = [_unquote(raw).lower() for raw in _IDENT.findall(columns.group(1))]
+        self._check_planned(table, names)
+        if table not in self.redact:
+            return line
+        wanted = self.redact[table]
+        rewriter = _InsertRewriter(len(names), {i: wanted[name] for i, name in enumerate(names) if name in wanted})
+        return self._begin(table, rewriter, line, columns.end())
+
+    def _check_planned(self, table: str, names: list[str]) -> None:
+        matching = columns_to_redact({table: [Column(name, True) for name in names]}, self.patterns)
+        unplanned = sorted({c.name for c in matching.get(table, [])} - set(self.redact.get(table, {})))
+        if unplanned:
+            raise DumpFormatError(
+                f"table `{table}` gained columns to redact during the dump ({', '.join(unplanned)}); "
+                "stopped so that they are not written, run the backup again"
+            )
+
+    def _begin(self, table: str, rewriter: _InsertRewriter, line: bytes, pos: int) -> bytes:
+        self._table, self._insert = table, rewriter
+        return self._continue(line, pos)
+
+    def _continue(self, line: bytes, pos: int) -> bytes:
+        assert self._insert is not None
+        try:
+            out = self._insert.feed(line, pos)
+        except DumpFormatError as exc:
+            # The message names the table and a byte offset, never the line's content.
+            raise DumpFormatError(
+                f"cannot parse the dump's INSERT statement of table `{self._table}` ({exc}); "
+                "stopped so that no redacted value is written"
+            ) from None
+        if self._insert.done:
+            self._insert = None
+        return out
+
+
+# --------------------------------------------------------------------------- dump
+
+
+class _DumpProcess:
+    """The running dump tool: stdout for the caller; stderr watched by a thread.
+
+    With ``--verbose`` the tool prints ``-- Starting transaction...`` before it
+    opens its snapshot and another ``-- ...`` line after: that second line (or
+    the end of stderr) means its snapshot exists.
+    """
+
+    def __init__(self, argv: list[str], target: _Target) -> None:
+        self.name = Path(argv[0]).name
+        self.target = target
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_client_env()
+            )
+        except OSError as exc:
+            raise BackupError(f"cannot start {self.name}: {exc.strerror or exc}") from exc
+        self.snapshot_open = threading.Event()
+        self.errors: deque[str] = deque(maxlen=20)
+        self._reader = threading.Thread(target=self._read_stderr, name="relstep-mysql-stderr", daemon=True)
+        self._reader.start()
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        starting = False
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            if line.startswith("-- "):
+                if starting:
+                    self.snapshot_open.set()
+                starting = starting or line.startswith("-- Starting transaction")
+            elif line:
+                self.errors.append(line)
+        self.snapshot_open.set()
+
+    def finish(self) -> None:
+        """Wait for the tool; a failure becomes BackupError with its last stderr line."""
+        code = self.proc.wait()
+        self._reader.join()
+        if code != 0:
+            last = self.errors[-1] if self.errors else f"exit status {code}"
+            raise BackupError(f"{self.name} failed on {self.target.where}: {self.target.mask(last)}")
+
+    def __enter__(self) -> _DumpProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join()
+        self.stdout.close()
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+def _take_global_read_lock(conn: Connection) -> str | None:
+    """FLUSH TABLES WITH READ LOCK; None when held, else why it could not be taken."""
+    from sqlalchemy.exc import DBAPIError
+
+    conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+    try:
+        conn.exec_driver_sql("FLUSH TABLES WITH READ LOCK")
+    except DBAPIError as exc:
+        code, _ = _driver_error(exc)
+        if code == 1227:
+            return "the user lacks the RELOAD privilege, so no global read lock lined the counts up with the dump"
+        if code == 1205:
+            return f"the global read lock was not granted within {LOCK_WAIT_SECONDS} s (long-running statements)"
+        raise
+    finally:
+        conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+    return None
+
+
+def _readable(conn: Connection, statement: str, column: int | None = None) -> bool:
+    """Whether this account may run a SHOW statement (and, if asked, see a non-NULL column)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        rows = conn.exec_driver_sql(statement).all()
+    except DBAPIError:
+        return False
+    return column is None or all(row[column] is not None for row in rows)
+
+
+def _code_flags(conn: Connection, database: str) -> tuple[list[str], dict[str, str]]:
+    """--routines and --events where this account can read them all, and notes on what is left out.
+
+    The dump tool aborts on a routine whose body it may not read (another definer's,
+    without SELECT on mysql.proc) and on events without the EVENT privilege.  The rows
+    matter more than the code, so such parts are left out and said so in DumpInfo.extra.
+    """
+    from sqlalchemy import text
+
+    flags: list[str] = []
+    notes: dict[str, str] = {}
+    routines = conn.execute(
+        text(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
+            "WHERE ROUTINE_SCHEMA = :db AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_NAME"
+        ),
+        {"db": database},
+    ).all()
+    hidden = [
+        name
+        for kind, name in routines
+        if not _readable(conn, f"SHOW CREATE {kind} {_quote(database)}.{_quote(name)}", column=2)
+    ]
+    if hidden:
+        notes["routines_skipped"] = f"the account may not read the body of {', '.join(hidden)}"
+    else:
+        flags.append("--routines")
+    if _readable(conn, f"SHOW EVENTS FROM {_quote(database)}"):
+        flags.append("--events")
+    else:
+        notes["events_skipped"] = "the account lacks the EVENT privilege"
+    return flags, notes
+
+
+def _dump_argv(tool: _Tool, options: str, target: _Target, excluded: Iterable[str], code: list[str]) -> list[str]:
+    flags = [
+        "--single-transaction",  # one MVCC snapshot, no table locks
+        "--quick",  # stream rows instead of buffering each table
+        "--complete-insert",  # column names in every INSERT: the filter finds redacted columns by name
+        "--hex-blob",  # binary data as 0x.. literals, never raw bytes
+        "--triggers",
+        *code,
+        "--no-tablespaces",  # tablespace DDL needs PROCESS and is not part of one database
+        "--skip-dump-date",
+        "--verbose",  # progress on stderr tells us when the tool's snapshot exists
+    ]
+    if "mariadb" in tool.version.lower():
+        # MariaDB's tool can skip the rows itself; the filter drops them in any case.
+        flags += [f"--ignore-table-data={target.database}.{table}" for table in excluded]
+    return _client_argv(tool.path, options, *flags, "--", target.database)
+
+
+def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path) -> None:
+    """Stream ``source`` through the filter into a 0600 zstd file, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, threads=-1)
+    with open(fd, "wb") as raw:
+        with compressor.stream_writer(raw, closefd=False) as out:
+            if dump_filter.active:
+                for line in source:
+                    out.write(dump_filter.feed(line))
+                dump_filter.close()
+            else:
+                shutil.copyfileobj(source, out, CHUNK)
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
+@dataclass
+class _Plan:
+    """What the dump of this database leaves out, resolved against its real schema."""
+
+    tables: list[str]
+    excluded: list[str]
+    redacted: dict[str, list[Column]]
+    non_transactional: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, conn: Connection, database: str, plan: DumpPlan) -> _Plan:
+        all_tables = _tables(conn, database)
+        tables = _data_tables(all_tables)
+        excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
+        kept = [t for t in tables if t not in excluded]
+        redacted = columns_to_redact(_columns(conn, database, kept), plan.redact)
+        loose = [t for t in tables if all_tables[t][1].lower() not in TRANSACTIONAL_ENGINES]
+        return cls(tables, excluded, redacted, loose)
+
+    def dump_filter(self, patterns: Iterable[str]) -> DumpFilter:
+        literals = {t: {c.name: redacted_value_sql(c).encode() for c in cols} for t, cols in self.redacted.items()}
+        return DumpFilter(literals, self.excluded, redact_patterns=patterns)
+
+
+def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
+    """Dump the database at ``url`` into ``dest_dir/dump.sql.zst`` (see the module docstring)."""
+    target = _Target.from_url(url, BackupError)
+    tool = _require_tool(DUMP_TOOLS, BackupError)
+    path = Path(dest_dir) / DUMP_FILE
+    try:
+        with _connect(target, BackupError) as conn:
+            info = _dump(conn, target, _Tool(tool, _tool_version(tool)), path, plan, inspect)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return info
+
+
+def _dump(
+    conn: Connection, target: _Target, tool: _Tool, path: Path, plan: DumpPlan, inspect: Inspect | None
+) -> DumpInfo:
+    server_version = str(_scalar(conn, "SELECT VERSION()"))
+    code_flags, notes = _code_flags(conn, target.database)
+    extra: dict[str, Any] = dict(notes)
+    problem = _take_global_read_lock(conn)
+    locked_at = time.monotonic()
+    conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    # Read under the lock: no DDL can change the schema before the tool's snapshot.
+    resolved = _Plan.read(conn, target.database, plan)
+    with _option_file(target) as options:
+        argv = _dump_argv(tool, options, target, resolved.excluded, code_flags)
+        with _DumpProcess(argv, target) as proc:
+            if problem is None:
+                if not proc.snapshot_open.wait(SNAPSHOT_WAIT_SECONDS):
+                    problem = f"{proc.name} did not report its snapshot within {SNAPSHOT_WAIT_SECONDS} s"
+                conn.exec_driver_sql("UNLOCK TABLES")
+                extra["global_read_lock_seconds"] = round(time.monotonic() - locked_at, 3)
+            # Connection A's snapshot equals the tool's: count and inspect while it streams.  A stays
+            # open until the end, so (as with pg_dump) its metadata locks make DDL on the counted
+            # tables wait for the backup instead of changing a table under the dump.
+            counts = {t: 0 if t in resolved.excluded else _count(conn, t) for t in resolved.tables}
+            inspected = inspect(conn) if inspect is not None else None
+            _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path)
+            proc.finish()
+    conn.rollback()
+    if resolved.non_transactional:
+        extra["non_transactional_tables"] = resolved.non_transactional
+        problem = problem or "tables on non-transactional engines are not covered by the dump's snapshot"
+    if problem:
+        extra["inconsistency"] = problem
+    return DumpInfo(
+        engine=NAME,
+        format=FORMAT,
+        files=[DUMP_FILE],
+        row_counts=counts,
+        redacted={t: [c.name for c in cols] for t, cols in resolved.redacted.items()},
+        excluded_tables=resolved.excluded,
+        tool=tool.version,
+        server_version=server_version,
+        consistent=problem is None,
+        inspected=inspected,
+        extra=extra,
+    )
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def _drop_everything(conn: Connection, database: str) -> None:
+    """Drop every view and table of the database (foreign keys would otherwise fix an order)."""
+    tables = _tables(conn, database)
+    views = [name for name, (kind, _) in tables.items() if kind == "VIEW"]
+    others = [name for name in tables if name not in views]
+    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+    for statement, names in (("DROP VIEW IF EXISTS", views), ("DROP TABLE IF EXISTS", others)):
+        if names:
+            conn.exec_driver_sql(f"{statement} {', '.join(_quote(n) for n in names)}")
+    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+    conn.commit()
+
+
+def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
+    """Decompress the dump into the client's stdin without holding it in memory."""
+    assert proc.stdin is not None
+    try:
+        with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
+            while chunk := reader.read(CHUNK):
+                proc.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # the client stopped reading; its exit status and stderr say why
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+
+def restore(db_dir: Path, url: str) -> None:
+    """Replace every table of the database at ``url`` with the snapshot's."""
+    target = _Target.from_url(url, RestoreError)
+    client = _require_tool(CLIENT_TOOLS, RestoreError)
+    path = Path(db_dir) / DUMP_FILE
+    try:
+        check_files(Path(db_dir))  # a damaged dump must not cost the target its tables
+    except VerifyError as exc:
+        raise RestoreError(f"refusing to restore: {exc}") from exc
+    with _connect(target, RestoreError) as conn:
+        _drop_everything(conn, target.database)
+    with _option_file(target) as options, tempfile.TemporaryFile() as errors:
+        # --binary-mode: the dump is data, so the client must not act on backslash commands in it.
+        argv = _client_argv(client, options, "--binary-mode", "--batch", f"--database={target.database}")
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=_client_env()
+            )
+        except OSError as exc:
+            raise RestoreError(f"cannot start {Path(client).name}: {exc.strerror or exc}") from exc
+        try:
+            _stream_into(proc, path)
+        except (OSError, zstandard.ZstdError) as exc:
+            proc.kill()
+            raise RestoreError(f"cannot read {path} while restoring into {target.where}: {exc}") from exc
+        finally:
+            code = proc.wait()
+        if code != 0:
+            errors.seek(0)
+            lines = [ln.strip() for ln in errors.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+            last = lines[-1] if lines else f"exit status {code}"
+            raise RestoreError(f"{Path(client).name} failed restoring into {target.where}: {target.mask(last)}")
+
+
+# --------------------------------------------------------------------------- inspection helpers
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Exact row count of every table (views excluded)."""
+    target = _Target.from_url(url, VerifyError)
+    with _connect(target, VerifyError) as conn:
+        return {table: _count(conn, table) for table in _data_tables(_tables(conn, target.database))}
+
+
+def is_empty(url: str) -> bool:
+    """True when the database has no tables and no views."""
+    target = _Target.from_url(url, RestoreError)
+    with _connect(target, RestoreError) as conn:
+        return not _tables(conn, target.database)
+
+
+def check_files(db_dir: Path) -> None:
+    """Decompress the dump fully; VerifyError if it is missing, corrupt or truncated."""
+    path = Path(db_dir) / DUMP_FILE
+    if not path.is_file():
+        raise VerifyError(f"{path} is missing")
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    tail = b""
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 16):  # small reads bound the decompressed piece held
+                tail = (tail + decompressor.decompress(chunk)[-256:])[-256:]
+    except zstandard.ZstdError as exc:
+        raise VerifyError(f"{path} is corrupt: {exc}") from exc
+    if not decompressor.eof:
+        raise VerifyError(f"{path} is truncated: its zstd stream ends early")
+    last_line = tail.rstrip().rpartition(b"\n")[2]
+    if not last_line.startswith(TRAILER):
+        raise VerifyError(f"{path} is incomplete: it lacks the dump tool's '{TRAILER.decode()}' trailer")
+
+
+def _with_database(url: str, database: str) -> str:
+    return urlsplit(url)._replace(path="/" + database).geturl()
+
+
+@contextmanager
+def scratch_database(url: str) -> Iterator[str]:
+    """A new empty database on the server of ``url`` (same credentials), dropped on exit."""
+    name = f"relstep_scratch_{secrets.token_hex(6)}"
+    server = _Target.from_url(_with_database(url, ""), VerifyError, need_database=False)
+    with _connect(server, VerifyError) as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {_quote(name)} CHARACTER SET utf8mb4")
+    try:
+        yield _with_database(url, name)
+    finally:
+        with _connect(server, VerifyError) as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {_quote(name)}")
