@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from ci_support import REPO_ROOT, SOURCE_PARTS, need
+
+from .ci_support import REPO_ROOT, SOURCE_PARTS, need
 
 
 @pytest.fixture(scope="session")

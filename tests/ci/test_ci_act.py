@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ci_support import PLANTED_SECRET, git, isolated_env, make_app, offline_pip_env, require_tool
+
+from .ci_support import PLANTED_SECRET, git, isolated_env, make_app, offline_pip_env, require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("relstep_cli")]
 

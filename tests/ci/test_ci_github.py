@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ci_support import REPO_ROOT
 
 from relstep import ci
 from relstep.ci import github
 from relstep.ci.github import GitHubActionsOutput, error_annotation, escape_data, escape_property
 from relstep.result import PhaseResult, RunResult
+
+from .ci_support import REPO_ROOT
 
 
 def parse_github_output(text: str) -> dict[str, str]:

@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ci_support import (
+
+from .ci_support import (
     PLANTED_SECRET,
     git,
     isolated_env,

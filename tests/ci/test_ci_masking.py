@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ci_support import PLANTED_SECRET
 
 from relstep import ci
 from relstep.result import PhaseResult, RunResult
+
+from .ci_support import PLANTED_SECRET
 
 
 def leaky_result(secret: str) -> RunResult:

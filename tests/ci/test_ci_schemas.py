@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ci_support import REPO_ROOT, isolated_env, require_tool
+
+from .ci_support import REPO_ROOT, isolated_env, require_tool
 
 GITLAB_SCHEMA = [
     "--builtin-schema",

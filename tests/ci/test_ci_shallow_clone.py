@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from ci_support import git, isolated_env, make_app, snapshots
+
+from .ci_support import git, isolated_env, make_app, snapshots
 
 pytestmark = pytest.mark.usefixtures("relstep_cli")
 

@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ci_support import git, isolated_env, make_app, snapshots
 
 from relstep import hooks
+
+from .ci_support import git, isolated_env, make_app, snapshots
 
 pytestmark = pytest.mark.usefixtures("hook_cli")
 

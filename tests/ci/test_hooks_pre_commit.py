@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ci_support import git, isolated_env, make_app, offline_pip_env, require_tool, snapshots
+
+from .ci_support import git, isolated_env, make_app, offline_pip_env, require_tool, snapshots
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("hook_cli")]
 

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from ci_support import git, isolated_env
 from typer.testing import CliRunner
 
 from relstep import hooks
 from relstep.errors import InputError
 from relstep.hooks_cli import hook_app
+
+from .ci_support import git, isolated_env
 
 A = "a" * 40
 B = "b" * 40
