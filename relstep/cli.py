@@ -26,6 +26,7 @@ app = typer.Typer(
 class State:
     config_path: str | None = None
     verbose: bool = False
+    config: Any = None        # the loaded Config, so a failure can be alerted (notify:)
 
 
 state = State()
@@ -48,6 +49,11 @@ def _fail(exc: RelstepError) -> NoReturn:
         import traceback
 
         traceback.print_exc()
+    if state.config is not None and state.config.notify is not None:
+        from relstep import notify
+
+        for note in notify.after_failure(state.config, exc.phase, mask_text(exc.message), exc.exit_code):
+            _err(f"relstep: note: {note}")
     _err(f"relstep: {exc.phase} failed: {mask_text(exc.message)}")
     raise typer.Exit(exc.exit_code)
 
@@ -70,7 +76,8 @@ def _errors() -> Iterator[None]:
 def _config(keep: str | None = None) -> Any:
     from relstep.config import load_config
 
-    return load_config(state.config_path, keep=keep)
+    state.config = load_config(state.config_path, keep=keep)
+    return state.config
 
 
 def _release(config: Any, version: str | None, kind: str | None) -> Any:
@@ -81,6 +88,10 @@ def _release(config: Any, version: str | None, kind: str | None) -> Any:
 
 def _report(result: Any, as_json: bool, title: str) -> NoReturn:
     """Print a RunResult (text or JSON), hand it to the CI writers, exit with its code."""
+    if state.config is not None and state.config.notify is not None:
+        from relstep import notify
+
+        result.notes += notify.after_run(state.config, result, success_alert=title == "run")
     try:
         from relstep import ci
 
@@ -91,6 +102,8 @@ def _report(result: Any, as_json: bool, title: str) -> NoReturn:
         print(json.dumps(result.to_json(), indent=2))
     else:
         _print_summary(result, title)
+    for warning in result.warnings:
+        _err(f"relstep: warning: {warning}")
     for note in result.notes:
         _err(f"relstep: note: {note}")
     if result.exit_code:
@@ -104,7 +117,7 @@ def _print_summary(result: Any, title: str) -> None:
     if result.version:
         print(f"relstep {title}: {result.version} ({result.deployment_type})")
     for phase in result.phases:
-        outcome = "ok" if phase.ok else "FAILED"
+        outcome = "ok" if phase.ok else ("FAILED" if phase.exit_code else "WARNING")
         print(f"  {phase.name:<8} {outcome:<7} {phase.seconds:7.2f}s  {phase.detail}")
     if result.snapshot:
         print(f"snapshot:        {result.snapshot}")
@@ -121,6 +134,9 @@ def _main(
 ) -> None:
     state.config_path = config
     state.verbose = verbose
+    from relstep import progress
+
+    progress.install(progress.choose())
 
 
 @app.command()
@@ -233,6 +249,52 @@ def show(ref: str = typer.Argument(..., help="Snapshot name, path or version."),
         path = inventory.find(config, ref)
         manifest = inventory.manifest_summary(path)
     print(json.dumps(manifest, indent=2) if as_json else inventory.describe(path, manifest))
+
+
+@app.command("offsite")
+def offsite_copy(
+    snapshot_ref: str | None = typer.Option(None, "--snapshot", help="Snapshot name or path (default: newest)."),
+    lock_timeout: float = LockOpt,
+) -> None:
+    """Copy a snapshot to offsite.url, verify it and prune remote copies beyond offsite.keep (exit 6 on failure)."""
+    from relstep import pipeline, snapshot
+
+    with _errors():
+        config = _config()
+        with snapshot.root_lock(config.backup_root, lock_timeout):
+            path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
+                    else pipeline.newest_snapshot(config))
+            outcome = pipeline.offsite_copy(config, path)
+    print(outcome.summary())
+    for name in outcome.removed:
+        print(f"removed off-site {name}")
+
+
+@app.command()
+def init(
+    prisma: bool = typer.Option(False, "--prisma", help="Also add the ReleaseRecord model and its migration "
+                                "to the Prisma schema."),
+) -> None:
+    """Inspect this repository and write a commented relstep.yml (never overwrites one)."""
+    from pathlib import Path
+
+    from relstep import init as core
+
+    with _errors():
+        outcome = core.init(Path.cwd(), Path(state.config_path) if state.config_path else None, prisma=prisma)
+    for line in outcome.lines():
+        print(line)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the config, each database, the dump tools, backup_root and retention; one line per check."""
+    from relstep import doctor as core
+
+    checks = core.run_checks(state.config_path)
+    for check in checks:
+        print(check.line(), flush=True)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -1,4 +1,4 @@
-"""The phases in order (backup -> deploy -> record -> prune), each timed and reported.
+"""The phases in order (backup -> deploy -> record -> prune -> offsite), each timed and reported.
 
 Every function returns a ``RunResult``; failures are data here, so the CLI and
 the CI writers can report the phases that did run.  Nothing in this module prints.
@@ -17,7 +17,7 @@ from typing import Any
 
 from relstep import records, snapshot
 from relstep.config import Config
-from relstep.errors import DeployError, InputError, PruneError, RecordError, RelstepError
+from relstep.errors import DeployError, InputError, OffsiteError, PruneError, RecordError, RelstepError
 from relstep.masking import mask_text
 from relstep.result import PhaseResult, RunResult
 from relstep.version import Release
@@ -42,12 +42,17 @@ class _Phases:
     def __init__(self, result: RunResult) -> None:
         self.result = result
 
-    def run(self, name: str, action: Callable[[], str]) -> bool:
+    def run(self, name: str, action: Callable[[], str], optional: bool = False) -> bool:
+        """Run one phase; False stops the pipeline.  An optional phase's failure is a warning."""
         started = time.monotonic()
         try:
             detail = action()
         except RelstepError as exc:
             message = mask_text(exc.message)
+            if optional and not isinstance(exc, InputError):
+                self.result.phases.append(PhaseResult(name, False, time.monotonic() - started, message, 0))
+                self.result.warnings.append(f"{name} failed: {message}")
+                return True
             phase = name if not isinstance(exc, InputError) else exc.phase
             self.result.phases.append(PhaseResult(name, False, time.monotonic() - started, message, exc.exit_code))
             self.result.failed_phase, self.result.error, self.result.exit_code = phase, message, exc.exit_code
@@ -55,6 +60,32 @@ class _Phases:
             return False
         self.result.phases.append(PhaseResult(name, True, time.monotonic() - started, mask_text(detail)))
         return True
+
+
+def _last_recorded_name(config: Config) -> str | None:
+    """The snapshot recorded last, which no pruning (local or off-site) removes."""
+    try:
+        recorded = _recorded_paths(config)
+    except RecordError:
+        return None
+    return Path(recorded[-1]).name if recorded else None
+
+
+def newest_snapshot(config: Config) -> Path:
+    found = snapshot.list_snapshots(config.backup_root)
+    if not found:
+        raise InputError(f"there is no snapshot in {config.backup_root}; run `relstep backup` first")
+    return found[0].path
+
+
+def offsite_copy(config: Config, path: Path) -> Any:
+    """Copy one snapshot off-site, verify it, prune remote copies (-> offsite.PushOutcome).  Holds no lock."""
+    from relstep import offsite
+
+    try:
+        return offsite.push(config, path, protect=_last_recorded_name(config))
+    except OSError as exc:   # reading the local snapshot
+        raise OffsiteError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _recorded_paths(config: Config) -> list[str]:
@@ -135,7 +166,7 @@ def run(
     deploy: Sequence[str] = (),
     keep: int | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    phases: Sequence[str] = ("backup", "deploy", "record", "prune"),
+    phases: Sequence[str] = ("backup", "deploy", "record", "prune", "offsite"),
 ) -> RunResult:
     from relstep.backup import check_inputs, create_snapshot
 
@@ -169,6 +200,14 @@ def run(
         result.pruned = [str(p) for p in outcome.removed]
         return f"kept {len(outcome.kept)}, removed {len(outcome.removed)}"
 
+    def do_offsite() -> str:
+        path = state.get("path") or newest_snapshot(config)
+        try:
+            outcome = offsite_copy(config, path)
+        except OffsiteError as exc:
+            raise OffsiteError(f"{exc.message}; the local snapshot {path.name} is kept") from exc
+        return outcome.summary()
+
     try:
         with snapshot.root_lock(config.backup_root, lock_timeout):
             if "backup" in phases and not steps.run("backup", do_backup):
@@ -177,8 +216,12 @@ def run(
                 return result
             if "record" in phases and not steps.run("record", do_record):
                 return result
-            if "prune" in phases:
-                steps.run("prune", do_prune)
+            if "prune" in phases and not steps.run("prune", do_prune):
+                return result
+            if "offsite" in phases and config.offsite is not None:
+                # Last, because it is the slowest and the release is already safe locally.  A failure
+                # with required: false is a warning (the step passes); with required: true, exit 6.
+                steps.run("offsite", do_offsite, optional=not config.offsite.required)
     except RelstepError as exc:  # the lock timed out
         result.failed_phase, result.error, result.exit_code = exc.phase, mask_text(exc.message), exc.exit_code
     return result

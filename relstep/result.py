@@ -12,7 +12,7 @@ class PhaseResult:
     ok: bool
     seconds: float
     detail: str = ""          # one line, already masked
-    exit_code: int = 0
+    exit_code: int = 0        # ok False with exit_code 0: failed, but optional (a warning)
 
 
 @dataclass
@@ -24,6 +24,8 @@ class RunResult:
     record_id: int | None = None
     pruned: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # one-line hints for the person reading the log
+    # Failures that did not fail the step (an optional off-site copy); each one line, masked.
+    warnings: list[str] = field(default_factory=list)
     phases: list[PhaseResult] = field(default_factory=list)
     failed_phase: str | None = None
     error: str | None = None              # the one-sentence reason, masked

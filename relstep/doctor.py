@@ -1,0 +1,223 @@
+"""`relstep doctor`: the checks a first run (or a changed server) would otherwise discover the hard way.
+
+One :class:`Check` per line: the config loads; each database answers; its dump tool
+is on PATH and its major version is not older than the server's (pg_dump refuses
+newer servers; an old mariadb-dump silently misses newer syntax); backup_root is
+writable with room for twice the last snapshot; the retention value and where it
+came from; the off-site target answers.  Nothing is written except a probe file
+that is removed at once, and no alert is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from relstep.config import RETENTION_ENV, Config, DatabaseConfig
+from relstep.errors import RelstepError
+from relstep.masking import mask_text
+
+CONNECT_TIMEOUT = 5
+SPACE_FACTOR = 2
+# The tool each engine dumps with (relstep.databases.<engine>.tool_versions() names it).
+DUMP_TOOLS = {"postgres": ("pg_dump",), "mysql": ("mariadb-dump", "mysqldump"), "sqlite": ()}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok' if self.ok else 'FAIL':<5} {self.name:<24} {mask_text(self.detail)}"
+
+
+def major_version(text: str) -> int | None:
+    """The major version in a tool's ``--version`` line or a server's version string."""
+    for pattern in (r"Distrib\s+(\d+)\.", r"\bfrom\s+(\d+)\.", r"\)\s*(\d+)(?:\.\d+)", r"^\s*(\d+)(?:\.\d+)",
+                    r"(\d+)\.\d+"):
+        match = re.search(pattern, text)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def server_version(db: DatabaseConfig) -> str:
+    """Connect and ask the server its version; raises with the driver's reason."""
+    from relstep.databases import engine_name
+
+    engine_kind = engine_name(db.url)
+    if engine_kind == "sqlite":
+        import sqlite3
+        from contextlib import closing
+
+        from relstep.databases.sqlite import database_path
+
+        path = database_path(db.url)
+        if not path.is_file():
+            raise FileNotFoundError(f"SQLite database {path} does not exist")
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return sqlite3.sqlite_version
+    from sqlalchemy import text
+
+    from relstep.databases import create_engine
+
+    engine = create_engine(db.url, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    try:
+        with engine.connect() as conn:
+            query = "SHOW server_version" if engine_kind == "postgres" else "SELECT VERSION()"
+            return str(conn.execute(text(query)).scalar())
+    finally:
+        engine.dispose()
+
+
+def _database_checks(db: DatabaseConfig) -> list[Check]:
+    from relstep.databases import engine_for, engine_name, redact_url
+
+    label = f"database {db.name}"
+    try:
+        version = server_version(db)
+    except Exception as exc:  # any driver error means "not reachable", with its own words
+        return [Check(label, False, f"cannot connect to {redact_url(db.url)}: {_reason(exc)}")]
+    checks = [Check(label, True, f"{redact_url(db.url)} answers (server {version})")]
+    kind = engine_name(db.url)
+    tools = DUMP_TOOLS.get(kind, ())
+    if not tools:
+        return [*checks, Check(f"dump tool {db.name}", True, "built in (SQLite online backup API)")]
+    versions = engine_for(db.url).tool_versions()
+    found = next(((name, versions[name]) for name in tools if versions.get(name, "missing") != "missing"), None)
+    if found is None:
+        return [*checks, Check(f"dump tool {db.name}", False, f"{' or '.join(tools)} not found on PATH; "
+                               f"install the {'PostgreSQL' if kind == 'postgres' else 'MariaDB'} client")]
+    tool, tool_version = found
+    tool_major, server_major = major_version(tool_version), major_version(version)
+    if tool_major is not None and server_major is not None and tool_major < server_major:
+        return [*checks, Check(f"dump tool {db.name}", False,
+                               f"{tool} {tool_major} is older than the server ({server_major}); "
+                               f"install the version {server_major} client")]
+    return [*checks, Check(f"dump tool {db.name}", True, tool_version)]
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def last_snapshot_size(config: Config) -> tuple[str, int] | None:
+    from relstep import snapshot
+
+    for snap in snapshot.list_snapshots(config.backup_root):
+        try:
+            files = snap.manifest().get("files", {})
+        except RelstepError:
+            continue
+        return snap.name, sum(int(f.get("size", 0)) for f in files.values())
+    return None
+
+
+def _backup_root_check(config: Config) -> Check:
+    from relstep.progress import human_bytes
+
+    root = config.backup_root
+    name = "backup_root"
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        return Check(name, False, f"{root} is {'a symlink' if root.is_symlink() else 'a file'}, not a directory")
+    base = _nearest_existing(root)
+    if not base.is_dir():
+        return Check(name, False, f"{root} cannot be created: {base} is not a directory")
+    try:
+        # Really write: os.access says yes to root on a read-only mount.
+        with tempfile.NamedTemporaryFile(dir=base, prefix=".relstep-doctor-"):
+            pass
+    except OSError as exc:
+        return Check(name, False, f"{root} is not writable ({base}: {exc.strerror or exc})")
+    stat = os.statvfs(base)
+    free = stat.f_bavail * stat.f_frsize
+    where = "" if base == root else f" (created on first backup, under {base})"
+    last = last_snapshot_size(config)
+    if last is None:
+        return Check(name, True, f"{root} writable{where}, {human_bytes(free)} free; no snapshot yet")
+    snap, size = last
+    needed = SPACE_FACTOR * size
+    detail = (f"{root}: {human_bytes(free)} free, last snapshot {snap} is {human_bytes(size)} "
+              f"(needs {human_bytes(needed)}, {SPACE_FACTOR}x)")
+    return Check(name, free >= needed, detail if free >= needed else f"not enough room: {detail}")
+
+
+def _retention_check(config: Config, environ: Mapping[str, str]) -> Check:
+    from relstep import snapshot
+
+    if RETENTION_ENV in environ:
+        source = RETENTION_ENV
+    elif config.raw.get("retention") is not None:
+        source = str(config.where)
+    else:
+        source = "default"
+    count = len(snapshot.list_snapshots(config.backup_root))
+    detail = f"keep {config.retention} (from {source}); {count} snapshot(s) now"
+    if config.offsite is not None:
+        detail += f"; off-site keep {config.offsite.keep}"
+    return Check("retention", True, detail)
+
+
+def _offsite_check(config: Config) -> Check:
+    from relstep import offsite
+
+    assert config.offsite is not None
+    try:
+        names = offsite.remote_snapshots(config)
+    except RelstepError as exc:
+        return Check("offsite", False, exc.message)
+    required = "required" if config.offsite.required else "optional"
+    return Check("offsite", True, f"{offsite.open_remote(config.offsite.url).shown} answers ({required}); "
+                 f"{len(names)} snapshot(s) there")
+
+
+def run_checks(config_path: str | None, environ: Mapping[str, str] | None = None,
+               cwd: Path | None = None) -> list[Check]:
+    from relstep.config import load_config
+
+    environ = os.environ if environ is None else environ
+    try:
+        config = load_config(config_path, environ=environ, cwd=cwd)
+    except RelstepError as exc:
+        # Everything else depends on the config: one clear line beats a cascade of failures.
+        return [Check("config", False, exc.message)]
+    checks = [Check("config", True, config.where)]
+    if not config.all_databases:
+        checks.append(Check("database", False, f"none configured; set database.url in {config.where} "
+                                               "or DATABASE_URL"))
+    for db in config.all_databases:
+        checks += _database_checks(db)
+    record_url = config.record.url
+    if record_url and record_url not in {db.url for db in config.all_databases}:
+        checks += _database_checks(DatabaseConfig(url=record_url, name="record"))[:1]
+    checks.append(_backup_root_check(config))
+    checks.append(_retention_check(config, environ))
+    if config.offsite is not None:
+        checks.append(_offsite_check(config))
+    if config.notify is not None:
+        checks.append(_notify_check(config))
+    return checks
+
+
+def _notify_check(config: Config) -> Check:
+    assert config.notify is not None
+    from urllib.parse import urlsplit
+
+    host = urlsplit(config.notify.webhook).hostname or "?"
+    # Not sent: a doctor run must not page anyone.  The host alone, since the URL carries a token.
+    return Check("notify", True, f"{config.notify.format} webhook on {host}, on {', '.join(config.notify.on)} "
+                 "(not sent)")

@@ -1,0 +1,165 @@
+"""Failure (and optionally success) alerts to a webhook: Slack-compatible or generic JSON.
+
+An alert never changes the step's outcome: delivery problems come back as one
+note for the log.  Each alert gets a short timeout and two retries (network
+errors, timeouts, HTTP 429 and 5xx); other HTTP errors are not retried, because
+sending the same request again will not fix a wrong URL.
+
+What is alerted:
+
+* a failed command that did work (exit codes 3-9: backup, deploy, record, prune,
+  off-site, restore, verify, the lock); not bad input (exit 2: nothing ran, and
+  the CI log says so) nor an interruption;
+* a failed optional off-site copy (the step passes, the alert says so);
+* with ``on: [failure, success]``, every successful ``relstep run``.
+
+The webhook URL is a secret (Slack's carry a token): it is registered for masking
+and never appears in a message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from relstep.config import Config, NotifyConfig
+from relstep.masking import mask_text, register_secret
+
+TIMEOUT = float(os.environ.get("RELSTEP_NOTIFY_TIMEOUT", "5"))
+RETRIES = 2
+BACKOFF = (0.5, 1.5)
+ALERTED_EXIT_CODES = range(3, 10)
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str                      # "failure", "warning" (failed but the step passed) or "success"
+    project: str
+    version: str | None
+    phase: str | None
+    reason: str | None
+    host: str
+    exit_code: int
+    snapshot: str | None = None
+    deployment_type: str | None = None
+    time: str = ""
+
+
+def project_name(config: Config, environ: Any = None) -> str:
+    """notify.project, else the CI's repository path, else the project folder's name."""
+    environ = os.environ if environ is None else environ
+    if config.notify and config.notify.project:
+        return config.notify.project
+    return environ.get("GITHUB_REPOSITORY") or environ.get("CI_PROJECT_PATH") or config.base_dir.name
+
+
+def make_event(config: Config, event: str, *, version: str | None, phase: str | None, reason: str | None,
+               exit_code: int, snapshot: str | None = None, deployment_type: str | None = None) -> Event:
+    return Event(
+        event=event, project=project_name(config), version=version, phase=phase,
+        reason=mask_text(reason) if reason else reason, host=socket.gethostname(), exit_code=exit_code,
+        snapshot=snapshot, deployment_type=deployment_type,
+        time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def body(event: Event, fmt: str) -> dict[str, Any]:
+    """The request body: Slack's ``text`` + ``attachments``, or the event itself as JSON."""
+    if fmt == "json":
+        return {"source": "relstep", **asdict(event)}
+    version = event.version or "(no version)"
+    if event.event == "success":
+        text = f"relstep: {event.project} {version} backed up and recorded on {event.host}"
+        color = "good"
+    else:
+        passed = " (optional; the step passed)" if event.event == "warning" else ""
+        text = f"relstep: {event.phase} failed{passed} for {event.project} {version} on {event.host}: {event.reason}"
+        color = "warning" if event.event == "warning" else "danger"
+    fields = [("project", event.project), ("version", version), ("phase", event.phase), ("host", event.host),
+              ("exit code", str(event.exit_code)), ("reason", event.reason), ("snapshot", event.snapshot)]
+    return {
+        "text": text,
+        "attachments": [{
+            "color": color, "fallback": text,
+            "fields": [{"title": t, "value": v, "short": t not in ("reason", "snapshot")} for t, v in fields if v],
+        }],
+    }
+
+
+def send(settings: NotifyConfig, event: Event, *, timeout: float | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """POST the event; None when delivered, else one sentence saying why not (for a note)."""
+    import urllib.error
+    import urllib.request
+
+    register_secret(settings.webhook)
+    data = json.dumps(body(event, settings.format)).encode()
+    timeout = TIMEOUT if timeout is None else timeout
+    problem = ""
+    for attempt in range(RETRIES + 1):
+        if attempt:
+            sleep(BACKOFF[min(attempt - 1, len(BACKOFF) - 1)])
+        request = urllib.request.Request(  # noqa: S310 - config allows only http(s) webhooks
+            settings.webhook, data=data, method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "relstep"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                response.read(65536)
+            return None
+        except urllib.error.HTTPError as exc:
+            problem = f"HTTP {exc.code}"
+            if exc.code != 429 and exc.code < 500:
+                break
+        except TimeoutError:
+            problem = f"no answer within {timeout:g} s"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            problem = "timed out" if isinstance(reason, TimeoutError) else str(reason)
+    attempts = attempt + 1
+    return mask_text(f"the {event.event} alert was not delivered to notify.webhook ({problem}"
+                     f" after {attempts} attempt{'s' if attempts > 1 else ''}); the exit code is unchanged")
+
+
+def _deliver(config: Config, event: Event) -> list[str]:
+    assert config.notify is not None
+    wanted = "success" if event.event == "success" else "failure"
+    if wanted not in config.notify.on:
+        return []
+    problem = send(config.notify, event)
+    return [problem] if problem else []
+
+
+def after_run(config: Config | None, result: Any, *, success_alert: bool = True) -> list[str]:
+    """Alerts a RunResult calls for; returns notes about alerts that could not be delivered."""
+    if config is None or config.notify is None:
+        return []
+    common = {"version": result.version, "snapshot": result.snapshot, "deployment_type": result.deployment_type}
+    if result.exit_code:
+        if result.exit_code not in ALERTED_EXIT_CODES:
+            return []
+        return _deliver(config, make_event(config, "failure", phase=result.failed_phase, reason=result.error,
+                                           exit_code=result.exit_code, **common))
+    notes: list[str] = []
+    for phase in result.phases:
+        if not phase.ok:   # failed but optional: the step passed
+            notes += _deliver(config, make_event(config, "warning", phase=phase.name, reason=phase.detail,
+                                                 exit_code=0, **common))
+    if success_alert:
+        notes += _deliver(config, make_event(config, "success", phase=None, reason=None, exit_code=0, **common))
+    return notes
+
+
+def after_failure(config: Config | None, phase: str, reason: str, exit_code: int,
+                  version: str | None = None) -> list[str]:
+    """The alert for a command that failed with an exception (record, prune, restore, verify...)."""
+    if config is None or config.notify is None or exit_code not in ALERTED_EXIT_CODES:
+        return []
+    return _deliver(config, make_event(config, "failure", version=version, phase=phase, reason=reason,
+                                       exit_code=exit_code))

@@ -1,0 +1,381 @@
+"""Off-site copies of finished snapshots, through fsspec (s3fs, sshfs, or local files).
+
+Layout at ``offsite.url``: one folder per snapshot, named as it is locally, holding
+the same files.  ``MANIFEST.json`` is uploaded last, and only after every other
+file's remote size and SHA-256 matched the manifest, so a remote folder with a
+manifest is complete; one without is a leftover of an interrupted upload (the
+same role ``.partial`` plays locally).
+
+* Upload is streamed file by file (``fs.open(..., "wb")``), never read whole into
+  memory; on S3, files larger than ``PART_SIZE`` go up as a multipart upload in
+  parts of that size.
+* Verification reads every remote file back and hashes it: a size match alone
+  would not notice a corrupted part.
+* Remote pruning reuses :func:`relstep.snapshot.beyond_retention` with the
+  snapshot's creation time (from its name) as mtime, which is what a local
+  snapshot's mtime is, and protects the snapshot recorded last, as local pruning does.
+* Credentials never come from relstep.yml in clear (config refuses them): S3 uses
+  botocore's chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``,
+  ``~/.aws/credentials``, ``AWS_ENDPOINT_URL`` for S3-compatible servers); SFTP uses
+  ``~/.ssh/config``, the agent, ``~/.ssh/id_*`` and ``~/.ssh/known_hosts``.
+
+``fetch(config, name, dest)`` is the API ``restore``/``verify --from-offsite`` use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from relstep import fsutil, progress, snapshot
+from relstep.config import Config, OffsiteConfig
+from relstep.errors import InputError, OffsiteError, RelstepError
+from relstep.masking import mask_text, register_secret
+
+CHUNK = 1024 * 1024
+# S3 parts: 5 MiB is S3's minimum; 16 MiB keeps a 10 GiB dump under the 10,000-part limit.
+PART_SIZE = int(os.environ.get("RELSTEP_OFFSITE_PART_SIZE", 16 * 1024 * 1024))
+CONNECT_TIMEOUT = 15
+EXTRAS = {"s3": ("s3fs", "relstep[s3]"), "sftp": ("sshfs", "relstep[sftp]")}
+
+
+@dataclass(frozen=True)
+class Remote:
+    fs: Any                      # an fsspec AbstractFileSystem
+    root: str                    # the folder holding the snapshots, in fs's own path form
+    shown: str                   # the URL for messages, password removed
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts) if self.root else posixpath.join(*parts)
+
+
+@dataclass
+class PushOutcome:
+    name: str
+    url: str
+    files: int = 0
+    bytes: int = 0
+    uploaded: bool = True                    # False: an identical, complete copy was already there
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        what = (f"uploaded {self.files} files ({progress.human_bytes(self.bytes)}), verified"
+                if self.uploaded else "already there, verified")
+        return f"{self.name} {what} at {self.url}; kept {len(self.kept)}, removed {len(self.removed)}"
+
+
+# --- connecting -------------------------------------------------------------------------------
+
+
+def _shown(url: str) -> str:
+    from relstep.databases import redact_url
+
+    return redact_url(url)
+
+
+def open_remote(url: str) -> Remote:
+    """An fsspec filesystem and root folder for ``offsite.url``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    shown = _shown(url)
+    if scheme in EXTRAS:
+        module, extra = EXTRAS[scheme]
+        try:
+            __import__(module)
+        except ImportError:
+            raise OffsiteError(f"{scheme}:// off-site copies need {module}; install it with pip install '{extra}'") \
+                from None
+    try:
+        if scheme == "s3":
+            import s3fs
+
+            # Endpoint, region and keys: botocore's own chain (AWS_ENDPOINT_URL, AWS_PROFILE, ~/.aws/...).
+            fs = s3fs.S3FileSystem(
+                config_kwargs={"connect_timeout": CONNECT_TIMEOUT, "read_timeout": 120,
+                               "retries": {"max_attempts": 3, "mode": "standard"}},
+                default_block_size=PART_SIZE,
+            )
+            root = (parts.netloc + parts.path).rstrip("/")
+        elif scheme == "sftp":
+            import sshfs
+
+            kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+            if parts.port:
+                kwargs["port"] = parts.port
+            if parts.username:
+                kwargs["username"] = unquote(parts.username)
+            if parts.password:   # only ever from ${VAR}: config refuses it in clear
+                register_secret(unquote(parts.password))
+                kwargs["password"] = unquote(parts.password)
+            fs = sshfs.SSHFileSystem(parts.hostname or "localhost", **kwargs)
+            root = unquote(parts.path).rstrip("/") or "."
+        elif scheme == "file":
+            from fsspec.implementations.local import LocalFileSystem
+
+            fs = LocalFileSystem(auto_mkdir=True)
+            root = unquote(parts.path).rstrip("/") or "/"
+        else:
+            raise OffsiteError(f"unsupported off-site URL {shown}; use s3://, sftp:// or file://")
+    except RelstepError:
+        raise
+    except Exception as exc:  # every backend raises its own types; all mean "cannot reach"
+        raise OffsiteError(f"cannot reach {shown}: {_reason(exc)}") from exc
+    return Remote(fs=fs, root=root, shown=shown)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return mask_text(f"{name}: {text}" if text and name not in text else (text or name))
+
+
+@contextmanager
+def _failures(what: str, remote: Remote) -> Iterator[None]:
+    """Turn any backend error into one OffsiteError sentence naming what was being done."""
+    try:
+        yield
+    except RelstepError:
+        raise
+    except Exception as exc:
+        raise OffsiteError(f"{what} at {remote.shown} failed: {_reason(exc)}") from exc
+
+
+# --- listing ----------------------------------------------------------------------------------
+
+
+def _created(name: str) -> float:
+    """A snapshot's creation time from its name: what a local snapshot's mtime is set to."""
+    stamp = name.split("-", 1)[0]
+    return datetime.strptime(stamp, snapshot.NAME_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+
+
+def _entries(remote: Remote) -> list[str]:
+    remote.fs.invalidate_cache()   # s3fs caches listings; another run may have changed the remote
+    if not remote.fs.exists(remote.root):
+        return []
+    names = [posixpath.basename(p.rstrip("/")) for p in remote.fs.ls(remote.root, detail=False)]
+    return sorted(n for n in names if snapshot.SNAPSHOT_NAME.match(n))
+
+
+def _is_complete(remote: Remote, name: str) -> bool:
+    return bool(remote.fs.exists(remote.path(name, snapshot.MANIFEST)))
+
+
+def list_remote(remote: Remote) -> tuple[list[snapshot.Snapshot], list[str]]:
+    """(complete snapshots newest first, names of incomplete leftovers)."""
+    complete, leftovers = [], []
+    for name in _entries(remote):
+        if _is_complete(remote, name):
+            complete.append(snapshot.Snapshot(Path(remote.path(name)), _created(name)))
+        else:
+            leftovers.append(name)
+    return snapshot.newest_first(complete), leftovers
+
+
+# --- upload and verification ------------------------------------------------------------------
+
+
+def _hash_remote(remote: Remote, path: str) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with remote.fs.open(path, "rb", block_size=PART_SIZE) as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def verify_remote(remote: Remote, name: str, files: dict[str, dict[str, Any]],
+                  on_bytes: Callable[[int], None] | None = None) -> None:
+    """Every file's remote size and SHA-256 equal the manifest's; raises OffsiteError naming the first that differs."""
+    base = remote.path(name)
+    remote.fs.invalidate_cache()
+    listed = {posixpath.relpath(p, base): info.get("size") for p, info in
+              remote.fs.find(base, detail=True).items()} if remote.fs.exists(base) else {}
+    for rel, meta in sorted(files.items()):
+        if rel not in listed:
+            raise OffsiteError(f"{rel} of {name} is missing at {remote.shown}")
+        if listed[rel] is not None and int(listed[rel]) != meta["size"]:
+            raise OffsiteError(
+                f"{rel} of {name} is {listed[rel]} bytes at {remote.shown}, the manifest says {meta['size']}"
+            )
+        size, digest = _hash_remote(remote, remote.path(name, rel))
+        if (size, digest) != (meta["size"], meta["sha256"]):
+            raise OffsiteError(f"{rel} of {name} at {remote.shown} does not match the manifest's SHA-256")
+        if on_bytes:
+            on_bytes(size)
+
+
+def _upload_file(remote: Remote, local: Path, target: str, on_bytes: Callable[[int], None]) -> tuple[int, str]:
+    """Stream one file up, hashing what is sent; large files go as multipart uploads on S3."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(local, "rb", buffering=0) as src, remote.fs.open(target, "wb", block_size=PART_SIZE) as out:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+            on_bytes(len(chunk))
+    return size, digest.hexdigest()
+
+
+def _upload(remote: Remote, snap: Path, name: str, files: dict[str, dict[str, Any]]) -> None:
+    total = sum(meta["size"] for meta in files.values())
+    dirs = sorted({posixpath.dirname(rel) for rel in files} | {""})
+    for rel_dir in dirs:   # SFTP and local need folders; on S3 this costs nothing
+        remote.fs.makedirs(remote.path(name, rel_dir) if rel_dir else remote.path(name), exist_ok=True)
+    with progress.task(f"uploading {name}", unit="bytes", total=total) as task:
+        for rel, meta in sorted(files.items()):
+            sent = _upload_file(remote, snap / rel, remote.path(name, rel), task.advance)
+            if sent != (meta["size"], meta["sha256"]):
+                # The local copy changed since the manifest was written: uploading it would spread the damage.
+                raise OffsiteError(
+                    f"local file {snap / rel} no longer matches its manifest entry; run `relstep verify`"
+                )
+
+
+def _remove(remote: Remote, name: str) -> None:
+    path = remote.path(name)
+    if remote.fs.exists(path):
+        remote.fs.rm(path, recursive=True)
+
+
+def push(config: Config, snap: Path, protect: str | None = None) -> PushOutcome:
+    """Copy a finished local snapshot off-site, verify it, then prune remote copies beyond ``offsite.keep``.
+
+    ``protect``: a snapshot name never pruned remotely (the one recorded last).
+    """
+    offsite = _settings(config)
+    manifest = snapshot.read_manifest(snap)
+    name = snap.name
+    files: dict[str, dict[str, Any]] = manifest.get("files", {})
+    manifest_bytes = (snap / snapshot.MANIFEST).read_bytes()
+    remote = open_remote(offsite.url)
+    outcome = PushOutcome(name=name, url=remote.shown, files=len(files) + 1,
+                          bytes=sum(m["size"] for m in files.values()) + len(manifest_bytes))
+    all_files = {**files, snapshot.MANIFEST: {"size": len(manifest_bytes),
+                                              "sha256": hashlib.sha256(manifest_bytes).hexdigest()}}
+    with _failures(f"copying {name}", remote):
+        if _is_complete(remote, name):
+            # A re-run (`relstep offsite`) after a copy that already landed: check it, send nothing.
+            with progress.task(f"verifying {name} off-site", unit="bytes", total=outcome.bytes) as task:
+                verify_remote(remote, name, all_files, lambda n: task.advance(n))
+            outcome.uploaded = False
+        else:
+            _remove(remote, name)   # an earlier interrupted attempt: start clean
+            try:
+                _upload(remote, snap, name, files)
+                with progress.task(f"verifying {name} off-site", unit="bytes", total=outcome.bytes) as task:
+                    verify_remote(remote, name, files, lambda n: task.advance(n))
+                    # The manifest goes last: its presence is what marks the remote copy complete.
+                    with remote.fs.open(remote.path(name, snapshot.MANIFEST), "wb") as out:
+                        out.write(manifest_bytes)
+                    verify_remote(remote, name, {snapshot.MANIFEST: all_files[snapshot.MANIFEST]})
+            except BaseException:
+                try:
+                    _remove(remote, name)   # never leave a copy that could pass for complete
+                except Exception:  # noqa: S110 - the original failure is the one worth reporting
+                    pass
+                raise
+    with _failures("pruning off-site copies", remote):
+        removed, kept = prune_remote(remote, offsite.keep, {name} | ({protect} if protect else set()))
+    outcome.removed, outcome.kept = removed, kept
+    return outcome
+
+
+def prune_remote(remote: Remote, keep: int, protect: set[str]) -> tuple[list[str], list[str]]:
+    """Remove complete remote snapshots beyond ``keep`` (the local rule) and incomplete leftovers.
+
+    One remote folder belongs to one backup_root: an incomplete folder there is a
+    failed or killed upload of ours, not another machine's upload in progress.
+    """
+    complete, leftovers = list_remote(remote)
+    doomed = snapshot.beyond_retention(complete, keep, lambda s: s.name in protect)
+    removed = []
+    for snap in doomed:
+        _remove(remote, snap.name)
+        removed.append(snap.name)
+    for name in leftovers:
+        if name not in protect:
+            _remove(remote, name)
+            removed.append(name)
+    kept = [s.name for s in complete if s not in doomed]
+    return removed, kept
+
+
+def _settings(config: Config) -> OffsiteConfig:
+    if config.offsite is None:
+        raise InputError(f"no off-site copy is configured; add offsite.url to {config.where}")
+    return config.offsite
+
+
+# --- the API restore / verify use ------------------------------------------------------------
+
+
+def remote_snapshots(config: Config) -> list[str]:
+    """Names of the complete off-site snapshots, newest first."""
+    remote = open_remote(_settings(config).url)
+    with _failures("listing off-site snapshots", remote):
+        return [s.name for s in list_remote(remote)[0]]
+
+
+def fetch(config: Config, name: str | None, dest: Path) -> Path:
+    """Download the off-site snapshot ``name`` (default: the newest) into ``dest/<name>``; return its path.
+
+    The copy is built under ``dest/.<name>.partial``, checked against its manifest
+    (sizes and SHA-256), made private and renamed into place, with its mtime set to
+    its creation time: fetched into backup_root it is an ordinary local snapshot.
+    An existing ``dest/<name>`` is refused rather than overwritten.
+    """
+    remote = open_remote(_settings(config).url)
+    with _failures("fetching an off-site snapshot", remote):
+        complete, _ = list_remote(remote)
+        names = [s.name for s in complete]
+        if name is None:
+            if not names:
+                raise InputError(f"there is no complete snapshot at {remote.shown}")
+            name = names[0]
+        elif name not in names:
+            raise InputError(f"no complete snapshot {name!r} at {remote.shown}; there are: "
+                             f"{', '.join(names[:10]) or 'none'}")
+        final = dest / name
+        if final.exists():
+            raise InputError(f"{final} already exists; remove it or fetch into another folder")
+        dest.mkdir(parents=True, exist_ok=True)
+        partial = dest / f".{name}{snapshot.PARTIAL_SUFFIX}"
+        shutil.rmtree(partial, ignore_errors=True)
+        fsutil.make_private_dir(partial)
+        try:
+            remote.fs.get_file(remote.path(name, snapshot.MANIFEST), str(partial / snapshot.MANIFEST))
+            manifest = json.loads((partial / snapshot.MANIFEST).read_text(encoding="utf-8"))
+            files: dict[str, dict[str, Any]] = manifest.get("files", {})
+            total = sum(m["size"] for m in files.values())
+            with progress.task(f"downloading {name}", unit="bytes", total=total) as task:
+                for rel, meta in sorted(files.items()):
+                    target = partial / rel
+                    if not target.resolve().is_relative_to(partial.resolve()):
+                        raise OffsiteError(f"the manifest of {name} names a file outside the snapshot: {rel}")
+                    target.parent.mkdir(parents=True, exist_ok=True, mode=fsutil.PRIVATE_DIR)
+                    remote.fs.get_file(remote.path(name, rel), str(target))
+                    if fsutil.sha256_file(target) != (meta["size"], meta["sha256"]):
+                        raise OffsiteError(f"{rel} of {name} at {remote.shown} does not match its manifest")
+                    task.advance(meta["size"])
+            fsutil.privatize_tree(partial)
+            os.replace(partial, final)
+            stamp = _created(name)
+            os.utime(final, (stamp, stamp))
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    return final
