@@ -128,7 +128,8 @@ def _git(repo: Path, *args: str) -> str:
     except FileNotFoundError:
         raise InputError("git not found on PATH; install git to manage hooks") from None
     if proc.returncode != 0:
-        raise InputError(f"{repo} is not a git repository ({proc.stderr.strip().splitlines()[-1:]})")
+        last = (proc.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise InputError(f"{repo} is not a git repository ({last})")
     return proc.stdout.strip()
 
 
