@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +55,9 @@ class Remote:
     fs: Any                      # an fsspec AbstractFileSystem
     root: str                    # the folder holding the snapshots, in fs's own path form
     shown: str                   # the URL for messages, password removed
+    # S3 only: the multipart part size.  sshfs reads block_size as one SFTP request's
+    # length, and OpenSSH drops the connection on requests above 256 KiB.
+    io_options: dict[str, Any] = field(default_factory=dict)
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if self.root else posixpath.join(*parts)
@@ -104,13 +108,14 @@ def open_remote(url: str) -> Remote:
             fs = s3fs.S3FileSystem(
                 config_kwargs={"connect_timeout": CONNECT_TIMEOUT, "read_timeout": 120,
                                "retries": {"max_attempts": 3, "mode": "standard"}},
-                default_block_size=PART_SIZE,
+                default_block_size=PART_SIZE, skip_instance_cache=True,
             )
             root = (parts.netloc + parts.path).rstrip("/")
         elif scheme == "sftp":
             import sshfs
 
-            kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+            kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "known_hosts": _known_hosts(shown),
+                                      "skip_instance_cache": True}
             if parts.port:
                 kwargs["port"] = parts.port
             if parts.username:
@@ -131,7 +136,31 @@ def open_remote(url: str) -> Remote:
         raise
     except Exception as exc:  # every backend raises its own types; all mean "cannot reach"
         raise OffsiteError(f"cannot reach {shown}: {_reason(exc)}") from exc
-    return Remote(fs=fs, root=root, shown=shown)
+    return Remote(fs=fs, root=root, shown=shown, io_options={"block_size": PART_SIZE} if scheme == "s3" else {})
+
+
+def _known_hosts(shown: str) -> str:
+    """The known_hosts file to check the server's key against, passed to asyncssh explicitly.
+
+    Left to itself, asyncssh trusts any host key when it finds no known_hosts file, and
+    did not reject an unlisted host in our tests; ssh would ask, and an unattended step
+    must not accept a key nobody confirmed.  ``UserKnownHostsFile`` in ~/.ssh/config wins.
+    """
+    ssh = Path("~/.ssh").expanduser()
+    path = ssh / "known_hosts"
+    try:
+        config = (ssh / "config").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        config = ""
+    match = re.search(r"^\s*UserKnownHostsFile\s+(\S+)", config, re.IGNORECASE | re.MULTILINE)
+    if match and match.group(1).lower() != "none":
+        path = Path(match.group(1).strip('"')).expanduser()
+    if not path.is_file():
+        raise OffsiteError(
+            f"cannot check the host key of {shown}: {path} does not exist; add the server's key "
+            "(ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts, after checking its fingerprint)"
+        )
+    return str(path)
 
 
 def _reason(exc: BaseException) -> str:
@@ -172,14 +201,21 @@ def _is_complete(remote: Remote, name: str) -> bool:
     return bool(remote.fs.exists(remote.path(name, snapshot.MANIFEST)))
 
 
+def _has_files(remote: Remote, name: str) -> bool:
+    found = remote.fs.find(remote.path(name), detail=True)
+    return any(info.get("type") == "file" for info in found.values())
+
+
 def list_remote(remote: Remote) -> tuple[list[snapshot.Snapshot], list[str]]:
     """(complete snapshots newest first, names of incomplete leftovers)."""
     complete, leftovers = [], []
     for name in _entries(remote):
         if _is_complete(remote, name):
             complete.append(snapshot.Snapshot(Path(remote.path(name)), _created(name)))
-        else:
+        elif _has_files(remote, name):
             leftovers.append(name)
+        # else: an empty folder.  Some S3 servers (SeaweedFS) keep listing a prefix whose
+        # objects were all deleted; it holds nothing, so it is neither a copy nor a leftover.
     return snapshot.newest_first(complete), leftovers
 
 
@@ -189,7 +225,7 @@ def list_remote(remote: Remote) -> tuple[list[snapshot.Snapshot], list[str]]:
 def _hash_remote(remote: Remote, path: str) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with remote.fs.open(path, "rb", block_size=PART_SIZE) as f:
+    with remote.fs.open(path, "rb", **remote.io_options) as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -221,7 +257,7 @@ def _upload_file(remote: Remote, local: Path, target: str, on_bytes: Callable[[i
     """Stream one file up, hashing what is sent; large files go as multipart uploads on S3."""
     digest = hashlib.sha256()
     size = 0
-    with open(local, "rb", buffering=0) as src, remote.fs.open(target, "wb", block_size=PART_SIZE) as out:
+    with open(local, "rb", buffering=0) as src, remote.fs.open(target, "wb", **remote.io_options) as out:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             out.write(chunk)
@@ -281,7 +317,8 @@ def push(config: Config, snap: Path, protect: str | None = None) -> PushOutcome:
                     # The manifest goes last: its presence is what marks the remote copy complete.
                     with remote.fs.open(remote.path(name, snapshot.MANIFEST), "wb") as out:
                         out.write(manifest_bytes)
-                    verify_remote(remote, name, {snapshot.MANIFEST: all_files[snapshot.MANIFEST]})
+                    verify_remote(remote, name, {snapshot.MANIFEST: all_files[snapshot.MANIFEST]},
+                                  lambda n: task.advance(n))
             except BaseException:
                 try:
                     _remove(remote, name)   # never leave a copy that could pass for complete
