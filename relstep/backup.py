@@ -206,5 +206,5 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
     }
     # Not passed through mask_data: file paths are keys here, and a file named
     # keys.js is not a secret.  The only secret-bearing field, the URL, is redacted above.
-    path = build.finish(manifest)
+    path = build.finish(manifest, private=(code_capture.CODE_DIR,))
     return BackupOutcome(path=path, manifest=manifest)

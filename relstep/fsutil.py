@@ -6,6 +6,8 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 PRIVATE_DIR = 0o700
@@ -13,15 +15,49 @@ PRIVATE_FILE = 0o600
 CHUNK = 1024 * 1024
 
 
-def sha256_file(path: Path) -> tuple[int, str]:
+_buffers = threading.local()
+
+
+def chunk_buffer() -> bytearray:
+    """This thread's reusable CHUNK-sized read buffer.
+
+    ``f.read(CHUNK)`` allocates a fresh 1 MiB object per call, even to read a 2 KB
+    source file; reading into one buffer per thread saved about a fifth of the CPU
+    time of reading 20,000 code files (bench/).
+    """
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = bytearray(CHUNK)
+    return buffer
+
+
+def read_chunks(fd: int) -> Iterator[memoryview]:
+    """Views of successive chunks of an open file, until EOF; each is valid until the next."""
+    buffer = chunk_buffer()
+    view = memoryview(buffer)
+    while n := os.readv(fd, (buffer,)):
+        yield view[:n]
+
+
+def sha256_file(path: Path | str) -> tuple[int, str]:
     """(size, sha256 hex) of a file, read in chunks."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for chunk in read_chunks(fd):
             digest.update(chunk)
             size += len(chunk)
+    finally:
+        os.close(fd)
     return size, digest.hexdigest()
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is written (a write may be short, e.g. near a full disk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def make_private_dir(path: Path) -> None:
@@ -30,9 +66,14 @@ def make_private_dir(path: Path) -> None:
     os.chmod(path, PRIVATE_DIR)
 
 
-def privatize_tree(root: Path) -> None:
-    """Dirs 0700, files 0600, under root (tools like pg_dump pick their own modes)."""
-    for dirpath, _dirnames, filenames in os.walk(root):
+def privatize_tree(root: Path, skip: tuple[str, ...] = ()) -> None:
+    """Dirs 0700, files 0600, under root (tools like pg_dump pick their own modes).
+
+    ``skip`` names top-level folders of root to leave alone (already private).
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d not in skip]
         os.chmod(dirpath, PRIVATE_DIR)
         for name in filenames:
             full = os.path.join(dirpath, name)

@@ -19,6 +19,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -145,8 +146,11 @@ class Building:
     def write_json(self, relative: str, data: Any) -> Path:
         return self.write_text(relative, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
-    def finish(self, manifest: dict[str, Any]) -> Path:
-        fsutil.privatize_tree(self.path)
+    def finish(self, manifest: dict[str, Any], private: tuple[str, ...] = ()) -> Path:
+        """Publish the snapshot.  ``private``: top-level folders whose writer already made
+        every entry 0700/0600 (code capture does), so their thousands of inodes are not
+        chmod-ed, and dirtied for the flush below, a second time."""
+        fsutil.privatize_tree(self.path, skip=private)
         self.write_json(MANIFEST, manifest)
         fsutil.sync_filesystem_of(self.path)
         fsutil.fsync_dir(self.path)
@@ -175,25 +179,29 @@ def building(root: Path, now: datetime | None = None) -> Iterator[Building]:
 
 
 def manifest_files(snapshot_dir: Path, known: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """``{relative path: {"size", "sha256"}}`` for every file except the manifest.
+    """``{relative path: {"size", "sha256"}}`` for every file except the manifest, sorted by path.
 
     ``known`` carries hashes computed while the file was written (code capture),
-    so they are not read twice.
+    so they are not read twice.  The others (the dump's files) are hashed two at a
+    time: hashlib releases the GIL on large buffers, so two threads use two cores.
     """
     known = known or {}
-    files: dict[str, dict[str, Any]] = {}
-    for dirpath, dirnames, filenames in os.walk(snapshot_dir):
+    root = str(snapshot_dir)
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(snapshot_dir).as_posix()
-            if rel == MANIFEST:
-                continue
-            if rel in known:
-                files[rel] = known[rel]
-            else:
-                size, digest = fsutil.sha256_file(full)
-                files[rel] = {"size": size, "sha256": digest}
+        base = dirpath[len(root) + 1:]
+        found += [f"{base}/{name}" if base else name for name in sorted(filenames)]
+    unknown = [rel for rel in found if rel not in known and rel != MANIFEST]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="relstep-hash") as pool:
+        digests = dict(zip(unknown, pool.map(lambda rel: fsutil.sha256_file(f"{root}/{rel}"), unknown), strict=True))
+    files: dict[str, dict[str, Any]] = {}
+    for rel in found:
+        if rel in known:
+            files[rel] = known[rel]
+        elif rel in digests:
+            size, digest = digests[rel]
+            files[rel] = {"size": size, "sha256": digest}
     return files
 
 
