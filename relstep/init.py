@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -284,15 +285,24 @@ def _yaml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def render_config(found: Findings) -> str:
-    """The commented relstep.yml for what was found (every value is plain YAML)."""
+def render_config(found: Findings, config_dir: Path | None = None) -> str:
+    """The commented relstep.yml for what was found (every value is plain YAML).
+
+    Paths in relstep.yml are relative to its own folder, so a file written elsewhere
+    (``--config deploy/relstep.yml``) points back at the repository.
+    """
+    config_dir = found.root if config_dir is None else config_dir
+
+    def rel(path: str) -> str:
+        return Path(os.path.relpath(found.root / path, config_dir)).as_posix()
+
     lines = [
         "# relstep configuration, written by `relstep init` (every key: docs/configuration.md).",
         "# Before each deploy, `relstep run -- ./deploy.sh` backs up the database, code and",
         "# environment, runs the deploy, records the release and prunes old snapshots.",
         "",
         "# Snapshots go here (keep it out of git: add backups/ to .gitignore).",
-        "backup_root: backups/releases",
+        f"backup_root: {rel('backups/releases')}",
         "# Snapshots to keep; RELEASE_BACKUP_RETENTION_COUNT overrides it.",
         f"retention: {DEFAULT_RETENTION}",
         "# Tags look like v1.2.3; the version is 1.2.3 (PATCH 0 = release, else patch).",
@@ -302,7 +312,7 @@ def render_config(found: Findings) -> str:
     ]
     if found.sqlite_file:
         lines += [f"  # The SQLite file found here; or ${{{found.env_var}}} to take the URL from the environment.",
-                  f"  url: sqlite:///{found.sqlite_file}"]
+                  f"  url: sqlite:///{rel(found.sqlite_file)}"]
     else:
         source = f"(.env names it: a {found.env_file_scheme} database; relstep reads the environment, not .env)" \
             if found.env_file_scheme else "(set it in the deploy environment or CI secrets)"
@@ -318,7 +328,7 @@ def render_config(found: Findings) -> str:
     ]
     if found.code:
         lines += ["# Code folders captured into each snapshot as code/<name>/.", "code:"]
-        lines += [f"  {name}: {json.dumps(path) if path == '.' else path}" for name, path in found.code.items()]
+        lines += [f"  {name}: {json.dumps(rel(path))}" for name, path in found.code.items()]
     else:
         lines += ["# No backend/frontend/api/web/client folder was found: name your code folders here.",
                   "code: {}"]
@@ -337,7 +347,7 @@ def render_config(found: Findings) -> str:
         lines.append("")
     lines += ["migrations:", f"  tool: {found.migration_tool}"]
     if found.migrations_path:
-        lines.append(f"  path: {found.migrations_path}")
+        lines.append(f"  path: {rel(found.migrations_path)}")
     lines += [
         "",
         "# Where the ReleaseRecord table lives (default: database.url).",
@@ -417,10 +427,13 @@ def init(root: Path, target: Path | None = None, *, prisma: bool = False, now: d
     config_path = None
     if present is None:
         config_path = target or root / CONFIG_NAMES[0]
-        text = render_config(found)
-        # "x": fails rather than overwrites if the file appeared meanwhile.
-        with open(config_path, "x", encoding="utf-8") as f:
-            f.write(text)
+        text = render_config(found, config_path.parent)
+        try:
+            # "x": fails rather than overwrites if the file appeared meanwhile.
+            with open(config_path, "x", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise InputError(f"cannot write {config_path}: {exc.strerror or exc}", phase="init") from exc
         written.append(config_path)
     else:
         notes.append(f"{present} exists and was left as it is")
