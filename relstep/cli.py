@@ -42,8 +42,20 @@ def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _publish(result: Any, as_json: bool = False) -> None:
+    """Hand a result to the CI writers (GitHub outputs/summary/annotation, GitLab dotenv).
+
+    Every command calls this on success and on failure.  Under --json the annotation
+    goes to stderr so stdout stays one JSON object.
+    """
+    from relstep import ci
+
+    ci.report(result, stream=sys.stderr if as_json else None)
+
+
 def _fail(exc: RelstepError) -> NoReturn:
     from relstep.masking import mask_text
+    from relstep.result import RunResult
 
     if state.verbose:
         import traceback
@@ -54,6 +66,7 @@ def _fail(exc: RelstepError) -> NoReturn:
 
         for note in notify.after_failure(state.config, exc.phase, mask_text(exc.message), exc.exit_code):
             _err(f"relstep: note: {note}")
+    _publish(RunResult(failed_phase=exc.phase, error=mask_text(exc.message), exit_code=exc.exit_code))
     _err(f"relstep: {exc.phase} failed: {mask_text(exc.message)}")
     raise typer.Exit(exc.exit_code)
 
@@ -65,12 +78,10 @@ def _errors() -> Iterator[None]:
         yield
     except RelstepError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        _err("relstep: interrupted: stopped by SIGINT; no partial snapshot was left behind")
-        raise typer.Exit(130) from None
-    except Terminated:
-        _err("relstep: interrupted: stopped by SIGTERM; no partial snapshot was left behind")
-        raise typer.Exit(143) from None
+    except (KeyboardInterrupt, Terminated) as exc:
+        code, name = _interruption(exc)
+        _err(f"relstep: interrupted: stopped by {name}; no partial snapshot was left behind")
+        raise typer.Exit(code) from None
 
 
 def _config(keep: str | None = None) -> Any:
@@ -92,12 +103,7 @@ def _report(result: Any, as_json: bool, title: str) -> NoReturn:
         from relstep import notify
 
         result.notes += notify.after_run(state.config, result, success_alert=title == "run")
-    try:
-        from relstep import ci
-
-        ci.report(result)
-    except ImportError:
-        pass
+    _publish(result, as_json)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -154,6 +160,7 @@ def backup(
         release = _release(config, version, kind)
         result = pipeline.run(config, release, lock_timeout=lock_timeout, phases=("backup",))
     if not as_json and result.ok:
+        _publish(result)
         print(result.snapshot)
         raise typer.Exit(0)
     _report(result, as_json, "backup")
@@ -188,6 +195,7 @@ def record(
 ) -> None:
     """Insert the ReleaseRecord row for a snapshot (once; recording again adds nothing)."""
     from relstep import pipeline, snapshot
+    from relstep.result import RunResult
 
     with _errors():
         config = _config()
@@ -195,6 +203,8 @@ def record(
             path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
                     else pipeline.newest_unrecorded(config))
             outcome, manifest = pipeline.record_snapshot(config, path)
+    _publish(RunResult(version=manifest["version"], deployment_type=manifest["deployment_type"], snapshot=str(path),
+                       schema_revision=manifest.get("schema_revision"), record_id=outcome.id), as_json)
     if as_json:
         print(json.dumps({"id": outcome.id, "snapshot": str(path), "version": manifest["version"],
                           "already_recorded": outcome.already_recorded, "created_table": outcome.created_table}))
@@ -213,11 +223,13 @@ def prune(
 ) -> None:
     """Keep the newest N snapshots and remove the rest (nothing else in backup_root is touched)."""
     from relstep import pipeline, snapshot
+    from relstep.result import RunResult
 
     with _errors():
         config = _config(keep)
         with snapshot.root_lock(config.backup_root, lock_timeout):
             outcome = pipeline.prune(config, config.retention, dry_run=dry_run)
+    _publish(RunResult(pruned=[] if dry_run else [str(p) for p in outcome.removed]))
     verb = "would remove" if dry_run else "removed"
     for path in outcome.removed:
         print(f"{verb} {path}")
@@ -249,6 +261,61 @@ def show(ref: str = typer.Argument(..., help="Snapshot name, path or version."),
         path = inventory.find(config, ref)
         manifest = inventory.manifest_summary(path)
     print(json.dumps(manifest, indent=2) if as_json else inventory.describe(path, manifest))
+
+
+@app.command()
+def restore(
+    ref: str = typer.Argument(..., metavar="SNAPSHOT|VERSION", help="Snapshot name or path, or a version."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Restore into this database "
+                                            "(default: database.url)."),
+    database: str | None = typer.Option(None, "--database", help="Which of the snapshot's databases to restore "
+                                        "(needed when it holds several)."),
+    code_to: str | None = typer.Option(None, "--code-to", help="Also extract the code trees into this folder."),
+    check_only: bool = typer.Option(False, "--check-only", help="Print the compatibility verdict and stop (0 or 7)."),
+    force: bool = typer.Option(False, "--force", help="Restore even when the schema verdict is incompatible."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite a non-empty database or --code-to folder."),
+    lock_timeout: float = LockOpt,
+) -> None:
+    """Check schema compatibility, then restore a snapshot's database (and code, with --code-to)."""
+    from pathlib import Path
+
+    from relstep import restore as core
+
+    with _errors():
+        config = _config()
+        chk = core.check(config, ref, database_url, database)
+        print(core.describe_check(chk), flush=True)
+        core.refuse_if_incompatible(chk, force)
+        if check_only:
+            raise typer.Exit(0)
+        # Ask only a person at a terminal; piped input never counts as consent.
+        confirm = (lambda q: typer.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
+        outcome = core.restore(config, chk, force=force, yes=yes, confirm=confirm,
+                               code_to=Path(code_to) if code_to else None, lock_timeout=lock_timeout)
+    print(core.describe_outcome(outcome))
+
+
+@app.command()
+def verify(
+    ref: str | None = typer.Argument(None, metavar="[SNAPSHOT|VERSION]", help="Default: the newest snapshot."),
+    every: bool = typer.Option(False, "--all", help="Verify every snapshot in backup_root."),
+    restore_test: bool = typer.Option(False, "--restore-test", help="Also restore into a scratch database "
+                                      "and compare every table's row count with the manifest."),
+    scratch_url: str | None = typer.Option(None, "--scratch-url", help="Server for the scratch database "
+                                           "(default: database.url's server)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check every file against MANIFEST.json and that each dump is readable; exit 8 naming what failed."""
+    from relstep import verify as core
+    from relstep.errors import VerifyError
+
+    with _errors():
+        result = core.verify(_config(), ref, every=every, with_restore_test=restore_test, scratch_url=scratch_url)
+        print(json.dumps(result.to_json(), indent=2) if as_json else core.describe(result), flush=True)
+        if not result.reports:
+            raise VerifyError("there is no snapshot to verify; run `relstep backup` first")
+        if not result.ok:
+            raise VerifyError(result.failure())
 
 
 @app.command("offsite")
@@ -297,13 +364,39 @@ def doctor() -> None:
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+from relstep.hooks_cli import hook_app  # noqa: E402 - registered after the core commands, for --help order
+
+app.add_typer(hook_app, name="hook")
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    # SIGINT too: click turns a KeyboardInterrupt outside `_errors()` into "Aborted!" and exit 1.
+    raise Terminated(signum)
+
+
+def _interruption(exc: BaseException) -> tuple[int, str]:
+    """(exit code, signal name) for an interruption: 130 for SIGINT, 143 for SIGTERM."""
+    if isinstance(exc, Terminated):
+        signum = exc.args[0] if exc.args else signal.SIGTERM
+    else:
+        signum = signal.SIGINT
+    return 128 + signum, signal.Signals(signum).name
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    app()
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        app()
+    except (KeyboardInterrupt, Terminated) as exc:
+        # A signal outside a command's `_errors()` (parsing, imports, output): its code, no traceback.
+        code, name = _interruption(exc)
+        _err(f"relstep: interrupted: stopped by {name}")
+        raise SystemExit(code) from None
+    finally:
+        # The work is done or abandoned: a late signal just ends the process (no traceback at exit).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

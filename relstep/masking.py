@@ -19,7 +19,11 @@ from typing import Any
 
 MASK = "***"
 
-SECRET_KEY = re.compile(r"PASSWORD|PASSWD|PWD|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.IGNORECASE)
+# "PWD" alone is the working directory and "AUTHORITY"/"SSH_AUTH_SOCK" are paths: matching them would
+# register every path under the working directory as a secret and garble all output.
+SECRET_KEY = re.compile(
+    r"PASSWORD|PASSWD|_PWD$|SECRET|TOKEN|KEY|CREDENTIAL|AUTH(?!ORITY|_SOCK)|COOKIE|PRIVATE", re.IGNORECASE
+)
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)(?P<tail>@)")
 # Values shorter than this are not masked as free text: masking "1" or "ab"
 # everywhere would garble output without protecting anything real.
@@ -46,7 +50,8 @@ def register_secret(value: str | None) -> None:
 def register_environment_secrets(environ: Mapping[str, str] | None = None) -> None:
     """Register the values of environment variables whose names look secret."""
     for key, value in (os.environ if environ is None else environ).items():
-        if looks_secret(key):
+        # An absolute path is where something lives, not a secret; masking it would hide paths in every log.
+        if looks_secret(key) and not value.startswith("/"):
             register_secret(value)
         for match in _URL_PASSWORD.finditer(value or ""):
             register_secret(match.group("pw"))
