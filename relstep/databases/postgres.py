@@ -43,11 +43,12 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -341,11 +342,20 @@ def _major(version: str) -> int | None:
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    # umask 077: pg_dump's files hold the data, so only their owner may read them.
-    return subprocess.run(
-        args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
-        umask=0o077,
-    )
+    # umask 077: pg_dump's files hold the data, so only their owner may read them.  Its own process
+    # group: on any exception (SIGINT/SIGTERM included) the whole group dies, pg_dump's -j workers
+    # too, which would otherwise keep dumping after relstep has removed the partial snapshot and exited.
+    with subprocess.Popen(
+        args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        errors="replace", umask=0o077, start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
 
 def _last_error_line(stderr: str) -> str:
