@@ -274,6 +274,8 @@ def restore(
     check_only: bool = typer.Option(False, "--check-only", help="Print the compatibility verdict and stop (0 or 7)."),
     force: bool = typer.Option(False, "--force", help="Restore even when the schema verdict is incompatible."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite a non-empty database or --code-to folder."),
+    from_offsite: bool = typer.Option(False, "--from-offsite", help="Fetch the snapshot (name or version) "
+                                      "from offsite.url into backup_root first."),
     lock_timeout: float = LockOpt,
 ) -> None:
     """Check schema compatibility, then restore a snapshot's database (and code, with --code-to)."""
@@ -283,6 +285,10 @@ def restore(
 
     with _errors():
         config = _config()
+        if from_offsite:
+            from relstep import offsite
+
+            ref = offsite.fetch_into_backup_root(config, ref, lock_timeout).name
         chk = core.check(config, ref, database_url, database)
         print(core.describe_check(chk), flush=True)
         core.refuse_if_incompatible(chk, force)
@@ -303,6 +309,8 @@ def verify(
                                       "and compare every table's row count with the manifest."),
     scratch_url: str | None = typer.Option(None, "--scratch-url", help="Server for the scratch database "
                                            "(default: database.url's server)."),
+    from_offsite: bool = typer.Option(False, "--from-offsite", help="Fetch the snapshot (name or version) "
+                                      "from offsite.url into backup_root first."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Check every file against MANIFEST.json and that each dump is readable; exit 8 naming what failed."""
@@ -310,7 +318,12 @@ def verify(
     from relstep.errors import VerifyError
 
     with _errors():
-        result = core.verify(_config(), ref, every=every, with_restore_test=restore_test, scratch_url=scratch_url)
+        config = _config()
+        if from_offsite:
+            from relstep import offsite
+
+            ref = offsite.fetch_into_backup_root(config, ref, LockOpt.default).name
+        result = core.verify(config, ref, every=every, with_restore_test=restore_test, scratch_url=scratch_url)
         print(json.dumps(result.to_json(), indent=2) if as_json else core.describe(result), flush=True)
         if not result.reports:
             raise VerifyError("there is no snapshot to verify; run `relstep backup` first")

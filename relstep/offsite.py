@@ -416,3 +416,37 @@ def fetch(config: Config, name: str | None, dest: Path) -> Path:
             shutil.rmtree(partial, ignore_errors=True)
             raise
     return final
+
+
+def resolve_remote(config: Config, ref: str | None) -> str:
+    """An off-site snapshot's name from a name, a version (newest such) or None (the newest)."""
+    remote = open_remote(_settings(config).url)
+    with _failures("listing off-site snapshots", remote):
+        complete, _ = list_remote(remote)
+        if not complete:
+            raise InputError(f"there is no complete snapshot at {remote.shown}")
+        if ref is None:
+            return complete[0].name
+        if any(s.name == ref for s in complete):
+            return ref
+        wanted = ref[len(config.tag_prefix):] if config.tag_prefix and ref.startswith(config.tag_prefix) else ref
+        for snap in complete:   # newest first; manifests are small
+            manifest = json.loads(remote.fs.cat_file(remote.path(snap.name, snapshot.MANIFEST)))
+            if manifest.get("version") == wanted:
+                return snap.name
+    raise InputError(f"no off-site snapshot named or versioned {ref!r} at {remote.shown}")
+
+
+def fetch_into_backup_root(config: Config, ref: str | None, lock_timeout: float) -> Path:
+    """``--from-offsite``: make an off-site snapshot a local one, then restore/verify it as usual.
+
+    Fetched into backup_root (under its lock, so a prune cannot race it) with its
+    creation time as mtime, it sorts where it always did.  A snapshot already
+    there locally is used as it is.
+    """
+    name = resolve_remote(config, ref)
+    with snapshot.root_lock(config.backup_root, lock_timeout):
+        local = config.backup_root / name
+        if snapshot.is_finished_snapshot(local):
+            return local
+        return fetch(config, name, config.backup_root)

@@ -230,3 +230,30 @@ def test_sftp_unknown_host_key_is_refused(tmp_path: Path, request: pytest.Fixtur
     assert ran.code == 6, ran.err
     assert "Host key is not trusted" in ran.last_err, ran.err
     assert not (tmp_path / "r").exists()
+
+
+def test_verify_and_restore_from_offsite(tmp_path: Path) -> None:
+    pytest.importorskip("relstep.restore")
+    pytest.importorskip("relstep.verify")
+    import shutil
+
+    remote = tmp_path / "remote"
+    app = app_with(tmp_path, {"url": f"file://{remote}"})
+    assert run(app, "1.0.0").code == 0
+    assert run(app, "1.0.1").code == 0
+    old, new = snapshots(app)[1], snapshots(app)[0]
+    for snap in (old, new):
+        shutil.rmtree(snap)                       # the machine lost its local copies
+    ran = relstep("verify", "--from-offsite", cwd=app)
+    assert ran.code == 0, ran.err
+    assert snapshots(app) == [new]                # fetched back under its own name
+    target = tmp_path / "restored.db"
+    ran = relstep("restore", "--from-offsite", "v1.0.0", "--database-url", f"sqlite:///{target}", "--yes", cwd=app)
+    assert ran.code == 0, ran.err
+    assert [p.name for p in snapshots(app)] == [new.name, old.name]   # sorted by creation time, as before
+    from relstep.databases import sqlite as sqlite_engine
+
+    manifest = json.loads((old / "MANIFEST.json").read_text())
+    assert sqlite_engine.row_counts(f"sqlite:///{target}") == manifest["databases"]["main"]["row_counts"]
+    ran = relstep("verify", "--from-offsite", "9.9.9", cwd=app)
+    assert ran.code == 2 and "no off-site snapshot named or versioned '9.9.9'" in ran.last_err
