@@ -99,15 +99,44 @@ def _environment(config: Config) -> dict[str, Any]:
     return capture_environment(commands, config.base_dir, tools)
 
 
-def _disk_full_message(root: Path, exc: OSError) -> str:
+# How tools say "the disk is full" when they say it at all (pg_dump's leader often only reports
+# "a worker process died unexpectedly"; SQLite says "database or disk is full").
+_DISK_FULL_WORDS = ("no space left on device", "disk is full", "disk quota exceeded")
+# A write fails with ENOSPC when less than its own size is left: free space under this, measured
+# before the partial snapshot is removed, means the disk filled up whatever the tool reported.
+_NEARLY_FULL = 1 << 20
+
+
+def _says_disk_full(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(words in str(current).lower() for words in _DISK_FULL_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _free_bytes(path: Path) -> int | None:
     try:
-        free = os.statvfs(root)
-        free_bytes = free.f_bavail * free.f_frsize
+        st = os.statvfs(path)
     except OSError:
-        free_bytes = 0
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def _disk_full_message(root: Path, free_at_start: int | None) -> str:
+    needed = f"more than the {_mib(free_at_start)} that were free when it started" if free_at_start else "more"
     return (
-        f"the disk holding {root} is full ({free_bytes // 1024} KiB free after removing the partial snapshot); "
-        "free space or move backup_root, then re-run"
+        f"the disk holding {root} is full: the snapshot needed {needed}, and {_mib(_free_bytes(root) or 0)} "
+        "are free after removing the partial snapshot; free space or move backup_root, then re-run"
     )
 
 
@@ -122,12 +151,22 @@ def create_snapshot(config: Config, release: Release, now: datetime | None = Non
     # Snapshots hold production data: nothing relstep or the dump tools create may be
     # group- or world-readable, whatever the caller's umask (finish() chmods again).
     previous_umask = os.umask(0o077)
+    free_at_start = _free_bytes(config.backup_root)
+    full = False
     try:
         with snapshot.building(config.backup_root, now) as build:
-            return _fill(config, release, build)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise BackupError(_disk_full_message(config.backup_root, exc)) from exc
+            try:
+                return _fill(config, release, build)
+            except (OSError, RelstepError) as exc:
+                # Asked before building() removes the partial: afterwards the disk has room again.
+                free = _free_bytes(build.path)
+                full = _says_disk_full(exc) or (free is not None and free < _NEARLY_FULL)
+                raise
+    except (OSError, RelstepError) as exc:
+        if full or _says_disk_full(exc):
+            raise BackupError(_disk_full_message(config.backup_root, free_at_start)) from exc
+        if isinstance(exc, RelstepError):
+            raise
         raise BackupError(f"cannot write the snapshot: {exc.strerror or exc}") from exc
     finally:
         os.umask(previous_umask)
