@@ -141,9 +141,14 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
 
 def _decompress(db_dir: Path, target: Path) -> None:
     source = db_dir / DUMP_FILE
-    decompressor = zstandard.ZstdDecompressor()
+    # copy_stream stops quietly at the end of a truncated frame, and SQLite's
+    # integrity check can pass on the shorter file: insist on the frame's end.
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
     with open(source, "rb") as src, open(target, "wb") as out:
-        decompressor.copy_stream(src, out)
+        while chunk := src.read(1 << 20):
+            out.write(decompressor.decompress(chunk))
+    if not decompressor.eof:
+        raise zstandard.ZstdError(f"{source} is truncated: its zstd stream ends early")
 
 
 def restore(db_dir: Path, url: str) -> None:

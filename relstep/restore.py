@@ -1,0 +1,429 @@
+"""`relstep restore`: the schema-compatibility gate, then the database and (optionally) the code.
+
+``check`` always runs first and changes nothing: it resolves the snapshot, compares
+its ``migrations.json`` with the app's migrations on disk (and, for information,
+with the target database's migration table) and looks at the target.  ``restore``
+then acts, in an order chosen so that every refusal happens before the first
+change: verdict, ``--code-to`` folder, target confirmation, snapshot checksums,
+the pre-restore safety snapshot, and only then the engine's own restore.
+
+The safety snapshot goes to ``<backup_root>/../pre-restore/<timestamp>``: the same
+layout as a release snapshot (made by ``backup.create_snapshot``), deployment type
+``pre-restore``, pruned by the same retention count inside its own folder so that
+restores never push release snapshots out.
+
+Core functions return data and raise ``RelstepError``s; ``describe_*`` render text.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from relstep import compat, inventory, snapshot
+from relstep.config import Config, DatabaseConfig
+from relstep.databases import engine_for, redact_url
+from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
+from relstep.masking import mask_text, register_secret
+from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
+from relstep.verify import compare_row_counts, database_entries, engine_module, safe_relative
+
+PRE_RESTORE_DIR = "pre-restore"
+PRE_RESTORE_TYPE = "pre-restore"
+
+# What to run for pending migrations, by tool: printed after the restore.
+MIGRATE_COMMANDS = {
+    "prisma": "npx prisma migrate deploy",
+    "alembic": "alembic upgrade head",
+    "django": "python manage.py migrate",
+    "flyway": "flyway migrate",
+    "rails": "bin/rails db:migrate",
+    "golang-migrate": "migrate -path <migrations> -database <url> up",
+    "knex": "npx knex migrate:latest",
+    "sequelize": "npx sequelize-cli db:migrate",
+    "typeorm": "npx typeorm migration:run",
+}
+
+
+def pre_restore_root(config: Config) -> Path:
+    """``backups/releases`` -> ``backups/pre-restore``: a sibling, so release retention never sees it."""
+    return config.backup_root.parent / PRE_RESTORE_DIR
+
+
+def find_snapshot(config: Config, ref: str) -> Path:
+    """A snapshot by name, version or path inside backup_root, or by path inside the pre-restore folder.
+
+    Paths are accepted in the pre-restore folder too, so that a wrong restore can be
+    undone by restoring its safety snapshot; anything resolving elsewhere is refused.
+    """
+    try:
+        return inventory.find(config, ref)
+    except InputError:
+        pre_root = pre_restore_root(config)
+        if ("/" in ref or os.sep in ref) and pre_root.is_dir():
+            try:
+                return snapshot.resolve_snapshot(pre_root, ref)
+            except InputError:
+                pass
+        raise
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass
+class RestoreCheck:
+    """Everything ``restore`` needs, gathered without changing anything."""
+
+    snapshot: Path
+    manifest: dict[str, Any]
+    database: str                       # the manifest's database name ("main")
+    entry: dict[str, Any]               # the manifest's entry for it
+    target_url: str
+    target_empty: bool | None           # None: the target could not be reached
+    target_problem: str | None
+    migration_tool: str | None
+    app_migrations: Path | None         # the app's migrations folder the verdict used
+    verdict: compat.Verdict
+    target_config: DatabaseConfig       # the target, with the configured redact rules
+
+    @property
+    def target(self) -> str:
+        return redact_url(self.target_url)
+
+    @property
+    def engine(self) -> ModuleType:
+        return engine_module(self.entry["engine"])
+
+
+def _pick_database(manifest: dict[str, Any], path: Path, name: str | None) -> tuple[str, dict[str, Any], bool]:
+    """(name, manifest entry, whether migrations.json describes it) of the database to restore."""
+    databases, problems = database_entries(manifest)
+    if problems:
+        raise VerifyError(f"{path / snapshot.MANIFEST} is damaged: {problems[0].detail}; run `relstep verify`")
+    names = ", ".join(databases) or "none"
+    if name is None and len(databases) != 1:
+        raise InputError(f"{path.name} holds {len(databases)} databases ({names}); choose one with --database NAME",
+                         phase="restore")
+    if name is not None and name not in databases:
+        raise InputError(f"{path.name} has no database {name!r} (it holds {names})", phase="restore")
+    chosen = name or next(iter(databases))
+    # migrations.json describes the first database, the app's own (see backup.py).
+    return chosen, databases[chosen], chosen == next(iter(databases))
+
+
+def _migration_state(path: Path) -> MigrationState:
+    import json
+
+    try:
+        data = json.loads((path / "migrations.json").read_text(encoding="utf-8"))
+        state = MigrationState.from_json(data)
+    except FileNotFoundError:
+        raise VerifyError(f"{path.name} has no migrations.json; run `relstep verify {path.name}`") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VerifyError(f"{path / 'migrations.json'} is unreadable ({exc}); run `relstep verify`") from exc
+    # A snapshot taken without a migration tool records tool None.
+    state.tool = state.tool or NONE
+    return state
+
+
+def _target_state(config: Config, url: str, tool: str) -> tuple[bool | None, str | None, MigrationState | None]:
+    """(empty?, why unreachable, the target's migration state or None) for the verdict table."""
+    from relstep.databases import create_engine
+    from relstep.migrations.base import find_table
+
+    try:
+        empty = engine_for(url).is_empty(url)
+    except RelstepError as exc:
+        return None, exc.message, None
+    if empty or tool == NONE:
+        return empty, None, None
+    try:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                if find_table(conn, tool_for(tool).TABLE) is None:
+                    return empty, None, None
+                return empty, None, read_state(conn, tool, config.migrations.path, config.base_dir)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # informational only: any driver error just leaves the column out
+        return empty, f"its migration table could not be read: {str(exc).splitlines()[0]}", None
+
+
+def check(config: Config, ref: str, database_url: str | None = None, database: str | None = None) -> RestoreCheck:
+    """Resolve the snapshot and the target and compute the compatibility verdict; change nothing."""
+    from relstep.verify import url_password
+
+    path = find_snapshot(config, ref)
+    manifest = snapshot.read_manifest(path)
+    name, entry, described = _pick_database(manifest, path, database)
+    # The configured database of the same name, whose URL is the default target and whose
+    # redact rules the safety snapshot follows; a snapshot of one database maps to the first.
+    configured = {d.name: d for d in config.all_databases}
+    db_config = configured.get(name) or (config.database if len(manifest["databases"]) == 1 else None)
+    url = database_url or (db_config.url if db_config else None)
+    if not url:
+        raise InputError(f"no database to restore {name} into; pass --database-url or set database.url in "
+                         f"{config.where}", phase="restore")
+    register_secret(url_password(url))
+    if engine_for(url).NAME != entry["engine"]:
+        raise InputError(f"{path.name} holds a {entry['engine']} dump; {redact_url(url)} is not a "
+                         f"{entry['engine']} database", phase="restore")
+    state = _migration_state(path) if described else MigrationState(tool=NONE)
+    empty, problem, target_state = _target_state(config, url, state.tool)
+    verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
+    app_path = None
+    if state.tool != NONE:
+        app_path = resolve_path(tool_for(state.tool), config.migrations.path, config.base_dir)
+    return RestoreCheck(path, manifest, name, entry, url, empty, problem, None if state.tool == NONE else state.tool,
+                        app_path, verdict, replace(db_config or DatabaseConfig(url=url, name=name), url=url))
+
+
+def refuse_if_incompatible(chk: RestoreCheck, force: bool) -> None:
+    if chk.verdict.ok or force:
+        return
+    hint = ""
+    if chk.app_migrations is not None and not chk.app_migrations.exists():
+        hint = f" (no migrations at {chk.app_migrations}: check migrations.path)"
+    raise RestoreRefused(
+        f"{chk.snapshot.name} is {chk.verdict.summary()}{hint}; nothing was restored "
+        "(check out the code that matches the snapshot, or pass --force to restore anyway)"
+    )
+
+
+# --------------------------------------------------------------------------- restore
+
+
+@dataclass
+class RestoreOutcome:
+    check: RestoreCheck
+    forced: bool = False
+    safety_snapshot: Path | None = None
+    safety_pruned: list[Path] = field(default_factory=list)
+    tables: int = 0
+    seconds: float = 0.0
+    code: dict[str, tuple[Path, int]] = field(default_factory=dict)   # name -> (folder, files written)
+    notes: list[str] = field(default_factory=list)
+
+    def todo(self) -> list[str]:
+        """What the person must still do, in order."""
+        steps = []
+        verdict, tool = self.check.verdict, self.check.migration_tool
+        if verdict.pending:
+            command = MIGRATE_COMMANDS.get(tool or "", "your migration tool")
+            steps.append(f"run the {len(verdict.pending)} pending migration(s) with `{command}`: "
+                         + ", ".join(verdict.pending))
+        if self.forced and not verdict.ok:
+            steps.append("the snapshot was restored despite an incompatible schema (--force): check the app "
+                         "against it before opening it to users")
+        redacted = self.check.entry.get("redacted") or {}
+        if redacted:
+            columns = ", ".join(f"{t}.{c}" for t, cs in sorted(redacted.items()) for c in cs)
+            steps.append(f"reset the passwords: the backup never held them, so {columns} are now empty "
+                         "(NULL or ''); have users reset theirs, or set new ones")
+        excluded = self.check.entry.get("excluded_tables") or []
+        if excluded:
+            steps.append(f"refill the excluded tables, restored empty: {', '.join(excluded)}")
+        for name, (folder, _count) in self.code.items():
+            steps.append(f"deploy the {name} code from {folder}")
+        if self.safety_snapshot is not None:
+            steps.append(f"once the app works, keep or delete the safety snapshot {self.safety_snapshot}; "
+                         f"to undo this restore: relstep restore {self.safety_snapshot} --yes")
+        return steps
+
+
+def check_code_target(chk: RestoreCheck, code_to: Path | None, yes: bool) -> dict[str, dict[str, Any]]:
+    """The code trees to extract, after refusing a non-empty folder without --yes (exit 2)."""
+    if code_to is None:
+        return {}
+    code = chk.manifest.get("code") or {}
+    if not code:
+        raise InputError(f"{chk.snapshot.name} holds no code; nothing to extract into {code_to}", phase="restore")
+    for name, summary in code.items():
+        paths = [*summary.get("executables", []), *summary.get("symlinks", {})] if isinstance(summary, dict) else None
+        if not safe_relative(name) or "/" in name or paths is None or not all(safe_relative(p) for p in paths):
+            raise VerifyError(f"{chk.snapshot / snapshot.MANIFEST} lists unsafe code paths for {name!r}; "
+                              "run `relstep verify`")
+    if code_to.exists() and not code_to.is_dir():
+        raise InputError(f"--code-to {code_to} is a file, not a folder", phase="restore")
+    if code_to.is_dir() and any(code_to.iterdir()) and not yes:
+        raise InputError(f"--code-to {code_to} is not empty; pass --yes to extract into it anyway, "
+                         "or choose an empty folder (nothing was changed)", phase="restore")
+    return code
+
+
+def _current_version(config: Config, url: str) -> str:
+    """The release the target database is at, from its ReleaseRecord table, for the safety snapshot's label."""
+    from relstep import records
+
+    try:
+        rows = records.read_all(url, config.record.table)
+    except RelstepError:
+        return "unknown"
+    return rows[-1].version if rows else "unknown"
+
+
+def take_safety_snapshot(config: Config, target: DatabaseConfig, lock_timeout: float,
+                         now: datetime | None = None) -> Path:
+    """Back up the target database into the pre-restore folder."""
+    from relstep.backup import create_snapshot
+    from relstep.version import Release
+
+    # Only the database is at risk: restore never writes over the code on disk
+    # (--code-to refuses a non-empty folder without --yes), so the safety snapshot
+    # leaves the code out and stays quick to take at the worst moment.
+    # Replacing ``database`` leaves just the target in ``all_databases``: the other
+    # configured databases are not being overwritten.
+    pre_config = replace(config, backup_root=pre_restore_root(config), database=target, code={})
+    release = Release(_current_version(config, target.url), PRE_RESTORE_TYPE, "pre-restore safety snapshot")
+    with snapshot.root_lock(pre_config.backup_root, lock_timeout):
+        try:
+            return create_snapshot(pre_config, release, now).path
+        except RelstepError as exc:
+            raise RestoreError(f"the pre-restore safety snapshot failed, so nothing was restored: {exc.message}"
+                               ) from exc
+
+
+def prune_safety_snapshots(config: Config, lock_timeout: float, protect: Path) -> list[Path]:
+    """Keep the newest ``retention`` safety snapshots, and ``protect`` (the one just restored from).
+
+    Runs after the restore: pruning first could remove a safety snapshot that is
+    itself being restored (undoing a restore), before it was read.
+    """
+    removed = []
+    root = pre_restore_root(config)
+    with snapshot.root_lock(root, lock_timeout):
+        for old in snapshot.to_prune(root, config.retention, {protect}):
+            try:
+                snapshot.remove_snapshot(old)
+            except OSError:
+                continue  # an old safety snapshot left behind costs only disk; the restore is done
+            removed.append(old.path)
+    return removed
+
+
+def restore(
+    config: Config,
+    chk: RestoreCheck,
+    *,
+    force: bool = False,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    code_to: Path | None = None,
+    lock_timeout: float = 600.0,
+) -> RestoreOutcome:
+    """Restore ``chk``'s snapshot into its target.  Every refusal comes before the first change.
+
+    ``confirm`` asks the person (on a terminal) before a non-empty database is
+    overwritten; without it, or when it says no, only ``yes`` lets the restore go on.
+    """
+    from relstep import verify
+
+    refuse_if_incompatible(chk, force)
+    code = check_code_target(chk, code_to, yes)
+    try:
+        empty = chk.engine.is_empty(chk.target_url)
+    except RelstepError as exc:
+        raise RestoreError(f"cannot reach the target: {exc.message}; nothing was restored") from exc
+    if not empty and not yes:
+        question = f"{chk.target} is not empty; replace its contents with {chk.snapshot.name}?"
+        if confirm is None or not confirm(question):
+            raise InputError(f"{chk.target} is not empty; pass --yes to replace its contents "
+                             "(a safety snapshot is taken first); nothing was changed", phase="restore")
+    outcome = RestoreOutcome(check=chk, forced=force and not chk.verdict.ok)
+    with snapshot.root_lock(config.backup_root, lock_timeout):
+        # Under the lock a concurrent prune cannot remove the snapshot while it is read.
+        problems, _files, _bytes = verify.check_files(chk.snapshot, chk.manifest)
+        if problems:
+            raise VerifyError(f"{chk.snapshot.name} fails verification ({problems[0]}"
+                              + (f" and {len(problems) - 1} more" if len(problems) > 1 else "")
+                              + "); nothing was restored")
+        if not empty:
+            outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
+        _restore_database(chk, outcome)
+        if outcome.safety_snapshot is not None:
+            outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
+    for name, summary in code.items():
+        from relstep.capture.code import restore_tree
+
+        assert code_to is not None
+        folder = code_to / name
+        try:
+            outcome.code[name] = (folder, restore_tree(chk.snapshot, name, summary, folder))
+        except OSError as exc:
+            raise RestoreError(f"the database was restored, but extracting the {name} code into {folder} "
+                               f"failed: {exc.strerror or exc}") from exc
+    return outcome
+
+
+def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome) -> None:
+    undo = (f"; the database as it was before is in {outcome.safety_snapshot}"
+            if outcome.safety_snapshot else "")
+    started = time.monotonic()
+    try:
+        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url)
+        actual = chk.engine.row_counts(chk.target_url)
+    except RelstepError as exc:
+        raise RestoreError(exc.message + undo) from exc
+    outcome.seconds = time.monotonic() - started
+    outcome.tables = len(actual)
+    mismatches = compare_row_counts(chk.entry.get("row_counts") or {}, actual)
+    if mismatches and chk.entry.get("row_counts_consistent", True):
+        raise RestoreError(f"the restored database differs from the snapshot ({mismatches[0]}"
+                           + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")" + undo)
+    if mismatches:
+        outcome.notes.append("row counts differ from the manifest's, which were not taken at the dump's instant: "
+                             + "; ".join(str(m) for m in mismatches))
+
+
+# --------------------------------------------------------------------------- text
+
+
+def describe_check(chk: RestoreCheck) -> str:
+    m = chk.manifest
+    target = "unreachable: " + (chk.target_problem or "?") if chk.target_empty is None else (
+        "empty" if chk.target_empty else "not empty")
+    lines = [
+        f"snapshot:   {chk.snapshot} ({m.get('version')}, {m.get('deployment_type')}, created {m.get('created_at')})",
+        f"target:     {chk.target} ({target})",
+    ]
+    if chk.target_empty is not None and chk.target_problem:
+        lines.append(f"            {chk.target_problem}")
+    if chk.migration_tool:
+        lines.append(f"migrations: {chk.migration_tool}, app's migrations in {chk.app_migrations}")
+    else:
+        lines.append("migrations: the snapshot recorded no migration tool; nothing to compare")
+    lines.append(f"verdict:    {chk.verdict.summary()}")
+    rows = chk.verdict.rows()
+    if rows:
+        width = max(len("STATUS"), *(len(status) for status, _ in rows))
+        lines.append(f"  {'STATUS'.ljust(width)}  MIGRATION")
+        lines += [f"  {status.ljust(width)}  {name}" for status, name in rows]
+    return mask_text("\n".join(lines))
+
+
+def describe_outcome(outcome: RestoreOutcome) -> str:
+    chk = outcome.check
+    lines = []
+    if outcome.forced:
+        lines.append("restored despite the incompatible verdict (--force)")
+    if outcome.safety_snapshot:
+        lines.append(f"safety snapshot of the previous database: {outcome.safety_snapshot}")
+    lines += [f"pruned old safety snapshot: {p}" for p in outcome.safety_pruned]
+    lines.append(f"restored {chk.database} from {chk.snapshot.name} into {chk.target}: {outcome.tables} tables, "
+                 f"row counts equal the snapshot's ({outcome.seconds:.1f} s)")
+    for name, (folder, count) in outcome.code.items():
+        lines.append(f"extracted code {name}: {count} files into {folder}")
+    lines += [f"note: {n}" for n in outcome.notes]
+    todo = outcome.todo()
+    if todo:
+        lines.append("still to do:")
+        lines += [f"  {i}. {step}" for i, step in enumerate(todo, 1)]
+    return mask_text("\n".join(lines))
