@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +116,12 @@ def test_a_hanging_webhook_times_out(tmp_path: Path, webhook: Webhook) -> None: 
     app = configured(tmp_path, webhook)
     break_database(app)
     webhook.script = [(200, 3.0)] * 3
-    started = time.monotonic()
+    # The server answers after 3 s; three attempts and "no answer" prove each one gave up at
+    # the 0.5 s timeout (a waiting client would have had its 200 on the first attempt).
     ran = relstep("run", "--version", "1.0.0", cwd=app, env=env(webhook, RELSTEP_NOTIFY_TIMEOUT="0.5"))
-    elapsed = time.monotonic() - started
     assert ran.code == 3
     assert len(webhook.requests) == 3
     assert "no answer within 0.5 s after 3 attempts" in ran.err
-    assert elapsed < 15, elapsed        # 3 x 0.5 s + backoff, not 3 x 3 s of waiting
 
 
 def test_an_unreachable_webhook_does_not_change_the_exit_code(tmp_path: Path) -> None:
