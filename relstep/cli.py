@@ -263,6 +263,13 @@ def show(ref: str = typer.Argument(..., help="Snapshot name, path or version."),
     print(json.dumps(manifest, indent=2) if as_json else inventory.describe(path, manifest))
 
 
+def _fetched(config: Any, ref: str | None, lock_timeout: float) -> str:
+    """--from-offsite: copy the snapshot into backup_root first; the local name to use from then on."""
+    from relstep import offsite
+
+    return offsite.fetch_into_backup_root(config, ref, lock_timeout).name
+
+
 @app.command()
 def restore(
     ref: str = typer.Argument(..., metavar="SNAPSHOT|VERSION", help="Snapshot name or path, or a version."),
@@ -285,10 +292,7 @@ def restore(
 
     with _errors():
         config = _config()
-        if from_offsite:
-            from relstep import offsite
-
-            ref = offsite.fetch_into_backup_root(config, ref, lock_timeout).name
+        ref = _fetched(config, ref, lock_timeout) if from_offsite else ref
         chk = core.check(config, ref, database_url, database)
         print(core.describe_check(chk), flush=True)
         core.refuse_if_incompatible(chk, force)
@@ -319,10 +323,7 @@ def verify(
 
     with _errors():
         config = _config()
-        if from_offsite:
-            from relstep import offsite
-
-            ref = offsite.fetch_into_backup_root(config, ref, LockOpt.default).name
+        ref = _fetched(config, ref, LockOpt.default) if from_offsite else ref
         result = core.verify(config, ref, every=every, with_restore_test=restore_test, scratch_url=scratch_url)
         print(json.dumps(result.to_json(), indent=2) if as_json else core.describe(result), flush=True)
         if not result.reports:
