@@ -13,7 +13,7 @@ from typing import Any
 from relstep import __version__, fsutil, progress, snapshot
 from relstep.capture import code as code_capture
 from relstep.config import Config, DatabaseConfig
-from relstep.databases import engine_for, redact_url
+from relstep.databases import engine_for, redact_url, url_password
 from relstep.databases.base import DEFAULT_REDACT, DumpInfo, DumpPlan
 from relstep.errors import BackupError, ConfigError, RelstepError
 from relstep.masking import register_environment_secrets, register_secret
@@ -144,7 +144,7 @@ def create_snapshot(config: Config, release: Release, now: datetime | None = Non
     """Write one snapshot.  The caller holds the root lock."""
     check_inputs(config)
     for db in config.all_databases:
-        register_secret(_password_of(db.url))
+        register_secret(url_password(db.url))
     register_environment_secrets()
     snapshot.ensure_root(config.backup_root)
     snapshot.remove_partials(config.backup_root)
@@ -170,15 +170,6 @@ def create_snapshot(config: Config, release: Release, now: datetime | None = Non
         raise BackupError(f"cannot write the snapshot: {exc.strerror or exc}") from exc
     finally:
         os.umask(previous_umask)
-
-
-def _password_of(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
 
 
 def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> dict[str, Any]:

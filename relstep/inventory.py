@@ -43,7 +43,7 @@ def rows(config: Config) -> list[dict[str, Any]]:
     return result
 
 
-def _human(size: int) -> str:
+def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -57,7 +57,7 @@ def table(data: list[dict[str, Any]]) -> str:
         return "no snapshots"
     headers = ("SNAPSHOT", "VERSION", "TYPE", "CREATED", "SIZE", "SCHEMA REVISION", "RECORDED")
     lines = [
-        (r["name"], r["version"] or "?", r["deployment_type"] or "?", r["created_at"] or "?", _human(r["size"]),
+        (r["name"], r["version"] or "?", r["deployment_type"] or "?", r["created_at"] or "?", human_size(r["size"]),
          r["schema_revision"] or "-", {True: "yes", False: "no", None: "?"}[r["recorded"]])
         for r in data
     ]
@@ -104,7 +104,7 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         f"engine:          {summary.get('engine')}",
         f"migration tool:  {summary.get('migration_tool') or '-'}",
         f"schema revision: {summary.get('schema_revision') or '-'}",
-        f"files:           {summary['file_count']} ({_human(summary['size'])})",
+        f"files:           {summary['file_count']} ({human_size(summary['size'])})",
         "row counts:",
     ]
     counts = summary.get("row_counts", {})

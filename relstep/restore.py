@@ -159,7 +159,7 @@ def _target_state(config: Config, url: str, tool: str) -> tuple[bool | None, str
 
 def check(config: Config, ref: str, database_url: str | None = None, database: str | None = None) -> RestoreCheck:
     """Resolve the snapshot and the target and compute the compatibility verdict; change nothing."""
-    from relstep.verify import url_password
+    from relstep.databases import url_password
 
     path = find_snapshot(config, ref)
     manifest = snapshot.read_manifest(path)

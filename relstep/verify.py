@@ -26,8 +26,9 @@ from typing import Any
 
 from relstep import fsutil, snapshot
 from relstep.config import Config
-from relstep.databases import engine_for, engine_name, redact_url
+from relstep.databases import engine_for, engine_name, redact_url, url_password
 from relstep.errors import InputError, RelstepError
+from relstep.inventory import human_size
 from relstep.masking import mask_text, register_secret
 
 # Files are hashed in pool tasks of up to this many bytes or files: one task per
@@ -447,26 +448,7 @@ def verify(
     return VerifyResult(reports)
 
 
-def url_password(url: str) -> str | None:
-    """The password in a database URL, to register with the masking filter."""
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
-
-
 # --------------------------------------------------------------------------- text
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def describe(result: VerifyResult) -> str:
@@ -479,7 +461,7 @@ def describe(result: VerifyResult) -> str:
         if r.vanished:
             lines.append("  removed by a concurrent prune while being verified; not checked")
             continue
-        lines.append(f"  files:    {r.files} ({_size(r.bytes)}) checked against MANIFEST.json")
+        lines.append(f"  files:    {r.files} ({human_size(r.bytes)}) checked against MANIFEST.json")
         for name in r.databases_readable:
             lines.append(f"  database: {name} dump readable")
         for t in r.restore_tests:

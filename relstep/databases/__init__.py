@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 from urllib.parse import urlsplit
 
@@ -76,10 +77,48 @@ def create_engine(url: str, **kwargs):  # -> sqlalchemy.engine.Engine
     return sa_create_engine(sqlalchemy_url(url), poolclass=NullPool, **kwargs)
 
 
+def url_password(url: str) -> str | None:
+    """The password in a database URL (to register with the masking filter), or None."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with its password replaced by ***, for messages and logs.
+
+    Everything between ``scheme://user:`` and the last ``@`` goes: a password may hold an
+    unencoded ``/``, ``#``, ``?`` or ``@`` (base64 passwords do), which urllib then reads as the
+    start of the path while SQLAlchemy and the drivers still take it as the password.
+    """
+    found = _CREDENTIALS.match(url)
+    return found.group("head") + "***" + found.group("tail") if found else url
+
+
+_CREDENTIALS = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>.*)(?P<tail>@[^@]*)$", re.DOTALL)
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every string a URL's password may be read as (by urllib, by SQLAlchemy, up to the last '@').
+
+    The readings differ when the password holds unencoded URL characters; all of them, and the
+    pieces an '@' splits them into, are secret (for ``relstep.masking.register_secret``).
+    """
+    readings: list[str] = []
+    found = _CREDENTIALS.match(url)
+    if found:
+        readings.append(found.group("pw"))
+    try:
+        readings.append(urlsplit(url).password or "")
+    except ValueError:
+        pass
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        readings.append(make_url(url).password or "")
+    except (ArgumentError, ValueError):
+        readings.append("")  # SQLAlchemy cannot read the URL at all, so it reads no password either
+    pieces = [piece for reading in readings for piece in reading.split("@")]
+    return [r for r in dict.fromkeys([*readings, *pieces]) if r]
