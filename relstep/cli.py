@@ -60,7 +60,8 @@ def _fail(exc: RelstepError) -> NoReturn:
     if state.verbose:
         import traceback
 
-        traceback.print_exc()
+        # Masked like the pipeline's tracebacks: a driver's error text can carry part of a password.
+        _err(mask_text(traceback.format_exc()).rstrip())
     if state.config is not None and state.config.notify is not None:
         from relstep import notify
 

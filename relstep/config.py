@@ -344,6 +344,17 @@ def _notify(parsed: Any, where: str) -> NotifyConfig | None:
                         project=parsed.project)
 
 
+def _backup_root(base: Path, value: str) -> Path:
+    """Absolute and normalised, with the folders above it resolved but not backup_root itself.
+
+    Resolving it too would turn a backup_root that is a symlink (say, to /) into its target, and
+    the snapshots would go there; unresolved, it reaches ``snapshot.ensure_root`` as the symlink
+    it is and is refused.
+    """
+    path = Path(os.path.normpath(base / value))
+    return path if path == path.parent else path.parent.resolve() / path.name
+
+
 def load_config(
     explicit: str | None = None,
     *,
@@ -389,10 +400,9 @@ def load_config(
         raise ConfigError(f"{where}: migrations.tool {tool!r} is not one of {', '.join(migration_tools.CHOICES)}")
 
     record_url = parsed.record.url or (database.url if database else None)
-    backup_root = (base / parsed.backup_root).resolve() if not Path(parsed.backup_root).is_absolute() \
-        else Path(parsed.backup_root)
+    backup_root = _backup_root(base, parsed.backup_root)
     retention = resolve_retention(keep, environ, parsed.retention, where)
-    return Config(
+    config = Config(
         base_dir=base,
         file=file,
         backup_root=backup_root,
@@ -412,3 +422,20 @@ def load_config(
         offsite=_offsite(parsed.offsite, raw, retention, where),
         notify=_notify(parsed.notify, where),
     )
+    _register_url_passwords(config)
+    return config
+
+
+def _register_url_passwords(config: Config) -> None:
+    """Mask every database password from the start, whichever command runs and whatever fails.
+
+    The backup used to register only database.url's, and only as urllib reads it: a record.url
+    password, or one holding an unencoded '/', reached `relstep record`'s messages in clear.
+    """
+    from relstep.databases import url_passwords
+    from relstep.masking import register_secret
+
+    urls = [db.url for db in config.all_databases] + ([config.record.url] if config.record.url else [])
+    for url in urls:
+        for secret in url_passwords(url):
+            register_secret(secret)

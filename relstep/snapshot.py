@@ -60,17 +60,35 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read {path / MANIFEST}: {exc}") from exc
     if not isinstance(data, dict):
         raise InputError(f"{path / MANIFEST} is not a relstep manifest")
+    problem = _manifest_problem(data)
+    if problem:
+        raise InputError(f"{path / MANIFEST} is not a relstep manifest: {problem}")
     return data
+
+
+def _manifest_problem(data: dict[str, Any]) -> str | None:
+    """What every reader relies on (record, show, list); verify checks each file entry itself."""
+    for key in ("version", "deployment_type"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            return f"it has no {key}"
+    if not isinstance(data.get("files", {}), dict):
+        return "files is not a mapping"
+    return None
 
 
 def ensure_root(root: Path) -> None:
     if root.is_symlink() or (root.exists() and not root.is_dir()):
         kind = "a symlink" if root.is_symlink() else "a file"
         raise ConfigError(f"backup_root {root} is {kind}, not a directory; point backup_root at a directory")
+    # mkdir -p gives missing parents the caller's umask: 0777 under umask 000, where anyone could
+    # move backup_root aside and put a folder of their own in its place.  They are private too.
+    previous_umask = os.umask(0o077)
     try:
         root.mkdir(parents=True, exist_ok=True, mode=fsutil.PRIVATE_DIR)
     except OSError as exc:
         raise ConfigError(f"cannot create backup_root {root}: {exc.strerror}") from exc
+    finally:
+        os.umask(previous_umask)
 
 
 def is_finished_snapshot(entry: os.DirEntry[str] | Path) -> bool:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.reliability.support import PrivatePostgres, try_mount_tmpfs, unmount
+
+
+@pytest.fixture(autouse=True)
+def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m relstep` in a subprocess runs this checkout's code, whatever the venv's editable
+    install points at (pytest's own `pythonpath` setting does not reach subprocesses)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
 
 
 @pytest.fixture
