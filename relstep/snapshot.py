@@ -92,9 +92,13 @@ def ensure_root(root: Path) -> None:
 
 
 def is_finished_snapshot(entry: os.DirEntry[str] | Path) -> bool:
-    """A real (not symlinked) directory with a visible name and a regular MANIFEST.json."""
+    """A real (not symlinked) directory named like a snapshot, holding a regular MANIFEST.json.
+
+    The name matters: someone's own folder that happens to hold a MANIFEST.json (another tool's)
+    would otherwise count towards retention, or be pruned.
+    """
     path = Path(entry)
-    if path.name.startswith(".") or path.is_symlink() or not path.is_dir():
+    if not SNAPSHOT_NAME.match(path.name) or path.is_symlink() or not path.is_dir():
         return False
     manifest = path / MANIFEST
     return manifest.is_file() and not manifest.is_symlink()

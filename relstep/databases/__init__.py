@@ -113,10 +113,10 @@ def url_passwords(url: str) -> list[str]:
         readings.append(urlsplit(url).password or "")
     except ValueError:
         pass
-    try:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
+    try:
         readings.append(make_url(url).password or "")
     except (ArgumentError, ValueError):
         readings.append("")  # SQLAlchemy cannot read the URL at all, so it reads no password either

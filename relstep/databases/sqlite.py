@@ -124,6 +124,8 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
             counts = _count(copy, tables)
             copy.execute("VACUUM INTO ?", (str(compact),))
         _compress(compact, dest_dir / DUMP_FILE)
+    except sqlite3.Error as exc:  # redacting or compacting the copy (a full disk, say): still one clear line
+        raise BackupError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DumpInfo(

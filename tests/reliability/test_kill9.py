@@ -22,12 +22,14 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import PLANTED_DB_PASSWORD
 
 from relstep.snapshot import list_snapshots
 from tests.apps import create_schema
@@ -47,7 +49,7 @@ from tests.reliability.support import (
 )
 
 SEED = int(os.environ.get("RELSTEP_KILL_SEED", "20261124"))
-RANDOM_KILLS = 13            # per engine; with 3 strace kills each, 32 kills in all
+RANDOM_KILLS = 12            # per engine; with 3 strace kills each, 30 kills in all
 KEEP = 2
 ROWS = 150_000               # ~20 MB of table data on either engine
 CODE_FILES = 1200
@@ -276,3 +278,38 @@ def test_kill_9_at_random_points_never_leaves_a_half_snapshot(
     print(f"\n{engine}: seed {SEED}, {killed} kills: {dict(world.outcomes)}; "
           f"children ended {max(world.orphan_seconds):.2f} s after the kill at most")
     assert world.outcomes["dump/code (partial)"] >= 4
+
+
+@pytest.mark.xfail(strict=True, reason="mysql.py keeps the password in a 0600 option file under /tmp for the whole "
+                   "dump; kill -9 leaves it there (fix: hand it to the tool through a pipe, "
+                   "--defaults-extra-file=/dev/fd/N with pass_fds, which mariadb-dump reads)")
+def test_kill_9_during_a_mariadb_dump_leaves_no_password_on_disk(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    import glob
+
+    from tests.reliability.test_disk_full import _fill_mysql
+
+    url = request.getfixturevalue("mysql_password_url")
+    _fill_mysql(url, 200_000)
+    app = tmp_path / "app"
+    (app / "backend").mkdir(parents=True)
+    (app / "backend" / "server.js").write_text("// backend\n")
+    init_repo(app)
+    write_config(app, {"database": {"url": url}, "environment": {}, "migrations": {"tool": "none"}})
+    root = app / "backups" / "releases"
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "relstep-mysql-*")))
+    proc = start_relstep("backup", "--version", "1.0.0", cwd=app)
+    try:
+        deadline = time.monotonic() + 60
+        while not any((p / "databases" / "main" / "dump.sql.zst").exists() for p in partials(root)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the dump never started"
+            time.sleep(0.002)
+    finally:
+        proc.kill()
+        proc.communicate()
+    left = set(glob.glob(os.path.join(tempfile.gettempdir(), "relstep-mysql-*"))) - before
+    holding = [d for d in left if PLANTED_DB_PASSWORD in Path(d, "client.cnf").read_text()]
+    for folder in left:
+        shutil.rmtree(folder)
+    assert holding == []
