@@ -443,7 +443,21 @@ def machine_facts(bench: Bench) -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
         "filesystem": filesystem_of(bench.work),
+        "relstep": relstep_source(),
     }
+
+
+def relstep_source() -> dict[str, Any]:
+    """Which relstep the runs measure: the package the relstep command imports, and its commit."""
+    found = subprocess.run([sys.executable, "-c", "import relstep, os; print(os.path.dirname(relstep.__file__))"],
+                           capture_output=True, text=True, cwd="/", check=True).stdout.strip()
+    root = Path(found).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout.strip()
+
+    return {"package": found, "commit": git("rev-parse", "HEAD") or None,
+            "modified_files": len(git("status", "--porcelain", "--untracked-files=no").splitlines())}
 
 
 def filesystem_of(path: Path) -> str:
@@ -495,6 +509,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"comma-separated experiments to run, from {','.join(EXPERIMENTS)} (all)")
     parser.add_argument("--keep-outputs", action="store_true",
                         help="leave this run's snapshots and archives in WORK/trash for inspection")
+    parser.add_argument("--json-file", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser.parse_args(argv)
 
@@ -534,10 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_outputs:
         bench.empty_trash()
     bench.facts["seconds"] = round(time.monotonic() - started, 1)
+    document = json.dumps({"params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                           "facts": bench.facts,
+                           "rows": [{**asdict(r), "ratio": r.ratio} for r in bench.rows]}, indent=2)
+    if args.json_file:
+        args.json_file.write_text(document + "\n")
     if args.json:
-        print(json.dumps({"params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                          "facts": bench.facts,
-                          "rows": [{**asdict(r), "ratio": r.ratio} for r in bench.rows]}, indent=2))
+        print(document)
     else:
         print(render(bench))
         print()
