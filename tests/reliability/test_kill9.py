@@ -40,6 +40,7 @@ from tests.reliability.support import (
     fill_sqlite,
     is_alive,
     lock_holders,
+    need,
     partials,
     record_rows,
     start_relstep,
@@ -267,12 +268,13 @@ def test_kill_9_at_random_points_never_leaves_a_half_snapshot(
         attempts += 1
     assert kills == RANDOM_KILLS
 
-    if shutil.which("strace"):
-        # The window between MANIFEST.json and the rename is microseconds on a tmpfs: hit it exactly.
-        assert strace_trial(world, "syncfs", "syncfs") == "manifest written (before rename)"
-        assert strace_trial(world, "rename,renameat,renameat2", "rename") == "manifest written (before rename)"
-        # Killed right after the rename, before the snapshot's mtime is set: published, unrecorded.
-        assert strace_trial(world, "utimensat", "utime") == "published (after rename)"
+    need(shutil.which("strace") is not None, "strace is not installed (apt-get install strace), so the exact "
+         "kills at the rename did not run")
+    # The window between MANIFEST.json and the rename is microseconds on a tmpfs: hit it exactly.
+    assert strace_trial(world, "syncfs", "syncfs") == "manifest written (before rename)"
+    assert strace_trial(world, "rename,renameat,renameat2", "rename") == "manifest written (before rename)"
+    # Killed right after the rename, before the snapshot's mtime is set: published, unrecorded.
+    assert strace_trial(world, "utimensat", "utime") == "published (after rename)"
 
     killed = sum(n for outcome, n in world.outcomes.items() if not outcome.startswith("finished"))
     print(f"\n{engine}: seed {SEED}, {killed} kills: {dict(world.outcomes)}; "
