@@ -36,6 +36,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RELSTEP_", "GITHUB_", "CI_", "GITLAB_")) and k not in (
                "DATABASE_URL", "RELEASE_BACKUP_RETENTION_COUNT", "CI")}
+    # The subprocesses run this checkout's code whatever relstep the venv has installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 

@@ -23,8 +23,8 @@ Routines and events the account may not read would make the dump tool abort, so
 they are left out and ``DumpInfo.extra`` says so (``routines_skipped``,
 ``events_skipped``); the rows always come first.
 
-Passwords reach the client tools only through a 0600 option file in a private temp
-directory, passed as ``--defaults-extra-file`` and deleted afterwards.
+Passwords reach the client tools only through an option file that is a pipe the tool
+inherits (``--defaults-extra-file=/dev/fd/N``): never argv, the environment or a disk.
 
 Errors: ``dump`` raises BackupError, ``restore`` and ``is_empty`` RestoreError,
 ``row_counts``, ``check_files`` and ``scratch_database`` VerifyError (their callers
@@ -135,26 +135,25 @@ def _option_value(value: str) -> str:
     return '"' + escaped.replace("\t", "\\t").replace("\b", "\\b") + '"'
 
 
-OPTION_DIR_PREFIX = "relstep-mysql-"
+@dataclass(frozen=True)
+class _Options:
+    """Client options (password included) readable once through an inherited pipe."""
 
+    fd: int
 
-def _remove_orphaned_option_dirs() -> None:
-    """Remove option-file folders left by relstep processes that were killed (kill -9 skips cleanup)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{OPTION_DIR_PREFIX}*-*"):
-        pid = folder.name[len(OPTION_DIR_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except OSError:
-            continue  # alive under another user, or already gone
+    @property
+    def path(self) -> str:
+        return f"/dev/fd/{self.fd}"
 
 
 @contextmanager
-def _option_file(target: _Target) -> Iterator[str]:
-    """A 0600 ``[client]`` option file in a private temp dir, removed on exit."""
+def _option_file(target: _Target) -> Iterator[_Options]:
+    """A ``[client]`` option file that never touches a disk.
+
+    The options are written into a pipe whose read end the tool inherits
+    (``pass_fds``) and opens as ``/dev/fd/N``: the password is in neither argv nor
+    the environment, and a kill -9 leaves no file holding it behind.
+    """
     lines = ["[client]", f"host={_option_value(target.host)}", f"port={target.port}"]
     # Without protocol=TCP the client would take "localhost" to mean the Unix socket,
     # i.e. another account than the one PyMySQL (always TCP) used for connection A.
@@ -163,19 +162,23 @@ def _option_file(target: _Target) -> Iterator[str]:
         lines.append(f"user={_option_value(target.user)}")
     if target.password is not None:
         lines.append(f"password={_option_value(target.password)}")
-    _remove_orphaned_option_dirs()
-    # mkdtemp makes the folder 0700; our pid in its name lets a later run remove it after a kill -9.
-    with tempfile.TemporaryDirectory(prefix=f"{OPTION_DIR_PREFIX}{os.getpid()}-") as tmp:
-        path = os.path.join(tmp, "client.cnf")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-        yield path
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    read_end, write_end = os.pipe()
+    try:
+        # A few hundred bytes: far below the pipe buffer, so this never blocks.
+        os.write(write_end, data)
+        os.close(write_end)
+        write_end = -1
+        yield _Options(read_end)
+    finally:
+        os.close(read_end)
+        if write_end != -1:
+            os.close(write_end)
 
 
-def _client_argv(tool: str, options: str, *args: str) -> list[str]:
+def _client_argv(tool: str, options: _Options, *args: str) -> list[str]:
     # --defaults-extra-file is only honoured as the very first argument.
-    return [tool, f"--defaults-extra-file={options}", "--default-character-set=utf8mb4", *args]
+    return [tool, f"--defaults-extra-file={options.path}", "--default-character-set=utf8mb4", *args]
 
 
 def _client_env() -> dict[str, str]:
@@ -547,12 +550,13 @@ class _DumpProcess:
     the end of stderr) means its snapshot exists.
     """
 
-    def __init__(self, argv: list[str], target: _Target) -> None:
+    def __init__(self, argv: list[str], target: _Target, options: _Options) -> None:
         self.name = Path(argv[0]).name
         self.target = target
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_client_env()
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_client_env(),
+                pass_fds=(options.fd,),
             )
         except OSError as exc:
             raise BackupError(f"cannot start {self.name}: {exc.strerror or exc}") from exc
@@ -664,7 +668,7 @@ def _code_flags(conn: Connection, database: str) -> tuple[list[str], dict[str, s
     return flags, notes
 
 
-def _dump_argv(tool: _Tool, options: str, target: _Target, excluded: Iterable[str], code: list[str]) -> list[str]:
+def _dump_argv(tool: _Tool, options: _Options, target: _Target, excluded: Iterable[str], code: list[str]) -> list[str]:
     flags = [
         "--single-transaction",  # one MVCC snapshot, no table locks
         "--quick",  # stream rows instead of buffering each table
@@ -750,7 +754,7 @@ def _dump(
     resolved = _Plan.read(conn, target.database, plan)
     with _option_file(target) as options:
         argv = _dump_argv(tool, options, target, resolved.excluded, code_flags)
-        with _DumpProcess(argv, target) as proc:
+        with _DumpProcess(argv, target, options) as proc:
             if problem is None:
                 if not proc.snapshot_open.wait(SNAPSHOT_WAIT_SECONDS):
                     problem = f"{proc.name} did not report its snapshot within {SNAPSHOT_WAIT_SECONDS} s"
@@ -832,7 +836,8 @@ def restore(db_dir: Path, url: str) -> None:
         argv = _client_argv(client, options, "--binary-mode", "--batch", f"--database={target.database}")
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=_client_env()
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=_client_env(),
+                pass_fds=(options.fd,),
             )
         except OSError as exc:
             raise RestoreError(f"cannot start {Path(client).name}: {exc.strerror or exc}") from exc

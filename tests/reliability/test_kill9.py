@@ -282,9 +282,6 @@ def test_kill_9_at_random_points_never_leaves_a_half_snapshot(
     assert world.outcomes["dump/code (partial)"] >= 4
 
 
-@pytest.mark.xfail(strict=True, reason="mysql.py keeps the password in a 0600 option file under /tmp for the whole "
-                   "dump; kill -9 leaves it there (fix: hand it to the tool through a pipe, "
-                   "--defaults-extra-file=/dev/fd/N with pass_fds, which mariadb-dump reads)")
 def test_kill_9_during_a_mariadb_dump_leaves_no_password_on_disk(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
