@@ -100,14 +100,20 @@ def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorde
     The caller holds the root lock.
     """
     protected = None
-    if protect_last_recorded:
+    doomed = snapshot.to_prune(config.backup_root, keep)
+    # Only ask the record database when something would go: prune must not depend on it otherwise.
+    if protect_last_recorded and doomed:
         try:
             recorded = _recorded_paths(config)
-        except RecordError:
-            recorded = []  # unreachable record DB: the newest `keep` are still kept
+        except RecordError as exc:
+            # Unknown last release: deleting could remove the one snapshot it points at.
+            raise PruneError(
+                f"{exc.message}; cannot tell which snapshot the last recorded release uses, so nothing was "
+                "deleted (retry when the record database is back)"
+            ) from exc
         if recorded:
             protected = Path(recorded[-1])
-    doomed = snapshot.to_prune(config.backup_root, keep, {protected} if protected else set())
+            doomed = snapshot.to_prune(config.backup_root, keep, {protected})
     # A set: `s not in doomed` on a list compared 1,000 x 970 dataclasses (0.5 s of a 1,000-snapshot prune).
     doomed_paths = {s.path for s in doomed}
     kept = [s.path for s in snapshot.list_snapshots(config.backup_root) if s.path not in doomed_paths]

@@ -250,3 +250,16 @@ def test_second_run_waits_for_the_lock_then_times_out_clearly(tmp_path: Path, re
     # The kernel released the dead holder's lock: no stale lock to clean by hand.
     assert relstep("run", "--version", "1.0.0", "--lock-timeout", "5", cwd=app).code == 0
     assert os.path.exists(root / ".relstep.lock")
+
+
+def test_prune_with_the_record_database_down_deletes_nothing(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    app, url = make_app(tmp_path, request, "sqlite")
+    made = _fill(app, 3)
+    write_config(app, {"database": {"url": url}, "record": {"url": "postgresql://u:Sekr3t-pw@127.0.0.1:1/nodb"}})
+    assert relstep("prune", "--keep", "3", cwd=app).code == 0  # nothing to delete: no need to ask
+    ran = relstep("prune", "--keep", "1", cwd=app)
+    assert ran.code == 6
+    assert ran.last_err.startswith("relstep: prune failed: cannot reach the record database postgresql://u:***@")
+    assert ran.last_err.endswith("so nothing was deleted (retry when the record database is back)")
+    assert "Sekr3t-pw" not in ran.err
+    assert snapshots(app) == made
