@@ -105,12 +105,14 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         f"migration tool:  {summary.get('migration_tool') or '-'}",
         f"schema revision: {summary.get('schema_revision') or '-'}",
         f"files:           {summary['file_count']} ({human_size(summary['size'])})",
-        "row counts:",
     ]
-    counts = summary.get("row_counts", {})
-    width = max((len(t) for t in counts), default=0)
-    lines += [f"  {table.ljust(width)}  {count}" for table, count in sorted(counts.items())]
-    for name, db in summary.get("databases", {}).items():
+    databases = summary.get("databases") or {"main": {"row_counts": summary.get("row_counts", {})}}
+    for name, db in databases.items():
+        # One database keeps the short heading; several say whose rows these are.
+        lines.append("row counts:" if len(databases) == 1 else f"row counts ({name}, {db.get('engine')}):")
+        counts = db.get("row_counts", {})
+        width = max((len(t) for t in counts), default=0)
+        lines += [f"  {table.ljust(width)}  {count}" for table, count in sorted(counts.items())]
         if db.get("redacted"):
             cols = ", ".join(f"{t}.{c}" for t, cs in db["redacted"].items() for c in cs)
             lines.append(f"redacted ({name}): {cols}")

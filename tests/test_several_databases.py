@@ -67,6 +67,12 @@ def test_two_databases_dumped_recorded_and_each_restorable(
     # The snapshot still lists under one name and version.
     listed = relstep("list", "--json", cwd=app)
     assert [r["version"] for r in json.loads(listed.out)] == ["5.1.0"]
+    shown = relstep("show", "5.1.0", cwd=app).out.splitlines()
+    app_at, analytics_at = shown.index("row counts (app, sqlite):"), shown.index("row counts (analytics, postgresql):")
+    assert shown[app_at + 1:app_at + 4] == ["  Post                100", "  User                25",
+                                            "  _prisma_migrations  2"]
+    assert "redacted (app): User.password, User.passwordHash" in shown
+    assert shown[analytics_at + 1:analytics_at + 3] == ["  Post  0", "  User  7"]
 
 
 def test_single_database_is_still_main(tmp_path: Path) -> None:
