@@ -381,23 +381,33 @@ def exp_restore(bench: Bench, snapshot: Path) -> None:
     out.mkdir(parents=True)
     dump_sql = out / "dump.sql"
     subprocess.run(["pg_dump", "--no-owner", "--no-privileges", f"--file={dump_sql}", source], check=True)
-    plain = _fresh_database(bench, "relstep_bench_restore_psql")
-    base = probe(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--file={dump_sql}", plain])
-    ours_url = _fresh_database(bench, "relstep_bench_restore_relstep")
-    if has_command("restore"):
-        config = bench.out / "backup" / "relstep-0.yml"
-        mine = run_relstep(config, "restore", str(snapshot), "--database-url", ours_url, "--yes")
-        how = "relstep restore"
-    else:
-        # TODO(issue 6): `relstep restore` is not in the CLI yet: time the engine call it wraps.
-        code = ("import sys; from pathlib import Path; from relstep.databases import postgres; "
-                "postgres.restore(Path(sys.argv[1]), sys.argv[2])")
-        mine = probe([sys.executable, "-c", code, str(snapshot / "databases" / "main"), ours_url])
-        how = "TODO: no `relstep restore` command yet; timed postgres.restore()"
+    theirs: list[Usage] = []
+    ours: list[Usage] = []
+    how = "relstep restore" if has_command("restore") else \
+        "TODO: no `relstep restore` command yet; timed postgres.restore()"
+    for i in range(bench.args.repeat):
+        # Each side into a new empty database, alternating which goes first.
+        for side in ("psql", "relstep") if i % 2 == 0 else ("relstep", "psql"):
+            if side == "psql":
+                plain = _fresh_database(bench, "relstep_bench_restore_psql")
+                theirs.append(probe(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--file={dump_sql}", plain]))
+                continue
+            ours_url = _fresh_database(bench, "relstep_bench_restore_relstep")
+            if has_command("restore"):
+                # Includes what the command adds around the data: the checksum check before
+                # touching the target, and the row-count comparison after.
+                config = bench.out / "backup" / "relstep-0.yml"
+                ours.append(run_relstep(config, "restore", str(snapshot), "--database-url", ours_url, "--yes"))
+            else:
+                # TODO(issue 6): `relstep restore` is not in the CLI yet: time the engine call it wraps.
+                code = ("import sys; from pathlib import Path; from relstep.databases import postgres; "
+                        "postgres.restore(Path(sys.argv[1]), sys.argv[2])")
+                ours.append(probe([sys.executable, "-c", code, str(snapshot / "databases" / "main"), ours_url]))
+    mine, base = median_usage(ours), median_usage(theirs)
     same = _row_counts(plain) == _row_counts(ours_url) == _row_counts(source)
     bench.add(Row("restore: relstep (pg_restore -j2, 3 sections) vs psql < dump.sql", "s", mine.wall, base.wall,
                   "<= 1.0x", mine.wall <= base.wall,
-                  f"{how}; " + ("row counts equal" if same else "ROW COUNTS DIFFER")))
+                  f"median of {len(ours)}; {how}; " + ("row counts equal" if same else "ROW COUNTS DIFFER")))
     for name in ("relstep_bench_restore_psql", "relstep_bench_restore_relstep"):
         datagen.drop_database(bench.args.pg, name)
 
@@ -406,11 +416,12 @@ def exp_verify(bench: Bench, snapshot: Path) -> None:
     manifest = json.loads((snapshot / "MANIFEST.json").read_text())
     sums = bench.out / "SHA256SUMS"
     sums.write_text("".join(f"{meta['sha256']}  {rel}\n" for rel, meta in manifest["files"].items()))
-    base = probe(["sha256sum", "--quiet", "--check", str(sums)], cwd=snapshot)
+    base = median_usage([probe(["sha256sum", "--quiet", "--check", str(sums)], cwd=snapshot)
+                         for _ in range(bench.args.repeat)])
     sums.unlink()
     config = bench.out / "backup" / "relstep-0.yml"
     if has_command("verify"):
-        mine = run_relstep(config, "verify", str(snapshot))
+        mine = median_usage([run_relstep(config, "verify", str(snapshot)) for _ in range(bench.args.repeat)])
         bench.add(Row("verify vs sha256sum --check of the same files", "s", mine.wall, base.wall, "<= 1.3x",
                       mine.wall <= 1.3 * base.wall, "relstep verify: checksums, then every dump file decompressed"))
     else:
@@ -422,7 +433,7 @@ def exp_verify(bench: Bench, snapshot: Path) -> None:
     code = ("import json, sys; from pathlib import Path; from relstep import verify; p = Path(sys.argv[1]); "
             "problems = verify.check_files(p, json.loads((p / 'MANIFEST.json').read_text()))[0]; "
             "sys.exit(1 if problems else 0)")
-    level1 = probe([sys.executable, "-c", code, str(snapshot)])
+    level1 = median_usage([probe([sys.executable, "-c", code, str(snapshot)]) for _ in range(bench.args.repeat)])
     bench.add(Row("verify, checksum level only (relstep.verify.check_files) vs sha256sum", "s", level1.wall,
                   base.wall, note="informational: the part of verify that sha256sum also does"))
 
@@ -497,7 +508,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=20_000, help="code files outside node_modules (20000)")
     parser.add_argument("--releases", type=int, default=30, help="consecutive releases for the churn test (30)")
     parser.add_argument("--fake-snapshots", type=int, default=1000, help="snapshots for list/prune (1000)")
-    parser.add_argument("--repeat", type=int, default=1, help="backup runs per side; the median is kept (1)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="backup, restore and verify runs per side; the median is kept (1)")
     parser.add_argument("--help-runs", type=int, default=10, help="`relstep --help` runs (10)")
     parser.add_argument("--seed", type=int, default=42, help="data generation seed (42)")
     parser.add_argument("--pg", default=os.environ.get("RELSTEP_BENCH_PG", DEFAULT_PG),
