@@ -340,7 +340,10 @@ def restore(
     outcome = RestoreOutcome(check=chk, forced=force and not chk.verdict.ok)
     with snapshot.root_lock(config.backup_root, lock_timeout):
         # Under the lock a concurrent prune cannot remove the snapshot while it is read.
-        problems, _files, _bytes = verify.check_files(chk.snapshot, chk.manifest)
+        # Only what this restore reads: the database's folder, the migration state, and the code
+        # trees when --code-to asks for them (the other databases and code are not touched).
+        needed = (chk.entry["path"].rstrip("/") + "/", "migrations.json", *(("code/",) if code_to else ()))
+        problems, _files, _bytes = verify.check_files(chk.snapshot, chk.manifest, within=needed)
         if problems:
             raise VerifyError(f"{chk.snapshot.name} fails verification ({problems[0]}"
                               + (f" and {len(problems) - 1} more" if len(problems) > 1 else "")

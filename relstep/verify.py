@@ -212,10 +212,20 @@ def _expected_files(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]]
     return good, problems
 
 
-def check_files(path: Path, manifest: dict[str, Any]) -> tuple[list[Problem], int, int]:
-    """Every file of the snapshot against the manifest: (problems, files checked, bytes read)."""
+def check_files(
+    path: Path, manifest: dict[str, Any], within: tuple[str, ...] | None = None
+) -> tuple[list[Problem], int, int]:
+    """Every file of the snapshot against the manifest: (problems, files checked, bytes read).
+
+    ``within`` limits the check to paths starting with one of these prefixes (restore
+    checks only what it is about to use, not the code trees it leaves alone).
+    """
     expected, problems = _expected_files(manifest)
     found, odd = _walk(path)
+    if within is not None:
+        expected = {rel: meta for rel, meta in expected.items() if rel.startswith(within)}
+        found = [rel for rel in found if rel.startswith(within)]
+        odd = [rel for rel in odd if rel.startswith(within)]
     on_disk = set(found)
     problems += [Problem("missing", rel) for rel in sorted(expected.keys() - on_disk)]
     problems += [Problem("extra", rel, "not in the manifest") for rel in sorted(on_disk - expected.keys())]

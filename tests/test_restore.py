@@ -309,6 +309,25 @@ def test_a_damaged_snapshot_is_never_restored(tmp_path: Path, request: pytest.Fi
     assert tables(url) == changed
 
 
+def test_restore_checks_only_what_it_uses(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A damaged code file does not block a database restore, but does block --code-to."""
+    app, url = make_app(tmp_path, request, "sqlite")
+    assert run("backup", "--version", "1.0.0", cwd=app).code == 0
+    [release] = snapshots(app)
+    before = tables(url)
+    change_everything(url)
+    code_file = release / "code" / "backend" / "src" / "server.js"
+    code_file.write_bytes(code_file.read_bytes() + b"// tampered\n")
+    ran = run("restore", "1.0.0", "--yes", "--code-to", str(tmp_path / "code"), cwd=app)
+    assert ran.code == 8 and "code/backend/src/server.js" in ran.last_err, ran.err
+    assert not (tmp_path / "code").exists()
+    ran = run("restore", "1.0.0", "--yes", cwd=app)
+    assert ran.code == 0, ran.err
+    after = tables(url)
+    assert after.keys() == before.keys() and after["Post"] == before["Post"]
+    assert [row[:2] for row in after["User"]] == [row[:2] for row in before["User"]]
+
+
 # --------------------------------------------------------------------------- verdicts on real tools' data
 
 
