@@ -128,7 +128,7 @@ def last_snapshot_size(config: Config) -> tuple[str, int] | None:
 
 
 def _backup_root_check(config: Config) -> Check:
-    from relstep.progress import human_bytes
+    from relstep.fsutil import human_bytes
 
     root = config.backup_root
     name = "backup_root"

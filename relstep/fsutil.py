@@ -128,3 +128,13 @@ def tree_size(path: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+def human_bytes(size: int | None) -> str:
+    """1536 -> "1.5 KiB": sizes in messages, tables and progress lines."""
+    value = float(size or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

@@ -8,6 +8,7 @@ from typing import Any
 from relstep import fsutil, snapshot
 from relstep.config import Config
 from relstep.errors import InputError, RecordError
+from relstep.fsutil import human_bytes
 
 
 def _recorded(config: Config) -> set[str] | None:
@@ -43,13 +44,6 @@ def rows(config: Config) -> list[dict[str, Any]]:
     return result
 
 
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def table(data: list[dict[str, Any]]) -> str:
@@ -57,7 +51,7 @@ def table(data: list[dict[str, Any]]) -> str:
         return "no snapshots"
     headers = ("SNAPSHOT", "VERSION", "TYPE", "CREATED", "SIZE", "SCHEMA REVISION", "RECORDED")
     lines = [
-        (r["name"], r["version"] or "?", r["deployment_type"] or "?", r["created_at"] or "?", human_size(r["size"]),
+        (r["name"], r["version"] or "?", r["deployment_type"] or "?", r["created_at"] or "?", human_bytes(r["size"]),
          r["schema_revision"] or "-", {True: "yes", False: "no", None: "?"}[r["recorded"]])
         for r in data
     ]
@@ -104,7 +98,7 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         f"engine:          {summary.get('engine')}",
         f"migration tool:  {summary.get('migration_tool') or '-'}",
         f"schema revision: {summary.get('schema_revision') or '-'}",
-        f"files:           {summary['file_count']} ({human_size(summary['size'])})",
+        f"files:           {summary['file_count']} ({human_bytes(summary['size'])})",
     ]
     databases = summary.get("databases") or {"main": {"row_counts": summary.get("row_counts", {})}}
     for name, db in databases.items():

@@ -74,7 +74,7 @@ class PushOutcome:
     kept: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        what = (f"uploaded {self.files} files ({progress.human_bytes(self.bytes)}), verified"
+        what = (f"uploaded {self.files} files ({fsutil.human_bytes(self.bytes)}), verified"
                 if self.uploaded else "already there, verified")
         return f"{self.name} {what} at {self.url}; kept {len(self.kept)}, removed {len(self.removed)}"
 

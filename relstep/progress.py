@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from relstep.fsutil import human_bytes
+
 DEFAULT_INTERVAL = 10.0
 POLL_SECONDS = 0.5
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -242,12 +244,3 @@ def polling(current_task: Task, measure: Callable[[], int], every: float = POLL_
             current_task.update(measure())
         except OSError:
             pass
-
-
-def human_bytes(size: int | None) -> str:
-    value = float(size or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"

@@ -28,7 +28,7 @@ from relstep import fsutil, snapshot
 from relstep.config import Config
 from relstep.databases import engine_for, engine_name, redact_url, url_password
 from relstep.errors import InputError, RelstepError
-from relstep.inventory import human_size
+from relstep.fsutil import human_bytes
 from relstep.masking import mask_text, register_secret
 
 # Files are hashed in pool tasks of up to this many bytes or files: one task per
@@ -471,7 +471,7 @@ def describe(result: VerifyResult) -> str:
         if r.vanished:
             lines.append("  removed by a concurrent prune while being verified; not checked")
             continue
-        lines.append(f"  files:    {r.files} ({human_size(r.bytes)}) checked against MANIFEST.json")
+        lines.append(f"  files:    {r.files} ({human_bytes(r.bytes)}) checked against MANIFEST.json")
         for name in r.databases_readable:
             lines.append(f"  database: {name} dump readable")
         for t in r.restore_tests:

@@ -102,6 +102,9 @@ def test_polling_reports_a_growing_folder(tmp_path: Path) -> None:
     assert "dumping database main: done, 2.0 KiB" in out.getvalue()
 
 
-@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 5 * 1024**3])
-def test_human_bytes(size: int) -> None:
-    assert progress.human_bytes(size).split()[1] in ("B", "KiB", "MiB", "GiB", "TiB")
+@pytest.mark.parametrize(("size", "shown"), [(None, "0 B"), (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"),
+                                             (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**5, "3072.0 TiB")])
+def test_human_bytes(size: int | None, shown: str) -> None:
+    from relstep.fsutil import human_bytes
+
+    assert human_bytes(size) == shown
