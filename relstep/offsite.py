@@ -72,10 +72,14 @@ class PushOutcome:
     uploaded: bool = True                    # False: an identical, complete copy was already there
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    pruned: bool = True                      # False: remote pruning was skipped (last release unknown)
 
     def summary(self) -> str:
         what = (f"uploaded {self.files} files ({fsutil.human_bytes(self.bytes)}), verified"
                 if self.uploaded else "already there, verified")
+        if not self.pruned:
+            return (f"{self.name} {what} at {self.url}; remote pruning skipped: the record database "
+                    "cannot be read, so the last recorded release is unknown")
         return f"{self.name} {what} at {self.url}; kept {len(self.kept)}, removed {len(self.removed)}"
 
 
@@ -287,10 +291,11 @@ def _remove(remote: Remote, name: str) -> None:
         remote.fs.rm(path, recursive=True)
 
 
-def push(config: Config, snap: Path, protect: str | None = None) -> PushOutcome:
+def push(config: Config, snap: Path, protect: str | None = None, prune: bool = True) -> PushOutcome:
     """Copy a finished local snapshot off-site, verify it, then prune remote copies beyond ``offsite.keep``.
 
-    ``protect``: a snapshot name never pruned remotely (the one recorded last).
+    ``protect``: a snapshot name never pruned remotely (the one recorded last); ``prune=False``
+    skips remote pruning (the caller could not tell which snapshot to protect).
     """
     offsite = _settings(config)
     manifest = snapshot.read_manifest(snap)
@@ -325,6 +330,9 @@ def push(config: Config, snap: Path, protect: str | None = None) -> PushOutcome:
                 except Exception:  # noqa: S110 - the original failure is the one worth reporting
                     pass
                 raise
+    if not prune:
+        outcome.pruned = False
+        return outcome
     with _failures("pruning off-site copies", remote):
         removed, kept = prune_remote(remote, offsite.keep, {name} | ({protect} if protect else set()))
     outcome.removed, outcome.kept = removed, kept

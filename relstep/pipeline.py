@@ -63,11 +63,11 @@ class _Phases:
 
 
 def _last_recorded_name(config: Config) -> str | None:
-    """The snapshot recorded last, which no pruning (local or off-site) removes."""
-    try:
-        recorded = _recorded_paths(config)
-    except RecordError:
-        return None
+    """The snapshot recorded last, which no pruning (local or off-site) removes.
+
+    Raises RecordError when the record database cannot be read.
+    """
+    recorded = _recorded_paths(config)
     return Path(recorded[-1]).name if recorded else None
 
 
@@ -83,7 +83,12 @@ def offsite_copy(config: Config, path: Path) -> Any:
     from relstep import offsite
 
     try:
-        return offsite.push(config, path, protect=_last_recorded_name(config))
+        protect, known = _last_recorded_name(config), True
+    except RecordError:
+        # As locally: without knowing the last recorded release, no copy may be pruned.
+        protect, known = None, False
+    try:
+        return offsite.push(config, path, protect=protect, prune=known)
     except OSError as exc:   # reading the local snapshot
         raise OffsiteError(f"cannot read {path}: {exc.strerror or exc}") from exc
 

@@ -64,6 +64,23 @@ def test_file_url_copies_verifies_and_prunes_by_the_local_rule(tmp_path: Path) -
         assert_same_files(snap, lambda rel: (remote / rel).read_bytes())
 
 
+def test_remote_copies_are_not_pruned_while_the_record_database_is_down(tmp_path: Path) -> None:
+    remote = tmp_path / "remote" / "releases"
+    app = app_with(tmp_path, {"url": f"file://{remote}", "keep": 1}, retention=5)
+    for version in ("1.0.0", "1.0.1"):
+        assert run(app, version).code == 0
+    assert sorted(p.name for p in remote.iterdir()) == [snapshots(app)[0].name]
+    assert relstep("backup", "--version", "1.0.2", cwd=app).code == 0
+    write_config(app, {"database": {"url": "sqlite:///app.db"}, "migrations": {"tool": "prisma"},
+                       "offsite": {"url": f"file://{remote}", "keep": 1}, "retention": 5,
+                       "record": {"url": "postgresql://u@127.0.0.1:1/nodb"}})
+    ran = relstep("offsite", cwd=app)
+    assert ran.code == 0, ran.err
+    assert ran.out.strip().endswith("remote pruning skipped: the record database cannot be read, "
+                                    "so the last recorded release is unknown")
+    assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in snapshots(app)[:2])
+
+
 def test_leftover_of_an_interrupted_upload_is_removed_and_a_tampered_copy_is_caught(tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     app = app_with(tmp_path, {"url": f"file://{remote}", "required": True})
