@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -98,30 +101,31 @@ def test_the_lock_dies_with_its_holder_and_the_waiting_runs_go_on(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     app, url = make_app(tmp_path, request, "sqlite", environment={})
-    fill_sqlite(app / "app.db", 150_000)
     root = app / "backups" / "releases"
     lock = root / ".relstep.lock"
-    holder = start_relstep("run", "--version", "1.0.0", cwd=app)
-    wait_for(lambda: partials(root), 60, "the first run to start its backup", proc=holder)
+    # The holder parks in its deploy phase (lock held, snapshot published, nothing recorded) until
+    # it is killed: a deterministic moment, where racing a fast backup was not.
+    parked = tmp_path / "deploying"
+    holder = start_relstep("run", "--version", "1.0.0", "--", sys.executable, "-c",
+                           f"import os, pathlib, time; pathlib.Path({str(parked)!r}).write_text(str(os.getpid())); "
+                           "time.sleep(120)", cwd=app)
+    wait_for(parked.exists, 60, "the first run to reach its deploy phase", proc=holder)
     assert lock_holders(lock) == [holder.pid]
     waiters = [start_relstep("run", "--version", v, "--lock-timeout", "60", cwd=app) for v in ("1.0.1", "1.0.2")]
     time.sleep(0.3)
     assert all(w.poll() is None for w in waiters) and lock_holders(lock) == [holder.pid]
     holder.kill()  # SIGKILL: no cleanup code runs, only the kernel releases the flock
-    holder.communicate()
+    holder.wait()  # not communicate(): the orphaned deploy command still holds the pipes
+    # The deploy command outlives its parent but never inherited the lock: a waiter gets it now.
     new_holder = wait_for(lambda: [p for p in lock_holders(lock) if p != holder.pid], 5, "a waiter to get the lock")
+    os.kill(int(parked.read_text()), signal.SIGKILL)
     assert new_holder[0] in {w.pid for w in waiters}
     for w in waiters:
         _out, err = w.communicate(timeout=120)
         assert w.returncode == 0, err
     snapshots = verify_root(root)  # every visible snapshot, the killed run's included, matches its manifest
-    versions = sorted(m["version"] for m in snapshots.values())
-    # The kill races the first run's rename: on a busy machine its backup may already be published
-    # (complete, since verify_root passed), never half; the waiters' runs are there either way.
-    assert versions in (["1.0.1", "1.0.2"], ["1.0.0", "1.0.1", "1.0.2"])
-    recorded = sorted(r.version for r in record_rows(url))
-    assert recorded in (["1.0.1", "1.0.2"], ["1.0.0", "1.0.1", "1.0.2"])
-    assert set(recorded) <= set(versions)  # no row points at a snapshot that is not there
+    assert sorted(m["version"] for m in snapshots.values()) == ["1.0.0", "1.0.1", "1.0.2"]
+    assert sorted(r.version for r in record_rows(url)) == ["1.0.1", "1.0.2"]  # the killed run recorded nothing
     assert partials(root) == []  # the killed run's partial was removed by the next run
     assert lock_holders(lock) == []
     assert subprocess.run(["flock", "-n", str(lock), "true"], check=False).returncode == 0
