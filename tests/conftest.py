@@ -10,8 +10,11 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.apps import ENGINES, make_app
 
 PG_HOST = os.environ.get("RELSTEP_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("RELSTEP_TEST_PG_PORT", "5432"))
@@ -140,3 +143,9 @@ def mysql_password_url(mysql_url: str) -> Iterator[str]:
                 cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
         finally:
             conn.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_app(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
+    """The same small app on each engine in turn: (app folder, database URL)."""
+    return make_app(tmp_path, request, request.param)

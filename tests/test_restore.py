@@ -23,7 +23,7 @@ import pytest
 from migrations.realtools import RealProject, real_project  # noqa: F401  (a fixture)
 
 from relstep.databases import create_engine
-from tests.apps import ENGINES, make_app
+from tests.apps import make_app
 from tests.helpers import Ran, clean_env, relstep, write_config
 
 # --------------------------------------------------------------------------- helpers
@@ -75,11 +75,6 @@ def redacted(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any
 def snapshots(app: Path, folder: str = "releases") -> list[Path]:
     root = app / "backups" / folder
     return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
-
-
-@pytest.fixture(params=ENGINES)
-def engine_app(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
-    return make_app(tmp_path, request, request.param)
 
 
 # --------------------------------------------------------------------------- round trips

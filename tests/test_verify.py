@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from relstep import verify
-from tests.apps import ENGINES, make_app
+from tests.apps import make_app
 from tests.helpers import Ran, relstep
 
 
@@ -55,11 +55,6 @@ def fingerprint(snap: Path) -> dict[str, tuple[int, bytes]]:
 @pytest.fixture
 def sqlite_app(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     return make_app(tmp_path, request, "sqlite")[0]
-
-
-@pytest.fixture(params=ENGINES)
-def engine_app(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
-    return make_app(tmp_path, request, request.param)
 
 
 # --------------------------------------------------------------------------- good snapshots
