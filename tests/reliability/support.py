@@ -226,50 +226,52 @@ def lock_holders(path: Path) -> list[int]:
     return pids
 
 
-@dataclass
-class ProcessWatcher:
-    """Polls /proc for the descendants of a process while it runs; keeps each one's argv and environ."""
+_EXECVE = re.compile(rb'^(\d+)\s+execve\((".*?"), \[(.*?)\], \[(.*?)\]')
+_HEX_STRING = re.compile(rb'"((?:\\x[0-9a-f]{2})*)"')
 
-    root_pid: int
+
+def _unhex(escaped: bytes) -> bytes:
+    return bytes.fromhex(escaped.replace(b"\\x", b"").decode())
+
+
+@dataclass
+class ExecTrace:
+    """Every execve(2) of a process tree, read from strace: pid -> argv and pid -> environ.
+
+    strace sees each exec as it happens, so a child that lives a millisecond is caught as surely
+    as pg_dump (polling /proc would miss it now and then).
+    """
+
     seen: dict[int, list[bytes]] = field(default_factory=dict)
     environ: dict[int, bytes] = field(default_factory=dict)
 
-    def poll(self) -> None:
-        for pid in descendants(self.root_pid):
-            args = cmdline(pid)
-            if args:
-                self.seen.setdefault(pid, args)
-                if len(args) > len(self.seen[pid]):
-                    self.seen[pid] = args
-            try:
-                self.environ.setdefault(pid, Path(f"/proc/{pid}/environ").read_bytes())
-            except OSError:
-                pass
+    @classmethod
+    def parse(cls, log: bytes) -> ExecTrace:
+        trace = cls()
+        for line in log.splitlines():
+            match = _EXECVE.match(line)
+            if match is None:
+                continue
+            pid = int(match.group(1))
+            argv = [_unhex(s) for s in _HEX_STRING.findall(match.group(3))]
+            env = [_unhex(s) for s in _HEX_STRING.findall(match.group(4))]
+            # Several lines per pid when execvp tries PATH entries; keep them all.
+            key = pid if pid not in trace.seen else -len(trace.seen) - 1
+            trace.seen[key] = argv
+            trace.environ[key] = b"\0".join(env)
+        return trace
 
     def programs(self) -> set[str]:
-        return {os.path.basename(args[0].decode(errors="replace")) for args in self.seen.values()}
+        return {os.path.basename(args[0].decode(errors="replace")) for args in self.seen.values() if args}
 
 
-def watch_until_exit(proc: subprocess.Popen, timeout: float = 120) -> tuple[ProcessWatcher, str, str]:
-    """Run ``proc`` to completion while polling its descendants; returns (watcher, stdout, stderr)."""
-    import threading
-
-    watcher = ProcessWatcher(proc.pid)
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.is_set():
-            watcher.poll()
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        done.set()
-        thread.join()
-    return watcher, out, err
+def run_traced(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
+               timeout: float = 180) -> tuple[ExecTrace, int, str, str]:
+    """Run ``argv`` under ``strace -f -e trace=execve``: (trace, exit code, stdout, stderr)."""
+    need(shutil.which("strace") is not None, "strace is not installed (apt-get install strace)")
+    traced = ["strace", "-f", "-qq", "-v", "-xx", "-s", "1000000", "-e", "trace=execve", "-o", str(log), *argv]
+    done = subprocess.run(traced, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return ExecTrace.parse(log.read_bytes()), done.returncode, done.stdout, done.stderr
 
 
 # --------------------------------------------------------------------------- tmpfs

@@ -1,10 +1,11 @@
 """Secrets and permissions: what relstep writes is private, and no secret leaves it.
 
 One real `relstep -v run --json` per engine, with GitHub's and GitLab's output files switched on,
-a pm2 stand-in on PATH whose `jlist` carries secrets, and secret environment variables.  While it
-runs, the argv of every process it starts is read from /proc.  Afterwards every byte it produced
-is searched: stdout, stderr (with -v tracebacks), $GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY, the dotenv
-report, and the snapshot with every zstd/gzip stream opened (tests/helpers.py `all_bytes`).
+a pm2 stand-in on PATH whose `jlist` carries secrets, and secret environment variables.  strace
+records the argv and environment of every process it starts (every execve(2), however short-lived).
+Afterwards every byte it produced is searched: stdout, stderr (with -v tracebacks), $GITHUB_OUTPUT,
+$GITHUB_STEP_SUMMARY, the dotenv report, and the snapshot with every zstd/gzip stream opened
+(tests/helpers.py `all_bytes`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from conftest import PLANTED_DB_PASSWORD
 
 from tests.apps import make_app
 from tests.helpers import all_bytes, clean_env, relstep, write_config
-from tests.reliability.support import relstep_argv, verify_root, watch_until_exit
+from tests.reliability.support import relstep_argv, run_traced, verify_root
 
 ENV_SECRET = "planted-env-secret-4242"
 PM2_SECRET = "pm2-inner-secret-8181"
@@ -46,6 +47,13 @@ def _pm2_shim(bin_dir: Path, url: str) -> None:
     pm2.chmod(0o755)
 
 
+def _url_shim(bin_dir: Path, url: str) -> None:
+    """A command that prints the database URL, as a deploy script might; the URL is not in its argv."""
+    show = bin_dir / "show-database-url"
+    show.write_text(f"#!/bin/sh\ncat <<'EOF'\n{url}\nEOF\n")
+    show.chmod(0o755)
+
+
 def _ci_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return clean_env(GITHUB_OUTPUT=str(tmp_path / "github_output"), GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
                      GITHUB_ACTIONS="true", RELSTEP_DOTENV=str(tmp_path / "relstep.env"),
@@ -65,14 +73,16 @@ def test_no_secret_in_argv_output_ci_files_or_any_byte_of_the_snapshot(
         url = request.getfixturevalue("mysql_password_url")
     password = PLANTED_DB_PASSWORD if engine != "sqlite" else None
     _pm2_shim(tmp_path / "bin", url)
+    _url_shim(tmp_path / "bin", url)
     write_config(app, {"database": {"url": url}, "migrations": {"tool": "auto"},
-                       "environment": {"pm2": "pm2 jlist", "leak": "printenv APP_STRIPE_SECRET", "url": f"echo {url}"}})
+                       "environment": {"pm2": "pm2 jlist", "leak": "printenv APP_STRIPE_SECRET",
+                                       "url": "show-database-url"}})
     env = _ci_env(tmp_path, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", APP_STRIPE_SECRET=ENV_SECRET)
 
-    proc = subprocess.Popen(relstep_argv("-v", "run", "--version", "1.0.0", "--json"), cwd=app, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher, out, err = watch_until_exit(proc)
-    assert proc.returncode == 0, err
+    watcher, code, out, err = run_traced(relstep_argv("-v", "run", "--version", "1.0.0", "--json"), cwd=app,
+                                         env=env, log=tmp_path / "execve.strace")
+    assert code == 0, err
+    assert "pm2" in watcher.programs() and "show-database-url" in watcher.programs(), watcher.programs()
 
     result = json.loads(out)
     snapshot = Path(result["snapshot"])
