@@ -477,6 +477,14 @@ def _delete(path: Path) -> Path:
     return path
 
 
+def _break_the_first_block(path: Path) -> Path:
+    """Zero the bytes after the 10-byte gzip header: an invalid deflate block, not just a bad CRC."""
+    data = bytearray(path.read_bytes())
+    data[10:30] = bytes(20)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _flip_a_byte(path: Path) -> Path:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -489,17 +497,27 @@ def _flip_a_byte(path: Path) -> Path:
     [
         (lambda dest: _truncate(_largest(dest, "pg_dump/*.dat.gz")), "corrupt or truncated"),
         (lambda dest: _flip_a_byte(_largest(dest, "pg_dump/*.dat.gz")), "corrupt or truncated"),
+        (lambda dest: _break_the_first_block(_largest(dest, "pg_dump/*.dat.gz")), "corrupt or truncated"),
         (lambda dest: _truncate(_largest(dest, "redacted/*.zst")), "truncated"),
         (lambda dest: _flip_a_byte(_largest(dest, "redacted/*.zst")), "unreadable"),
         (lambda dest: _truncate(dest / "pg_dump" / "toc.dat"), "unreadable"),
         (lambda dest: _delete(_largest(dest, "pg_dump/*.dat.gz")), "missing"),
         (lambda dest: _delete(dest / "redacted.json"), "missing"),
     ],
-    ids=["gz-truncated", "gz-flipped", "zst-truncated", "zst-flipped", "toc-truncated", "gz-deleted", "index-deleted"],
+    ids=["gz-truncated", "gz-flipped", "gz-bad-block",
+         "zst-truncated", "zst-flipped", "toc-truncated", "gz-deleted", "index-deleted"],
 )
+@pytest.mark.parametrize("inflater", ["isal", "standard gzip"])
 def test_check_files_names_a_damaged_file(
-    dumped: tuple[Path, postgres.DumpInfo], damage: Callable[[Path], Path], problem: str
+    dumped: tuple[Path, postgres.DumpInfo], damage: Callable[[Path], Path], problem: str, inflater: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The same verdicts whether ISA-L (the postgres extra) or the standard library reads the .gz files."""
+    import isal.igzip
+
+    assert postgres._gzip is isal.igzip  # the extra is installed, so relstep uses it
+    if inflater == "standard gzip":
+        monkeypatch.setattr(postgres, "_gzip", gzip)
     dest = dumped[0]
     postgres.check_files(dest)  # intact first
 
