@@ -25,6 +25,9 @@ they are left out and ``DumpInfo.extra`` says so (``routines_skipped``,
 
 Passwords reach the client tools only through an option file that is a pipe the tool
 inherits (``--defaults-extra-file=/dev/fd/N``): never argv, the environment or a disk.
+The URL's TLS parameters (``ssl_ca``, ``ssl_capath``, ``ssl_cert``, ``ssl_key``,
+``ssl_cipher``, ``ssl_check_hostname``: the names PyMySQL reads through SQLAlchemy) go into
+the same option file, so the dump tool and the client connect as connection A does.
 
 Errors: ``dump`` raises BackupError, ``restore`` and ``is_empty`` RestoreError,
 ``row_counts``, ``check_files`` and ``scratch_database`` VerifyError (their callers
@@ -92,6 +95,11 @@ TEXT_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "
 # --------------------------------------------------------------------------- connection target
 
 
+# URL query parameters (as SQLAlchemy hands them to PyMySQL) -> the client tools' option names.
+_TLS_OPTIONS = {"ssl_ca": "ssl-ca", "ssl_capath": "ssl-capath", "ssl_cert": "ssl-cert", "ssl_key": "ssl-key",
+                "ssl_cipher": "ssl-cipher"}
+
+
 @dataclass(frozen=True)
 class _Target:
     """Where a URL points, in the shape the client tools' option file needs."""
@@ -103,13 +111,20 @@ class _Target:
     password: str | None
     database: str
     socket: str | None = None
+    tls: tuple[tuple[str, str], ...] = ()   # (option name, value) for the tools' option file
+    verify_server: bool = False            # check the server's certificate and host name
 
     @classmethod
     def from_url(cls, url: str, error: type[RelstepError], *, need_database: bool = True) -> _Target:
         parsed = sqlalchemy_url(url)
         if need_database and not parsed.database:
             raise error(f"the database URL {redact_url(url)} names no database; add /DBNAME to it")
-        socket = parsed.query.get("unix_socket")
+        query = {key: value for key, value in parsed.query.items() if isinstance(value, str)}
+        tls = tuple((option, query[key]) for key, option in _TLS_OPTIONS.items() if query.get(key))
+        # PyMySQL checks the certificate chain and host name when given a CA, the host name unless
+        # ssl_check_hostname is false; MariaDB's tools have one switch for both, so it is set only
+        # when PyMySQL checks both (else connection A has checked the chain of the same server).
+        checks_hostname = query.get("ssl_check_hostname", "true").lower() not in ("false", "0", "no", "off")
         return cls(
             url=url,
             host=parsed.host or "localhost",
@@ -117,7 +132,9 @@ class _Target:
             user=parsed.username,
             password=parsed.password,
             database=parsed.database or "",
-            socket=socket if isinstance(socket, str) else None,
+            socket=query.get("unix_socket"),
+            tls=tls,
+            verify_server=checks_hostname and bool(query.get("ssl_ca") or query.get("ssl_capath")),
         )
 
     @property
@@ -146,14 +163,8 @@ class _Options:
         return f"/dev/fd/{self.fd}"
 
 
-@contextmanager
-def _option_file(target: _Target) -> Iterator[_Options]:
-    """A ``[client]`` option file that never touches a disk.
-
-    The options are written into a pipe whose read end the tool inherits
-    (``pass_fds``) and opens as ``/dev/fd/N``: the password is in neither argv nor
-    the environment, and a kill -9 leaves no file holding it behind.
-    """
+def option_lines(target: _Target, tool: str) -> list[str]:
+    """The ``[client]`` option file for ``tool`` (a path) connecting to ``target``."""
     lines = ["[client]", f"host={_option_value(target.host)}", f"port={target.port}"]
     # Without protocol=TCP the client would take "localhost" to mean the Unix socket,
     # i.e. another account than the one PyMySQL (always TCP) used for connection A.
@@ -162,7 +173,28 @@ def _option_file(target: _Target) -> Iterator[_Options]:
         lines.append(f"user={_option_value(target.user)}")
     if target.password is not None:
         lines.append(f"password={_option_value(target.password)}")
-    data = ("\n".join(lines) + "\n").encode("utf-8")
+    lines += [f"{option}={_option_value(value)}" for option, value in target.tls]
+    if target.verify_server:
+        lines.append(_verify_server_option(tool))
+    return lines
+
+
+@functools.lru_cache(maxsize=8)
+def _verify_server_option(tool: str) -> str:
+    """MariaDB's clients verify the server with ssl-verify-server-cert; MySQL 8's dropped that option
+    for ssl-mode (the Oracle branch is not exercised here: only MariaDB's tools are installed)."""
+    return "ssl-verify-server-cert" if "mariadb" in _tool_version(tool).lower() else "ssl-mode=VERIFY_IDENTITY"
+
+
+@contextmanager
+def _option_file(target: _Target, tool: str) -> Iterator[_Options]:
+    """A ``[client]`` option file that never touches a disk.
+
+    The options are written into a pipe whose read end the tool inherits
+    (``pass_fds``) and opens as ``/dev/fd/N``: the password is in neither argv nor
+    the environment, and a kill -9 leaves no file holding it behind.
+    """
+    data = ("\n".join(option_lines(target, tool)) + "\n").encode("utf-8")
     read_end, write_end = os.pipe()
     try:
         # A few hundred bytes: far below the pipe buffer, so this never blocks.
@@ -752,7 +784,7 @@ def _dump(
     conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
     # Read under the lock: no DDL can change the schema before the tool's snapshot.
     resolved = _Plan.read(conn, target.database, plan)
-    with _option_file(target) as options:
+    with _option_file(target, tool.path) as options:
         argv = _dump_argv(tool, options, target, resolved.excluded, code_flags)
         with _DumpProcess(argv, target, options) as proc:
             if problem is None:
@@ -831,7 +863,7 @@ def restore(db_dir: Path, url: str) -> None:
         raise RestoreError(f"refusing to restore: {exc}") from exc
     with _connect(target, RestoreError) as conn:
         _drop_everything(conn, target.database)
-    with _option_file(target) as options, tempfile.TemporaryFile() as errors:
+    with _option_file(target, client) as options, tempfile.TemporaryFile() as errors:
         # --binary-mode: the dump is data, so the client must not act on backslash commands in it.
         argv = _client_argv(client, options, "--binary-mode", "--batch", f"--database={target.database}")
         try:
