@@ -348,7 +348,9 @@ def _major(version: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+@contextmanager
+def _started(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """``args`` running while the caller works; if the caller fails, the tool's process group dies."""
     # umask 077: pg_dump's files hold the data, so only their owner may read them.  Its own process
     # group: on any exception (SIGINT/SIGTERM included) the whole group dies, pg_dump's -j workers
     # too, which would otherwise keep dumping after relstep has removed the partial snapshot and exited.
@@ -357,30 +359,44 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
         errors="replace", umask=0o077, start_new_session=True,
     ) as proc:
         try:
-            stdout, stderr = proc.communicate()
+            yield proc
         except BaseException:
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             raise
-    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def _finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    with _started(args, env) as proc:
+        return _finish(proc)
 
 
 def _last_error_line(stderr: str) -> str:
     """The tool's own reason: its last error line, not a trailing hint or "Command was: ..."."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if re.search(r"\berror:|\bFATAL:", line)]
-    line = (errors or lines or ["exited without a message"])[-1]
+    # pg_restore -j ends with "a worker process died unexpectedly" after the worker's own error.
+    specific = [line for line in errors if "worker process died unexpectedly" not in line]
+    line = (specific or errors or lines or ["exited without a message"])[-1]
     return " ".join(re.sub(r"^pg_\w+: (error: )?", "", line).split())
 
 
 def _run_tool(args: list[str], target: _Target, error: ErrorType) -> None:
-    done = _run(args, target.tool_env())
+    _check_tool(_run(args, target.tool_env()), target, error)
+
+
+def _check_tool(done: subprocess.CompletedProcess[str], target: _Target, error: ErrorType) -> None:
     if done.returncode == 0:
         return
     reason = _last_error_line(done.stderr)
     if re.search(r"connection to server|translate host name", reason):
         raise error(target.connect_failure(reason))
-    raise error(target.mask(f"{Path(args[0]).name} failed: {reason}"))
+    raise error(target.mask(f"{Path(done.args[0]).name} failed: {reason}"))
 
 
 # --------------------------------------------------------------------------- compressed files
@@ -593,12 +609,16 @@ def restore(db_dir: Path, url: str) -> None:
     target = _Target.parse(url)
     with _connect(target, RestoreError) as conn, conn.begin():
         _clear_schemas(conn)
-    _pg_restore(pg_restore, target, db_dir / DUMP_DIR, "pre-data")
-    _pg_restore(pg_restore, target, db_dir / DUMP_DIR, "data")
-    with _connect(target, RestoreError) as conn, conn.begin():
-        for entry in entries:
-            _copy_in(conn, db_dir, entry)
-    _pg_restore(pg_restore, target, db_dir / DUMP_DIR, "post-data")
+    _run_tool(_pg_restore_args(pg_restore, target, db_dir / DUMP_DIR, "pre-data"), target, RestoreError)
+    # pg_dump left the redacted tables' rows out, so pg_restore's data step and the COPY of those
+    # rows never touch the same table: they load at the same time (bench/README.md, restore).
+    with _started(_pg_restore_args(pg_restore, target, db_dir / DUMP_DIR, "data"), target.tool_env()) as data:
+        with _connect(target, RestoreError) as conn, conn.begin():
+            for entry in entries:
+                _copy_in(conn, db_dir, entry)
+        loaded = _finish(data)
+    _check_tool(loaded, target, RestoreError)
+    _run_tool(_pg_restore_args(pg_restore, target, db_dir / DUMP_DIR, "post-data"), target, RestoreError)
 
 
 def _clear_schemas(conn: Connection) -> None:
@@ -615,11 +635,11 @@ def _clear_schemas(conn: Connection) -> None:
         _sql(conn, "GRANT ALL ON SCHEMA public TO PUBLIC")
 
 
-def _pg_restore(pg_restore: str, target: _Target, dump_dir: Path, section: str) -> None:
+def _pg_restore_args(pg_restore: str, target: _Target, dump_dir: Path, section: str) -> list[str]:
     # pg_restore writes a script to stdout unless given --dbname; the name is quoted as a
     # conninfo value so that no database name is mistaken for a connection string.
     dbname = "dbname='" + target.dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    args = [
+    return [
         pg_restore,
         f"--section={section}",
         "--no-owner",
@@ -630,7 +650,6 @@ def _pg_restore(pg_restore: str, target: _Target, dump_dir: Path, section: str) 
         *([f"--jobs={JOBS}"] if section != "pre-data" else []),
         str(dump_dir),
     ]
-    _run_tool(args, target, RestoreError)
 
 
 def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:

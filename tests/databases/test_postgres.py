@@ -425,6 +425,62 @@ def test_failed_restore_names_the_target(pg_admin_url: str, dumped: tuple[Path, 
     assert PLANTED_DB_PASSWORD not in str(caught.value)
 
 
+def _restore_in_thread(dest: Path, url: str) -> BaseException | None:
+    """postgres.restore in a thread; its exception, or None.  A restore that waits for a hung tool
+    instead of stopping it would never return: that fails here after 120 s instead of hanging."""
+    outcome: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            postgres.restore(dest, url)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(120)
+    assert outcome, "postgres.restore did not return: it waited for pg_restore instead of stopping it"
+    return outcome[0]
+
+
+def test_a_failed_redacted_copy_stops_pg_restores_data_step(
+    pg_url2: str, dumped: tuple[Path, postgres.DumpInfo], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redacted tables load while pg_restore loads the others; when their COPY fails, pg_restore
+    (here a stand-in that would otherwise load for an hour) is killed with its whole process group."""
+    pids = tmp_path / "data-step.pid"
+    shim(monkeypatch, tmp_path / "bin", "pg_restore",
+         f'case "$*" in *--section=data*) sleep 3600 & echo $! > {pids}; wait; exit 1;; esac\nexec $REAL "$@"')
+    dest = dumped[0]
+    damaged = _flip_a_byte(_largest(dest, "redacted/*.zst"))
+
+    failure = _restore_in_thread(dest, pg_url2)
+
+    assert isinstance(failure, RestoreError) and str(damaged) in str(failure), failure
+    if not pids.exists():
+        return  # killed before its first line ran: stopped all the same
+    sleeper = Path(f"/proc/{int(pids.read_text())}/stat")
+    deadline = time.monotonic() + 30  # SIGKILL is delivered at once; the exit may take a moment
+    while sleeper.exists() and sleeper.read_text().split()[2] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not sleeper.exists() or sleeper.read_text().split()[2] == "Z", "pg_restore's data step still runs"
+
+
+def test_a_failed_data_step_fails_the_restore_after_the_redacted_copy(
+    pg_url2: str, dumped: tuple[Path, postgres.DumpInfo]
+) -> None:
+    dest = dumped[0]
+    missing = _delete(_largest(dest, "pg_dump/*.dat.gz"))
+
+    failure = _restore_in_thread(dest, pg_url2)
+
+    assert isinstance(failure, RestoreError), failure
+    # The worker's own error, not pg_restore's closing "a worker process died unexpectedly":
+    assert str(failure) == f'pg_restore failed: could not open input file "{missing.with_suffix("")}": ' \
+                           "No such file or directory", failure
+
+
 def test_pg_dump_older_than_the_server_says_which_client_to_install(
     source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
