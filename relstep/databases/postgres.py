@@ -21,8 +21,9 @@ Why this shape:
   transaction (``pg_export_snapshot()``), so every file describes the same instant.
 * The directory format lets ``pg_dump`` and ``pg_restore`` work on two tables at once; it was
   measured fastest on the project's machines (see TOOLING.md).
-* ``restore`` loads pre-data, data, the redacted COPY files, then post-data, so indexes and
-  foreign keys are built (and checked) once every row is in place.
+* ``restore`` loads pre-data, then data with the redacted COPY files at the same time (they fill
+  different tables), then post-data, so indexes and foreign keys are built (and checked) once
+  every row is in place.
 
 The password reaches ``pg_dump``/``pg_restore`` only through ``PGPASSWORD``; the other connection
 parameters travel in ``PG*`` variables as well.  Each public function raises the error of the
