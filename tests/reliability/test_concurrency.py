@@ -117,7 +117,7 @@ def test_the_lock_dies_with_its_holder_and_the_waiting_runs_go_on(
     holder.kill()  # SIGKILL: no cleanup code runs, only the kernel releases the flock
     holder.wait()  # not communicate(): the orphaned deploy command still holds the pipes
     # The deploy command outlives its parent but never inherited the lock: a waiter gets it now.
-    new_holder = wait_for(lambda: [p for p in lock_holders(lock) if p != holder.pid], 5, "a waiter to get the lock")
+    new_holder = wait_for(lambda: [p for p in lock_holders(lock) if p != holder.pid], 30, "a waiter to get the lock")
     os.kill(int(parked.read_text()), signal.SIGKILL)
     assert new_holder[0] in {w.pid for w in waiters}
     for w in waiters:
