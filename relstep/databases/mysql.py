@@ -124,7 +124,9 @@ class _Target:
         # PyMySQL checks the certificate chain and host name when given a CA, the host name unless
         # ssl_check_hostname is false; MariaDB's tools have one switch for both, so it is set only
         # when PyMySQL checks both (else connection A has checked the chain of the same server).
-        checks_hostname = query.get("ssl_check_hostname", "true").lower() not in ("false", "0", "no", "off")
+        # The false spellings of SQLAlchemy's asbool, which reads this parameter for PyMySQL.
+        checks_hostname = query.get("ssl_check_hostname", "true").strip().lower() not in ("false", "no", "off", "n",
+                                                                                          "f", "0")
         return cls(
             url=url,
             host=parsed.host or "localhost",

@@ -147,6 +147,8 @@ def test_without_the_client_certificate_the_account_is_refused(tls_server: TlsSe
     [
         ({"ssl_ca": "CA"}, True),
         ({"ssl_ca": "CA", "ssl_check_hostname": "false"}, False),
+        ({"ssl_ca": "CA", "ssl_check_hostname": "0"}, False),
+        ({"ssl_ca": "CA", "ssl_check_hostname": "true"}, True),
         ({"ssl_cert": "CERT", "ssl_key": "KEY"}, False),   # PyMySQL checks nothing without a CA either
         ({}, False),
     ],
