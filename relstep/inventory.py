@@ -110,6 +110,9 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         if db.get("redacted"):
             cols = ", ".join(f"{t}.{c}" for t, cs in db["redacted"].items() for c in cs)
             lines.append(f"redacted ({name}): {cols}")
+        for key, why in sorted((db.get("extra") or {}).items()):
+            if key.endswith("_skipped"):  # what a restore of this snapshot will not bring back
+                lines.append(f"left out ({name}): {key.removesuffix('_skipped')}: {why}")
     for name, code in summary.get("code", {}).items():
         lines.append(f"code {name}: {code.get('files')} files from {code.get('source')}")
     return "\n".join(lines)

@@ -371,7 +371,7 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome) -> None:
             if outcome.safety_snapshot else "")
     started = time.monotonic()
     try:
-        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url)
+        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"))
         actual = chk.engine.row_counts(chk.target_url)
     except RelstepError as exc:
         raise RestoreError(exc.message + undo) from exc

@@ -332,7 +332,7 @@ def restore_test(path: Path, name: str, entry: dict[str, Any], server: str) -> t
     started = time.monotonic()
     try:
         with engine.scratch_database(server) as scratch:
-            engine.restore(path / entry["path"], scratch)
+            engine.restore(path / entry["path"], scratch, entry.get("extra"))
             actual = engine.row_counts(scratch)
     except RelstepError as exc:
         return test, [Problem("restore-test", f"database {name}", exc.message)]

@@ -109,6 +109,44 @@ def test_restore_brings_back_every_table_except_the_redacted_columns(engine_app:
     assert tables(url) == redacted(changed)
 
 
+def test_a_mysql_restore_removes_the_newer_releases_scheduled_event(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Through the CLI, with the manifest's record of what the dump holds: code objects are restored too."""
+    from sqlalchemy import text
+
+    app, url = make_app(tmp_path, request, "mysql")
+    assert run("backup", "--version", "1.0.0", cwd=app).code == 0
+    events_sql = text("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:  # what release 1.1.0 added: a nightly job against its new schema
+            conn.execute(text("CREATE EVENT purge_v11 ON SCHEDULE EVERY 1 DAY DO DELETE FROM `User`"))
+            assert conn.execute(events_sql).scalars().all() == ["purge_v11"]
+
+        ran = run("restore", "1.0.0", "--yes", cwd=app)
+
+        assert ran.code == 0, ran.err
+        with engine.connect() as conn:
+            assert conn.execute(events_sql).scalars().all() == []
+    finally:
+        engine.dispose()
+
+
+def test_show_says_what_a_restore_of_the_snapshot_will_not_bring_back() -> None:
+    from relstep import inventory
+
+    summary = {"version": "1.0.0", "deployment_type": "release", "file_count": 3, "size": 10,
+               "databases": {"main": {"engine": "mysql", "row_counts": {"User": 2},
+                                      "extra": {"routines_skipped": "the account may not read the body of add_user",
+                                                "global_read_lock_seconds": 0.01}}}}
+
+    shown = inventory.describe(Path("/srv/app/backups/releases/20261201T000000Z"), summary).splitlines()
+
+    assert "left out (main): routines: the account may not read the body of add_user" in shown
+    assert not [line for line in shown if "global_read_lock" in line]
+
+
 def test_restore_into_a_non_empty_database_without_yes_changes_nothing(engine_app: tuple[Path, str]) -> None:
     app, url = engine_app
     assert run("backup", "--version", "1.0.0", cwd=app).code == 0

@@ -6,7 +6,7 @@ module-level functions::
     NAME: str                       # "postgresql", "mysql", "sqlite"
     def dump(url: str, dest_dir: Path, plan: DumpPlan,
              inspect: Inspect | None = None) -> DumpInfo
-    def restore(db_dir: Path, url: str) -> None
+    def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None
     def row_counts(url: str) -> dict[str, int]
     def is_empty(url: str) -> bool
     def tool_versions() -> dict[str, str]
@@ -20,7 +20,8 @@ SQLAlchemy ``Connection`` that sees exactly what the dump sees; its result is
 returned in ``DumpInfo.inspected`` (the backup uses it to read the migration table).
 
 ``restore`` leaves the target database holding exactly the snapshot's tables and
-rows (existing tables of the target are dropped first).  Redacted columns come
+rows (existing tables of the target are dropped first).  ``extra`` is the dump's
+``DumpInfo.extra`` as the manifest recorded it (what the dump left out, for one).  Redacted columns come
 back as NULL (or '' where NOT NULL).  Passwords reach tools only through their
 environment or a 0600 file, never through argv.
 """

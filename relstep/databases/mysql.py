@@ -825,8 +825,20 @@ def _dump(
 # --------------------------------------------------------------------------- restore
 
 
-def _drop_everything(conn: Connection, database: str) -> None:
-    """Drop every view and table of the database (foreign keys would otherwise fix an order)."""
+def _drop_everything(conn: Connection, database: str, *, routines: bool, events: bool) -> None:
+    """Drop every view and table of the database (foreign keys would otherwise fix an order), and
+    its routines and events when the dump brings its own (else the target keeps what it has)."""
+    from sqlalchemy import text
+
+    if routines:
+        for kind, name in conn.execute(text(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
+            "WHERE ROUTINE_SCHEMA = :db AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION')"), {"db": database}).all():
+            conn.exec_driver_sql(f"DROP {kind} IF EXISTS {_quote(database)}.{_quote(name)}")
+    if events:
+        for (name,) in conn.execute(text("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :db"),
+                                    {"db": database}).all():
+            conn.exec_driver_sql(f"DROP EVENT IF EXISTS {_quote(database)}.{_quote(name)}")
     tables = _tables(conn, database)
     views = [name for name, (kind, _) in tables.items() if kind == "VIEW"]
     others = [name for name in tables if name not in views]
@@ -854,8 +866,13 @@ def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
             pass
 
 
-def restore(db_dir: Path, url: str) -> None:
-    """Replace every table of the database at ``url`` with the snapshot's."""
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
+    """Replace the tables, views, routines and events of the database at ``url`` with the snapshot's.
+
+    Routines or events that the dump left out (``extra`` says so: the account could not read
+    them) are left as the target has them, rather than dropped with nothing to replace them.
+    """
+    extra = extra or {}
     target = _Target.from_url(url, RestoreError)
     client = _require_tool(CLIENT_TOOLS, RestoreError)
     path = Path(db_dir) / DUMP_FILE
@@ -864,7 +881,8 @@ def restore(db_dir: Path, url: str) -> None:
     except VerifyError as exc:
         raise RestoreError(f"refusing to restore: {exc}") from exc
     with _connect(target, RestoreError) as conn:
-        _drop_everything(conn, target.database)
+        _drop_everything(conn, target.database, routines="routines_skipped" not in extra,
+                         events="events_skipped" not in extra)
     with _option_file(target, client) as options, tempfile.TemporaryFile() as errors:
         # --binary-mode: the dump is data, so the client must not act on backslash commands in it.
         argv = _client_argv(client, options, "--binary-mode", "--batch", f"--database={target.database}")

@@ -47,7 +47,7 @@ import shutil
 import signal
 import subprocess
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -603,7 +603,7 @@ def _pg_dump_args(pg_dump: str, snapshot: str, out: Path, no_data: list[_Table])
 # --------------------------------------------------------------------------- restore
 
 
-def restore(db_dir: Path, url: str) -> None:
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
     """Replace everything in the target database's user schemas with the dump's tables and rows."""
     pg_restore = _find_tool("pg_restore", RestoreError)
     entries = _read_index(db_dir, RestoreError)

@@ -16,9 +16,10 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -153,7 +154,7 @@ def _decompress(db_dir: Path, target: Path) -> None:
         raise zstandard.ZstdError(f"{source} is truncated: its zstd stream ends early")
 
 
-def restore(db_dir: Path, url: str) -> None:
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
     target = database_path(url)
     if not target.parent.is_dir():
         raise RestoreError(f"folder {target.parent} for the SQLite database does not exist")

@@ -332,6 +332,48 @@ def test_restore_replaces_a_non_empty_target(app_url: str, mysql_url2: str, tmp_
     assert 424242 not in {row[0] for row in _rows(mysql_url2, "User")}
 
 
+def _code_objects(url: str) -> dict[str, str]:
+    """Routines and events of the database: name -> kind and body."""
+    with _db(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT ROUTINE_NAME, ROUTINE_TYPE, ROUTINE_DEFINITION FROM information_schema.ROUTINES "
+                    "WHERE ROUTINE_SCHEMA = DATABASE()")
+        found = {name: f"{kind}: {body}" for name, kind, body in cur.fetchall()}
+        cur.execute("SELECT EVENT_NAME, EVENT_DEFINITION FROM information_schema.EVENTS "
+                    "WHERE EVENT_SCHEMA = DATABASE()")
+        return found | {name: f"EVENT: {body}" for name, body in cur.fetchall()}
+
+
+@pytest.mark.parametrize("left_out", [False, True], ids=["in-the-dump", "left-out-by-the-dump"])
+def test_restore_replaces_routines_and_events_unless_the_dump_left_them_out(
+    app_url: str, mysql_url2: str, tmp_path: Path, left_out: bool
+) -> None:
+    """A newer release's procedure or scheduled event must not outlive a restore of an older snapshot."""
+    _execute(
+        mysql_url2,
+        "CREATE TABLE `Jobs` (id INT)",
+        "CREATE PROCEDURE stale_proc() SELECT 1",
+        "CREATE FUNCTION stale_fn() RETURNS INT DETERMINISTIC RETURN 7",
+        "CREATE EVENT stale_event ON SCHEDULE EVERY 1 DAY DO DELETE FROM `Jobs`",
+        "CREATE PROCEDURE add_user(IN e VARCHAR(191)) SELECT 'the newer body'",
+    )
+    stale = {"stale_proc", "stale_fn", "stale_event"}
+    dest = _dest(tmp_path)
+    info = mysql.dump(app_url, dest, DumpPlan())
+    assert "routines_skipped" not in info.extra and "events_skipped" not in info.extra
+    # As the manifest records it for an account that could not read them:
+    extra = {"routines_skipped": "the account may not read the body of x",
+             "events_skipped": "the account lacks the EVENT privilege"} if left_out else info.extra
+
+    mysql.restore(dest, mysql_url2, extra)
+
+    restored = _code_objects(mysql_url2)
+    assert restored["add_user"] == _code_objects(app_url)["add_user"]  # the dump's own, in both cases
+    if left_out:  # nothing in the dump replaces them, so the target keeps its own
+        assert stale <= restored.keys()
+    else:
+        assert restored == _code_objects(app_url) and not stale & restored.keys()
+
+
 def test_restore_of_a_damaged_dump_leaves_the_target_alone(app_url: str, mysql_url2: str, tmp_path: Path) -> None:
     dest = _dest(tmp_path)
     mysql.dump(app_url, dest, DumpPlan())
