@@ -167,11 +167,6 @@ def relstep_exe() -> str:
     return found
 
 
-def has_command(name: str) -> bool:
-    """Whether this relstep's CLI has ``name`` (restore and verify were written alongside this harness)."""
-    return subprocess.run([relstep_exe(), name, "--help"], capture_output=True, check=False).returncode == 0
-
-
 def environment_commands() -> list[str]:
     return [c for c in ENVIRONMENT_COMMANDS if shutil.which(c.split()[0])]
 
@@ -383,8 +378,6 @@ def exp_restore(bench: Bench, snapshot: Path) -> None:
     subprocess.run(["pg_dump", "--no-owner", "--no-privileges", f"--file={dump_sql}", source], check=True)
     theirs: list[Usage] = []
     ours: list[Usage] = []
-    how = "relstep restore" if has_command("restore") else \
-        "TODO: no `relstep restore` command yet; timed postgres.restore()"
     for i in range(bench.args.repeat):
         # Each side into a new empty database, alternating which goes first.
         for side in ("psql", "relstep") if i % 2 == 0 else ("relstep", "psql"):
@@ -393,21 +386,15 @@ def exp_restore(bench: Bench, snapshot: Path) -> None:
                 theirs.append(probe(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--file={dump_sql}", plain]))
                 continue
             ours_url = _fresh_database(bench, "relstep_bench_restore_relstep")
-            if has_command("restore"):
-                # Includes what the command adds around the data: the checksum check before
-                # touching the target, and the row-count comparison after.
-                config = bench.out / "backup" / "relstep-0.yml"
-                ours.append(run_relstep(config, "restore", str(snapshot), "--database-url", ours_url, "--yes"))
-            else:
-                # TODO(issue 6): `relstep restore` is not in the CLI yet: time the engine call it wraps.
-                code = ("import sys; from pathlib import Path; from relstep.databases import postgres; "
-                        "postgres.restore(Path(sys.argv[1]), sys.argv[2])")
-                ours.append(probe([sys.executable, "-c", code, str(snapshot / "databases" / "main"), ours_url]))
+            # Includes what the command adds around the data: the checksum check before
+            # touching the target, and the row-count comparison after.
+            config = bench.out / "backup" / "relstep-0.yml"
+            ours.append(run_relstep(config, "restore", str(snapshot), "--database-url", ours_url, "--yes"))
     mine, base = median_usage(ours), median_usage(theirs)
     same = _row_counts(plain) == _row_counts(ours_url) == _row_counts(source)
     bench.add(Row("restore: relstep (pg_restore -j2, 3 sections) vs psql < dump.sql", "s", mine.wall, base.wall,
                   "<= 1.0x", mine.wall <= base.wall,
-                  f"median of {len(ours)}; {how}; " + ("row counts equal" if same else "ROW COUNTS DIFFER")))
+                  f"median of {len(ours)}; relstep restore; " + ("row counts equal" if same else "ROW COUNTS DIFFER")))
     for name in ("relstep_bench_restore_psql", "relstep_bench_restore_relstep"):
         datagen.drop_database(bench.args.pg, name)
 
@@ -420,14 +407,9 @@ def exp_verify(bench: Bench, snapshot: Path) -> None:
                          for _ in range(bench.args.repeat)])
     sums.unlink()
     config = bench.out / "backup" / "relstep-0.yml"
-    if has_command("verify"):
-        mine = median_usage([run_relstep(config, "verify", str(snapshot)) for _ in range(bench.args.repeat)])
-        bench.add(Row("verify vs sha256sum --check of the same files", "s", mine.wall, base.wall, "<= 1.3x",
-                      mine.wall <= 1.3 * base.wall, "relstep verify: checksums, then every dump file decompressed"))
-    else:
-        # TODO(issue 6): time `relstep verify` once the command is wired into the CLI.
-        bench.add(Row("verify vs sha256sum --check of the same files", "s", None, base.wall, "<= 1.3x",
-                      None, "TODO: `relstep verify` is not in this CLI yet"))
+    mine = median_usage([run_relstep(config, "verify", str(snapshot)) for _ in range(bench.args.repeat)])
+    bench.add(Row("verify vs sha256sum --check of the same files", "s", mine.wall, base.wall, "<= 1.3x",
+                  mine.wall <= 1.3 * base.wall, "relstep verify: checksums, then every dump file decompressed"))
     # The checksum level alone, which is the work sha256sum does (verify also decompresses
     # every file of the dump to prove pg_restore could read it).
     code = ("import json, sys; from pathlib import Path; from relstep import verify; p = Path(sys.argv[1]); "
