@@ -668,6 +668,17 @@ def _readable(conn: Connection, statement: str, column: int | None = None) -> bo
     return column is None or all(row[column] is not None for row in rows)
 
 
+def _routines(conn: Connection, database: str) -> list[tuple[str, str]]:
+    """(PROCEDURE or FUNCTION, name) of the database's stored routines, by name."""
+    from sqlalchemy import text
+
+    return [(kind, name) for kind, name in conn.execute(
+        text("SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
+             "WHERE ROUTINE_SCHEMA = :db AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_NAME"),
+        {"db": database},
+    ).all()]
+
+
 def _code_flags(conn: Connection, database: str) -> tuple[list[str], dict[str, str]]:
     """--routines and --events where this account can read them all, and notes on what is left out.
 
@@ -675,20 +686,11 @@ def _code_flags(conn: Connection, database: str) -> tuple[list[str], dict[str, s
     without SELECT on mysql.proc) and on events without the EVENT privilege.  The rows
     matter more than the code, so such parts are left out and said so in DumpInfo.extra.
     """
-    from sqlalchemy import text
-
     flags: list[str] = []
     notes: dict[str, str] = {}
-    routines = conn.execute(
-        text(
-            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
-            "WHERE ROUTINE_SCHEMA = :db AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_NAME"
-        ),
-        {"db": database},
-    ).all()
     hidden = [
         name
-        for kind, name in routines
+        for kind, name in _routines(conn, database)
         if not _readable(conn, f"SHOW CREATE {kind} {_quote(database)}.{_quote(name)}", column=2)
     ]
     if hidden:
@@ -831,9 +833,7 @@ def _drop_everything(conn: Connection, database: str, *, routines: bool, events:
     from sqlalchemy import text
 
     if routines:
-        for kind, name in conn.execute(text(
-            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
-            "WHERE ROUTINE_SCHEMA = :db AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION')"), {"db": database}).all():
+        for kind, name in _routines(conn, database):
             conn.exec_driver_sql(f"DROP {kind} IF EXISTS {_quote(database)}.{_quote(name)}")
     if events:
         for (name,) in conn.execute(text("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :db"),
