@@ -226,7 +226,7 @@ def lock_holders(path: Path) -> list[int]:
     return pids
 
 
-_EXECVE = re.compile(rb'^(\d+)\s+execve\((".*?"), \[(.*?)\], \[(.*?)\]')
+_EXECVE = re.compile(rb'^(\d+)\s+execve\((".*?"), \[(.*?)\], \[(.*?)\]')  # pid, path, argv, envp
 _HEX_STRING = re.compile(rb'"((?:\\x[0-9a-f]{2})*)"')
 
 
@@ -236,33 +236,26 @@ def _unhex(escaped: bytes) -> bytes:
 
 @dataclass
 class ExecTrace:
-    """Every execve(2) of a process tree, read from strace: pid -> argv and pid -> environ.
+    """Every execve(2) of a process tree, read from strace: each one's argv and environment.
 
     strace sees each exec as it happens, so a child that lives a millisecond is caught as surely
-    as pg_dump (polling /proc would miss it now and then).
+    as pg_dump (polling /proc would miss it now and then).  execvp trying PATH entries gives one
+    execve per attempt; all are kept.
     """
 
-    seen: dict[int, list[bytes]] = field(default_factory=dict)
-    environ: dict[int, bytes] = field(default_factory=dict)
+    argvs: list[list[bytes]] = field(default_factory=list)
+    environs: list[bytes] = field(default_factory=list)   # NUL-separated, as /proc/PID/environ
 
     @classmethod
     def parse(cls, log: bytes) -> ExecTrace:
         trace = cls()
-        for line in log.splitlines():
-            match = _EXECVE.match(line)
-            if match is None:
-                continue
-            pid = int(match.group(1))
-            argv = [_unhex(s) for s in _HEX_STRING.findall(match.group(3))]
-            env = [_unhex(s) for s in _HEX_STRING.findall(match.group(4))]
-            # Several lines per pid when execvp tries PATH entries; keep them all.
-            key = pid if pid not in trace.seen else -len(trace.seen) - 1
-            trace.seen[key] = argv
-            trace.environ[key] = b"\0".join(env)
+        for match in filter(None, map(_EXECVE.match, log.splitlines())):
+            trace.argvs.append([_unhex(s) for s in _HEX_STRING.findall(match.group(3))])
+            trace.environs.append(b"\0".join(_unhex(s) for s in _HEX_STRING.findall(match.group(4))))
         return trace
 
     def programs(self) -> set[str]:
-        return {os.path.basename(args[0].decode(errors="replace")) for args in self.seen.values() if args}
+        return {os.path.basename(args[0].decode(errors="replace")) for args in self.argvs if args}
 
 
 def run_traced(argv: list[str], cwd: Path, env: dict[str, str], log: Path,

@@ -93,12 +93,12 @@ def test_no_secret_in_argv_output_ci_files_or_any_byte_of_the_snapshot(
     if password:
         assert DUMP_TOOLS[engine] in watcher.programs(), watcher.programs()
         assert environment["url"]["output"] == url.replace(password, "***")
-        assert any(password.encode() in env_block for env_block in watcher.environ.values()) == (engine == "postgres")
+        assert any(password.encode() in env_block for env_block in watcher.environs) == (engine == "postgres")
     ci = _ci_files(tmp_path)
     assert str(snapshot).encode() in ci and b"RELSTEP_SNAPSHOT=" + str(snapshot).encode() in ci
 
     secrets = [ENV_SECRET, PM2_SECRET, *REDACTED[engine]] + ([password] if password else [])
-    argv = b"\n".join(b" ".join(args) for args in watcher.seen.values())
+    argv = b"\n".join(b" ".join(args) for args in watcher.argvs)
     snapshot_bytes = all_bytes(snapshot)
     produced = {"argv": argv, "stdout": out.encode(), "stderr": err.encode(), "CI files": ci,
                 "snapshot": snapshot_bytes}
