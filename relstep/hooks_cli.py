@@ -71,10 +71,14 @@ def _tag_prefix(config: Path | None) -> str:
         return "v"
     import yaml
 
+    from relstep import strict_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read tag_prefix from {path}: {exc}") from None
+        # Strictly, as relstep run reads it: an alias bomb must not hang the push here either.
+        data = strict_yaml.load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, strict_yaml.StrictYAMLError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read tag_prefix from {path}: {reason}") from None
     prefix = data.get("tag_prefix", "v") if isinstance(data, dict) else "v"
     if not isinstance(prefix, str):
         raise InputError(f"tag_prefix in {path} must be a string")
@@ -91,10 +95,18 @@ def install_command(
         Path | None,
         typer.Option("--config", help="relstep.yml for the hook (stored as an absolute path; needed in a bare repo)."),
     ] = None,
+    global_hooks_path: Annotated[
+        bool,
+        typer.Option("--global-hooks-path",
+                     help="Install into the core.hooksPath of your global git config (every repository using it)."),
+    ] = False,
 ) -> None:
     """Install a hook that runs `relstep run --version <tag>` for each version tag pushed."""
-    path = hooks.install(repo, hook.value, force, config=_config_path(config))
-    typer.echo(f"installed {hook.value} hook at {path}")
+    installed = hooks.install_hook(repo, hook.value, force, config=_config_path(config),
+                                   global_hooks_path=global_hooks_path)
+    typer.echo(f"installed {hook.value} hook at {installed.path}")
+    for note in installed.notes:
+        typer.echo(f"note: {note}")
 
 
 @hook_app.command("uninstall")
