@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from relstep.errors import InputError
 
@@ -249,17 +250,9 @@ class Installed:
 _SET_BY_RELSTEP = "relstep.hooksPathSetByRelstep"
 
 
-def install(
-    repo: Path,
-    hook: str = "pre-push",
-    force: bool = False,
-    *,
-    config: Path | None = None,
-    command: Sequence[str] | None = None,
-    global_hooks_path: bool = False,
-) -> Path:
-    """Write relstep's ``hook`` into ``repo`` and return its path (see :func:`install_hook`)."""
-    return install_hook(repo, hook, force, config=config, command=command, global_hooks_path=global_hooks_path).path
+def install(repo: Path, hook: str = "pre-push", force: bool = False, **options: Any) -> Path:
+    """Write relstep's ``hook`` for ``repo`` and return its path (see :func:`install_hook`)."""
+    return install_hook(repo, hook, force, **options).path
 
 
 def install_hook(
