@@ -213,3 +213,34 @@ def test_record_table_must_be_table_or_schema_table(tmp_path: Path) -> None:
     assert refused(tmp_path, "record:\n  table: a.b.c\n") == (
         f"{tmp_path / 'relstep.yml'}: record.table: 'a.b.c' must be TABLE or SCHEMA.TABLE (one dot at most, "
         "neither part empty)")
+
+
+def test_prisma_layout_backs_up_the_database_prisma_uses(tmp_path: Path) -> None:
+    """The real backup of Prisma's SQLite layout reads backend/prisma/dev.db, not a stale ./dev.db."""
+    import io
+    import sqlite3
+
+    import zstandard
+
+    from tests.helpers import clean_env, relstep
+
+    schema_dir = tmp_path / "backend" / "prisma"
+    schema_dir.mkdir(parents=True)
+    (schema_dir / "schema.prisma").write_text(
+        'datasource db {\n  provider = "sqlite"\n  url = env("DATABASE_URL")\n}\n')
+    for path, who in ((schema_dir / "dev.db", "live"), (tmp_path / "dev.db", "stale")):
+        with sqlite3.connect(path) as conn:
+            conn.execute('CREATE TABLE "Post" (id INTEGER PRIMARY KEY, title TEXT)')
+            conn.execute('INSERT INTO "Post" (title) VALUES (?)', (f"{who} row",))
+        conn.close()
+    (tmp_path / "relstep.yml").write_text("code:\n  backend: backend\nmigrations:\n  tool: none\nenvironment: {}\n")
+    ran = relstep("backup", "--version", "1.0.0", cwd=tmp_path, env=clean_env(DATABASE_URL="file:./dev.db"))
+    assert ran.code == 0, ran.err
+    (snapshot,) = [p for p in (tmp_path / "backups" / "releases").iterdir() if not p.name.startswith(".")]
+    dump = zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO((snapshot / "databases" / "main" / "database.sqlite3.zst").read_bytes())).read()
+    restored = tmp_path / "restored.db"
+    restored.write_bytes(dump)
+    with sqlite3.connect(restored) as conn:
+        assert conn.execute('SELECT title FROM "Post"').fetchall() == [("live row",)]
+    conn.close()
