@@ -215,7 +215,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def expand_variables(value: Any, environ: Mapping[str, str], where: str, key: str = "") -> Any:
-    """Replace ``${VAR}`` in every string of a parsed YAML tree."""
+    """Replace ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` in every string of a parsed YAML tree."""
     if isinstance(value, dict):
         return {k: expand_variables(v, environ, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
     if isinstance(value, list):
