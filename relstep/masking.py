@@ -47,7 +47,8 @@ _SECRET_NAME = re.compile(
     r"PASS|PWD|SECRET|TOKEN|KEY|CREDENTIAL|AUTH(?!OR|_SOCK)|DSN|COOKIE|SESSION|PRIVATE|SIGNATURE",
     re.IGNORECASE,
 )
-# PWD and OLDPWD are the working directories, not passwords; Azure SAS URLs sign with "sig".
+# PWD and OLDPWD, spelt so (the shell's variables), are working directories, not passwords; a
+# lower-case "pwd" (ODBC, URL parameters) is one.  Azure SAS URLs sign with "sig".
 _NOT_SECRET_NAMES = frozenset({"PWD", "OLDPWD"})
 _SECRET_EXACT_NAMES = frozenset({"SIG"})
 
@@ -80,10 +81,9 @@ _registered: set[str] = set()
 
 def looks_secret(name: str) -> bool:
     """Whether a variable, key or parameter called ``name`` holds a secret."""
-    upper = name.upper()
-    if upper in _NOT_SECRET_NAMES:
+    if name in _NOT_SECRET_NAMES:
         return False
-    return upper in _SECRET_EXACT_NAMES or bool(_SECRET_NAME.search(name))
+    return name.upper() in _SECRET_EXACT_NAMES or bool(_SECRET_NAME.search(name))
 
 
 def register_secret(value: str | None) -> None:
