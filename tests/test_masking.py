@@ -20,7 +20,8 @@ AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
-PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nQyNTUxOQAAACD\n-----END OPENSSH PRIVATE KEY-----"
+PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nQyNTUxOQAAACD\n"
+               "-----END OPENSSH PRIVATE KEY-----")
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +89,8 @@ def test_names_that_do_not_look_secret(name: str) -> None:
 
 
 def test_quoted_and_option_values_keep_their_quotes() -> None:
-    assert mask_text("SMTP_PASS=\"a b c\" --db-password=x1 token='t t'") == 'SMTP_PASS="***" --db-password=*** token=\'***\''
+    assert mask_text("SMTP_PASS=\"a b c\" --db-password=x1 token='t t'") == \
+        "SMTP_PASS=\"***\" --db-password=*** token='***'"
 
 
 @pytest.mark.parametrize(("text", "masked"), [
