@@ -65,6 +65,7 @@ _ASSIGNMENT = re.compile(
     r"(?<![A-Za-z0-9_.])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)="
     rf"(?P<secret>\"[^\"]*\"|'[^']*'|[^{_END}&;]+)"
 )
+_SENTENCE_PUNCTUATION = ".,:;!?)]}"
 _QUERY_PAIR = re.compile(r"(?:^|(?<=[&;]))(?P<name>[^=&;]+)=(?P<secret>[^&;]*)")
 _JSON_PAIR = re.compile(r"\"(?P<name>[^\"\\]{1,200})\"\s*:\s*\"(?P<secret>(?:[^\"\\]|\\.)*)\"")
 # A found shape runs on to the end of its token: detect-secrets' patterns match a key's known
@@ -163,7 +164,7 @@ def mask_url(url: str) -> str:
     url = _WHOLE_URL_USERINFO.sub(_keep_around_secret, url)
     base, question, query = url.partition("?")
     if question:
-        url = base + question + _QUERY_PAIR.sub(_mask_named, query)
+        url = base + question + _QUERY_PAIR.sub(lambda m: _mask_named(m, in_sentence=False), query)
     return mask_text(url)
 
 
@@ -206,17 +207,20 @@ def _keep_around_secret(match: re.Match[str]) -> str:
     return match.group("head") + MASK + match.group("tail")
 
 
-def _mask_named(match: re.Match[str]) -> str:
+def _mask_named(match: re.Match[str], in_sentence: bool = True) -> str:
     secret = match.group("secret")
     if not looks_secret(match.group("name")):
         return match.group(0)
     quoted = secret[:1] in ("'", '"') and secret[-1:] == secret[:1] and len(secret) >= 2
-    inner = secret[1:-1] if quoted else secret
+    # Unquoted in a sentence, the punctuation after a value belongs to the sentence:
+    # "... at mysql://h/db?password=x: connection refused" keeps its colon.
+    closing = "" if quoted or not in_sentence else secret[len(secret.rstrip(_SENTENCE_PUNCTUATION)):]
+    inner = secret[1:-1] if quoted else secret[: len(secret) - len(closing)]
     if not inner or inner == MASK:
         return match.group(0)
     start, end = match.span("secret")
     offset = match.start(0)
-    masked = f"{secret[0]}{MASK}{secret[-1]}" if quoted else MASK
+    masked = f"{secret[0]}{MASK}{secret[-1]}" if quoted else MASK + closing
     whole = match.group(0)
     return whole[: start - offset] + masked + whole[end - offset:]
 

@@ -162,3 +162,11 @@ def test_detect_secrets_works_offline_and_relstep_help_does_not_load_it() -> Non
 def _can_unshare(unshare: str) -> bool:
     return subprocess.run([unshare, "--map-root-user", "--net", "true"], capture_output=True, check=False,
                           env={"PATH": os.environ.get("PATH", "")}).returncode == 0
+
+
+def test_punctuation_after_a_masked_value_stays_in_the_sentence() -> None:
+    assert mask_text("cannot connect at mysql://app@h:1/app?password=Qp-4d1e: connection refused") == \
+        "cannot connect at mysql://app@h:1/app?password=***: connection refused"
+    assert mask_text("(see DB_PASS=abc1), then retry.") == "(see DB_PASS=***), then retry."
+    # Read as a URL, the value runs to the next '&', its last characters included.
+    assert mask_url("mysql://app@h/app?password=ends-with.:") == "mysql://app@h/app?password=***"
