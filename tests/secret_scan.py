@@ -36,7 +36,7 @@ PG_CUSTOM_MAGIC = b"PGDMP"
 PG_FORMAT_OFFSET = 10
 PG_CUSTOM_FORMAT = b"\x01"
 #: Archives nested deeper than this are not opened (a zip bomb must not hang a test).
-MAX_DEPTH = 4
+MAX_DEPTH = 8
 
 
 class Scan:

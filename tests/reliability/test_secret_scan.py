@@ -176,3 +176,39 @@ def test_no_planted_secret_in_any_byte_relstep_writes(
                     *(SQLITE_REDACTED if engine == "sqlite" else REDACTED),
                     *([password] if planted else [])]
     assert scan.leaks() == []
+
+
+def test_the_scanner_opens_compressed_streams_archives_and_pg_dump_archives(pg_url: str, tmp_path: Path) -> None:
+    """The helper itself: a value hidden in a pg_dump custom archive (zlib data blocks), inside zstd,
+    inside a tar, inside a zip, inside gzip, is found, and named by where it was."""
+    import gzip
+    import io
+    import tarfile
+    import zipfile
+
+    import psycopg
+    import zstandard
+
+    planted = "scan-me-7c1d9e-planted"
+    with psycopg.connect(pg_url.replace(f":{PLANTED_DB_PASSWORD}", ""), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+        conn.execute("INSERT INTO t SELECT %s || i FROM generate_series(1, 200) i", (planted,))
+    dump = subprocess.run(["pg_dump", "-Fc", "-Z9", "--dbname", pg_url.replace(f":{PLANTED_DB_PASSWORD}", "")],
+                          capture_output=True, check=True).stdout
+    assert planted.encode() not in dump  # compressed: a plain byte search would miss it
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
+        member = tarfile.TarInfo("db.dump.zst")
+        data = zstandard.ZstdCompressor().compress(dump)
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    zip_bytes = io.BytesIO()
+    with zipfile.ZipFile(zip_bytes, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("inner.tar", tar_bytes.getvalue())
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "bundle.bin").write_bytes(gzip.compress(zip_bytes.getvalue()))
+
+    scan = Scan([planted, "never-there-0000"])
+    scan.add_tree("tree", tmp_path / "tree")
+    assert scan.leaks() == [(planted, "tree/bundle.bin > gzip > inner.tar > db.dump.zst > zstd > pg_restore",
+                             "utf-8")]
