@@ -13,10 +13,10 @@ from typing import Any
 from relstep import __version__, fsutil, progress, snapshot
 from relstep.capture import code as code_capture
 from relstep.config import Config, DatabaseConfig
-from relstep.databases import engine_for, redact_url, url_password
+from relstep.databases import engine_for
 from relstep.databases.base import DEFAULT_REDACT, DumpInfo, DumpPlan
 from relstep.errors import BackupError, ConfigError, RelstepError
-from relstep.masking import register_environment_secrets, register_secret
+from relstep.masking import mask_url, register_environment_secrets, register_url_secrets
 from relstep.version import Release
 
 DATABASES_DIR = "databases"
@@ -144,7 +144,7 @@ def create_snapshot(config: Config, release: Release, now: datetime | None = Non
     """Write one snapshot.  The caller holds the root lock."""
     check_inputs(config)
     for db in config.all_databases:
-        register_secret(url_password(db.url))
+        register_url_secrets(db.url)
     register_environment_secrets()
     snapshot.ensure_root(config.backup_root)
     snapshot.remove_partials(config.backup_root)
@@ -175,7 +175,7 @@ def create_snapshot(config: Config, release: Release, now: datetime | None = Non
 def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> dict[str, Any]:
     return {
         "engine": dump.engine,
-        "url": redact_url(db.url),
+        "url": mask_url(db.url),  # masked like every other output: ?password= too, not only userinfo
         "path": f"{DATABASES_DIR}/{db.name}",
         "format": dump.format,
         "tool": dump.tool,
@@ -235,6 +235,6 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         "files": snapshot.manifest_files(build.path, hashes),
     }
     # Not passed through mask_data: file paths are keys here, and a file named
-    # keys.js is not a secret.  The only secret-bearing field, the URL, is redacted above.
+    # keys.js is not a secret.  The only secret-bearing field, the URL, is masked above.
     path = build.finish(manifest, private=(code_capture.CODE_DIR,))
     return BackupOutcome(path=path, manifest=manifest)
