@@ -298,7 +298,8 @@ def test_code_to_extracts_the_code_and_refuses_a_non_empty_folder(tmp_path: Path
     again = run("restore", "1.0.0", "--yes", "--database-url", f"sqlite:///{target}", "--code-to", str(busy), cwd=app)
     assert again.code == 0, again.err
     [kept] = tmp_path.glob("busy.before-restore-*")
-    assert (kept / "keep.txt").read_text() == "mine" and sorted(p.name for p in busy.iterdir()) == ["backend", "frontend"]
+    assert (kept / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in busy.iterdir()) == ["backend", "frontend"]
 
 
 # --------------------------------------------------------------------------- refusals
