@@ -372,9 +372,9 @@ def restore(
         try:
             outcome.code = restore_code(chk.snapshot, code, code_to)
         except OSError as exc:
-            raise RestoreError(f"the database was restored, but building the code beside {code_to} failed "
-                               f"({exc.strerror or exc}); {code_to} is unchanged: free space or fix its "
-                               "permissions, then extract the code again with --code-to") from exc
+            raise RestoreError(f"the database was restored, but the code could not be built beside {code_to} "
+                               f"and swapped in ({exc.strerror or exc}); {code_to} is unchanged: free space or fix "
+                               "the permissions of its folder, then restore again with --code-to") from exc
     return outcome
 
 

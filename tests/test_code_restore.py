@@ -160,7 +160,8 @@ def test_a_failure_while_building_leaves_code_to_unchanged(deploy: tuple[Path, P
     ran = restore_code(app, live, "--yes")
 
     assert ran.code == 9, ran.err
-    assert f"building the code beside {live} failed" in ran.last_err and f"{live} is unchanged" in ran.last_err
+    assert f"the code could not be built beside {live} and swapped in" in ran.last_err
+    assert f"{live} is unchanged" in ran.last_err
     assert tree(live.parent) == before       # nothing beside it either: the half-built folder is gone
 
 
@@ -172,3 +173,36 @@ def test_build_tree_refuses_an_existing_target(tmp_path: Path, deploy: tuple[Pat
     with pytest.raises(FileExistsError):
         code_restore.build_tree(snap, "backend", summary, live / "backend")
     assert (live / "backend" / "stale.js").read_text() == "from another release\n"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("raw_names", {"x": "Li4="}),                      # the original name would be ".."
+    ("raw_names", {"x": "YS9i"}),                      # "a/b": two components
+    ("raw_names", {"x": "not base64!"}),
+    ("raw_names", {"../x": "eA=="}),
+    ("symlinks", {"config/link": "a\0b"}),
+    ("symlinks", {"../../outside": "x"}),
+    ("raw_link_targets", {"l": "YQBi"}),              # a NUL byte in the target
+    ("symlinks", {"dir": "/etc", "dir/inside": "x"}),  # a link created through another link
+    ("executables", ["/usr/bin/x"]),
+])
+def test_unsafe_code_entries_are_found(field: str, value: object) -> None:
+    summary = {"symlinks": {}, "executables": [], "raw_names": {}, "raw_link_targets": {}, field: value}
+    assert code_restore.problems("backend", summary) is not None
+    assert code_restore.problems("backend", {**summary, field: type(value)()}) is None
+
+
+def test_an_unsafe_code_entry_is_refused_before_anything_changes(deploy: tuple[Path, Path]) -> None:
+    app, live = deploy
+    [snap] = [p for p in (app / "backups" / "releases").iterdir() if not p.name.startswith(".")]
+    data = json.loads((snap / "MANIFEST.json").read_text())
+    data["code"]["backend"]["raw_names"] = {"src": "Li4="}   # would restore src as ".."
+    (snap / "MANIFEST.json").write_text(json.dumps(data))
+    before = tree(live.parent)
+
+    ran = restore_code(app, live, "--yes")
+
+    assert ran.code == 8, ran.err
+    assert ran.last_err.endswith("lists unsafe code paths for 'backend' (it lists a name that is not one path "
+                                 "component); run `relstep verify`"), ran.err
+    assert tree(live.parent) == before and not (live.parent.parent / "restored.db").exists()

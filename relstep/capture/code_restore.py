@@ -72,8 +72,8 @@ def problems(name: str, summary: Any) -> str | None:
         return "it is not a code entry"
     if not all(safe_relative(p) for p in (*executables, *symlinks, *raw_names, *raw_targets)):
         return "it lists a path outside its folder"
-    if not all(isinstance(v, str) for v in (*symlinks.values(), *raw_targets.values())):
-        return "it lists a symlink without a target"
+    if not all(isinstance(v, str) and v and "\0" not in v for v in (*symlinks.values(), *raw_targets.values())):
+        return "it lists a symlink without a usable target"
     try:
         originals = [names.from_base64(v) for v in (*raw_names.values(), *raw_targets.values())]
     except (ValueError, AttributeError):
