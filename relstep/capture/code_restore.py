@@ -34,12 +34,12 @@ FILE_MODE = 0o644
 EXECUTABLE_MODE = 0o755  # restored code is a normal checkout, not a snapshot
 FOLDER_MODE = 0o755
 KEPT_SUFFIX = ".before-restore-"
+RESTORED_SUFFIX = ".restored-"      # where the undo command moves the restored folder
 
 
 @dataclass
 class CodeRestore:
     folder: Path                                      # DIR
-    snapshot: str                                     # the snapshot's name
     files: dict[str, int] = field(default_factory=dict)  # code name -> files written
     previous: Path | None = None                      # DIR as it was, moved aside (None: there was nothing)
 
@@ -47,7 +47,9 @@ class CodeRestore:
         """The shell command that puts the previous DIR back (the restored one moves aside)."""
         if self.previous is None:
             return None
-        restored = self.folder.with_name(f"{self.folder.name}.from-{self.snapshot}")
+        # Named after the kept folder, which was free when it was chosen: `mv` into a name that
+        # exists would move the folder inside it instead.
+        restored = self.folder.with_name(self.previous.name.replace(KEPT_SUFFIX, RESTORED_SUFFIX, 1))
         folder, previous = shlex.quote(str(self.folder)), shlex.quote(str(self.previous))
         return f"mv {folder} {shlex.quote(str(restored))} && mv {previous} {folder}"
 
@@ -178,7 +180,7 @@ def restore_code(snapshot_dir: Path, code: dict[str, dict[str, Any]], folder: Pa
     """
     folder = Path(os.path.abspath(folder))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    result = CodeRestore(folder=folder, snapshot=snapshot_dir.name)
+    result = CodeRestore(folder=folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.restoring-", dir=folder.parent))
     try:
         for name, summary in code.items():
