@@ -62,7 +62,7 @@ def deploy(tmp_path: Path) -> tuple[Path, Path]:
     config = app / "backend" / "config"
     config.mkdir()
     (config / "database.json").write_text('{"password": "dev"}\n')   # the repository's dev default
-    (config / "storage.yml").symlink_to("../../shared/storage.yml")
+    (config / "secrets.json").symlink_to("../../../shared/config/database.json")   # in a release: the shared one
     (app / "backend" / "bin").mkdir()
     (app / "backend" / "bin" / "start").write_text("#!/bin/sh\nexec node src/index.js\n")
     (app / "backend" / "bin" / "start").chmod(0o755)
@@ -201,3 +201,19 @@ def test_an_unsafe_code_entry_is_refused_before_anything_changes(deploy: tuple[P
     assert ran.last_err.endswith("lists unsafe code paths for 'backend' (it lists a name that is not one path "
                                  "component); run `relstep verify`"), ran.err
     assert tree(live.parent) == before and not (live.parent.parent / "restored.db").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another user")
+def test_run_as_root_the_new_tree_belongs_to_the_old_folders_owner(deploy: tuple[Path, Path]) -> None:
+    app, live = deploy
+    os.chown(live, 1234, 2345)
+    shared = live.parent / "shared" / "config" / "database.json"
+
+    ran = restore_code(app, live, "--yes")
+
+    assert ran.code == 0, ran.err
+    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [live, *live.rglob("*")]}
+    assert owners == {(1234, 2345)}
+    assert (live / "backend" / "config" / "secrets.json").resolve() == shared.resolve()
+    assert (shared.stat().st_uid, shared.stat().st_gid) == (0, 0)   # a link's target is never changed
+

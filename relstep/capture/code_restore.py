@@ -10,7 +10,8 @@ and no file of another release is left in the new tree.  A failure or an
 interruption before the renames removes the new folder and leaves DIR alone.
 
 Restored files are 0644 (0755 when the snapshot says executable), folders 0755;
-names come back byte for byte (``names``), sparse files with their holes.
+DIR keeps its permissions, and its owner when relstep runs as root; names come back
+byte for byte (``names``), sparse files with their holes.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def restore_code(snapshot_dir: Path, code: dict[str, dict[str, Any]], folder: Pa
         for name, summary in code.items():
             result.files[name] = build_tree(snapshot_dir, name, summary, staging / name)
         os.chmod(staging, _mode_of(folder))
+        _give_to_owner_of(folder, staging)
         fsutil.sync_filesystem_of(staging)
         result.previous = _swap_in(staging, folder, now or datetime.now(timezone.utc))
     except BaseException:
@@ -202,6 +204,24 @@ def _mode_of(folder: Path) -> int:
     except FileNotFoundError:
         return FOLDER_MODE
     return stat.S_IMODE(st.st_mode) if stat.S_ISDIR(st.st_mode) else FOLDER_MODE
+
+
+def _give_to_owner_of(folder: Path, tree: Path) -> None:
+    """Run as root (a restore at 3 a.m. often is), hand the new tree to the old folder's owner.
+
+    Otherwise the app's user would find its own release folder owned by root and
+    unwritable.  Links are changed themselves, never what they point to.
+    """
+    try:
+        st = folder.lstat()
+    except FileNotFoundError:
+        return
+    if os.geteuid() != 0 or not stat.S_ISDIR(st.st_mode) or (st.st_uid, st.st_gid) == (0, 0):
+        return
+    os.chown(tree, st.st_uid, st.st_gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for entry in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, entry), st.st_uid, st.st_gid, follow_symlinks=False)
 
 
 def _swap_in(staging: Path, folder: Path, now: datetime) -> Path | None:
