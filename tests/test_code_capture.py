@@ -14,7 +14,11 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relstep.capture import code as code_capture
 from relstep.capture import sqlite_files
@@ -287,3 +291,50 @@ def test_sparse_files_stay_sparse_in_the_snapshot_and_on_restore(tmp_path: Path)
     back = out / "backend" / "disk.img"
     assert back.stat().st_blocks == blocks
     assert hashlib.sha256(back.read_bytes()).hexdigest() == expected
+
+
+_names = st.binary(min_size=1, max_size=6).filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+# Common stand-in spellings too, so that a real name and a stand-in collide often.
+_names = _names | st.sampled_from([b"\xff", b"\\xff", b"\\xff~2", b"a\xe9", b"a\\xe9"])
+_targets = st.binary(min_size=1, max_size=12).filter(lambda b: b"\0" not in b)
+_magics = (sqlite_files.DATABASE_HEADER, sqlite_files.JOURNAL_MAGIC, *sqlite_files.WAL_MAGICS)
+_contents = st.binary(max_size=64).filter(lambda b: not b.startswith(_magics))   # SQLite files are left out
+_trees = st.recursive(
+    _contents | st.tuples(st.just("link"), _targets),
+    lambda children: st.dictionaries(_names, children, max_size=5),
+    max_leaves=12,
+).filter(lambda t: isinstance(t, dict))
+
+
+def _write_tree(root: bytes, tree: dict) -> None:
+    os.mkdir(root)
+    for name, entry in tree.items():
+        path = root + b"/" + name
+        if isinstance(entry, dict):
+            _write_tree(path, entry)
+        elif isinstance(entry, tuple):
+            os.symlink(entry[1], path)
+        else:
+            with open(path, "wb") as f:
+                f.write(entry)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tree=_trees)
+def test_any_names_and_link_targets_round_trip_byte_for_byte(tree: dict) -> None:
+    """Whatever bytes the names and link targets hold, a capture restores to the same tree."""
+    from relstep.capture import code_restore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(os.fsencode(tmp), b"src")
+        _write_tree(source, tree)
+        snap = Path(tmp) / "snap"
+        snap.mkdir()
+        hashes: dict[str, dict] = {}
+        summary = code_capture.capture_tree("app", Path(os.fsdecode(source)), snap, (), {}, {}, hashes)
+        data = json.dumps(summary.to_json(), ensure_ascii=False).encode("utf-8")  # the manifest can hold it
+        for rel in hashes:
+            rel.encode("utf-8")                                                    # so can S3 keys
+        restored = Path(tmp) / "restored"
+        code_restore.build_tree(snap, "app", json.loads(data), restored)
+        assert byte_tree(os.fsencode(restored)) == byte_tree(source)
