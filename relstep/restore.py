@@ -237,8 +237,8 @@ class RestoreOutcome:
         if self.code is not None:
             steps += [f"deploy the {name} code from {self.code.folder / name}" for name in self.code.files]
             if self.code.previous:
-                steps.append(f"once the app works, keep or delete the previous code {self.code.previous}; "
-                             f"to put it back: {self.code.undo_command()}")
+                steps.append(f"once the app works, delete the previous code {self.code.previous} "
+                             "(until then, the command above puts it back)")
         if self.safety_snapshot is not None:
             steps.append(f"once the app works, keep or delete the safety snapshot {self.safety_snapshot}; "
                          f"to undo this restore: relstep restore {self.safety_snapshot} --yes")
@@ -247,7 +247,7 @@ class RestoreOutcome:
 
 def check_code_target(chk: RestoreCheck, code_to: Path | None, yes: bool) -> dict[str, dict[str, Any]]:
     """The code trees to extract, after refusing a non-empty folder without --yes (exit 2)."""
-    from relstep.capture.code_restore import problems
+    from relstep.capture.code_restore import KEPT_SUFFIX, problems
 
     if code_to is None:
         return {}
@@ -266,7 +266,7 @@ def check_code_target(chk: RestoreCheck, code_to: Path | None, yes: bool) -> dic
                              "there, or choose an empty folder (nothing was changed)", phase="restore")
     elif code_to.is_dir() and any(code_to.iterdir()) and not yes:
         raise InputError(f"--code-to {code_to} is not empty; pass --yes to replace it (it is kept beside as "
-                         f"{code_to.name}.before-restore-<time>), or choose an empty folder (nothing was changed)",
+                         f"{code_to.name}{KEPT_SUFFIX}<time>), or choose an empty folder (nothing was changed)",
                          phase="restore")
     return code
 

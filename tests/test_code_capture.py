@@ -122,6 +122,12 @@ def test_databases_inside_a_code_folder_are_left_out_and_named(tmp_path: Path) -
         "left out (code backend): prisma/dev.db-shm: belongs to the left-out prisma/dev.db",
         "left out (code backend): prisma/dev.db-wal: belongs to the left-out prisma/dev.db",
     ]
+    out = tmp_path / "restored"
+    ran = relstep("restore", "1.0.0", "--database-url", f"sqlite:///{tmp_path / 'new.db'}", "--code-to", str(out),
+                  cwd=app)
+    assert ran.code == 0, ran.err
+    assert stored_tree(out / "backend") == stored_tree(snap / "code" / "backend")
+    assert f"not in the code (left out at backup): backend/prisma/dev.db: {configured}" in ran.out.splitlines()
 
 
 def test_an_sqlite_file_is_recognised_by_its_header_not_its_name(tmp_path: Path) -> None:
