@@ -74,13 +74,39 @@ def _capture_code(config: Config, build: snapshot.Building, hashes: dict[str, di
         except RelstepError:
             reuse = {}  # an unreadable predecessor only costs sharing, never the backup
     summaries = {}
+    leave_out = _left_out_of_code(config)
     for name, source in config.code.items():
         with progress.task(f"archiving code {name}", unit="files") as task:
             summaries[name] = code_capture.capture_tree(
-                name, source, build.path, config.code_exclude, [config.backup_root], reuse, hashes,
-                on_file=lambda size, task=task: task.advance(1, size),
+                name, source, build.path, config.code_exclude, leave_out, reuse, hashes,
+                on_file=lambda size: task.advance(1, size),
             ).to_json()
     return summaries
+
+
+def _left_out_of_code(config: Config) -> dict[Path, str]:
+    """What a code folder may hold but a snapshot must not copy: relstep's snapshots, the databases.
+
+    ``code: {app: .}`` contains backup_root and the pre-restore folder; Prisma's SQLite
+    layout puts the live database in the code (``backend/prisma/dev.db``), where a raw
+    copy would keep every value the dump redacts.
+    """
+    from relstep.databases import engine_name
+    from relstep.restore import pre_restore_root
+
+    leave_out = {
+        config.backup_root: "backup_root: snapshots are never copied into snapshots",
+        pre_restore_root(config): "the pre-restore safety snapshots",
+    }
+    databases = {f"the configured database {db.name} (in its redacted dump)": db.url for db in config.all_databases}
+    if config.record.url:
+        databases.setdefault("the ReleaseRecord database", config.record.url)
+    for why, url in databases.items():
+        if engine_name(url) == "sqlite":
+            from relstep.databases.sqlite import database_path
+
+            leave_out.setdefault(database_path(url), why)
+    return leave_out
 
 
 def _environment(config: Config) -> dict[str, Any]:

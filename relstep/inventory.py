@@ -115,4 +115,7 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
                 lines.append(f"left out ({name}): {key.removesuffix('_skipped')}: {why}")
     for name, code in summary.get("code", {}).items():
         lines.append(f"code {name}: {code.get('files')} files from {code.get('source')}")
+        # Databases and snapshots found in the folder: a restore of this code will not hold them.
+        lines += [f"left out (code {name}): {item.get('path')}: {item.get('reason')}"
+                  for item in code.get("left_out") or [] if isinstance(item, dict)]
     return "\n".join(lines)

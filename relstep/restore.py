@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relstep import compat, inventory, snapshot
 from relstep.config import Config, DatabaseConfig
@@ -32,7 +32,10 @@ from relstep.databases import engine_for, redact_url
 from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
-from relstep.verify import compare_row_counts, database_entries, engine_module, safe_relative
+from relstep.verify import compare_row_counts, database_entries, engine_module
+
+if TYPE_CHECKING:
+    from relstep.capture.code_restore import CodeRestore
 
 PRE_RESTORE_DIR = "pre-restore"
 PRE_RESTORE_TYPE = "pre-restore"
@@ -209,7 +212,7 @@ class RestoreOutcome:
     safety_pruned: list[Path] = field(default_factory=list)
     tables: int = 0
     seconds: float = 0.0
-    code: dict[str, tuple[Path, int]] = field(default_factory=dict)   # name -> (folder, files written)
+    code: CodeRestore | None = None     # with --code-to: what DIR now holds, and where the old DIR went
     notes: list[str] = field(default_factory=list)
 
     def todo(self) -> list[str]:
@@ -231,8 +234,11 @@ class RestoreOutcome:
         excluded = self.check.entry.get("excluded_tables") or []
         if excluded:
             steps.append(f"refill the excluded tables, restored empty: {', '.join(excluded)}")
-        for name, (folder, _count) in self.code.items():
-            steps.append(f"deploy the {name} code from {folder}")
+        if self.code is not None:
+            steps += [f"deploy the {name} code from {self.code.folder / name}" for name in self.code.files]
+            if self.code.previous:
+                steps.append(f"once the app works, delete the previous code {self.code.previous} "
+                             "(until then, the command above puts it back)")
         if self.safety_snapshot is not None:
             steps.append(f"once the app works, keep or delete the safety snapshot {self.safety_snapshot}; "
                          f"to undo this restore: relstep restore {self.safety_snapshot} --yes")
@@ -241,21 +247,27 @@ class RestoreOutcome:
 
 def check_code_target(chk: RestoreCheck, code_to: Path | None, yes: bool) -> dict[str, dict[str, Any]]:
     """The code trees to extract, after refusing a non-empty folder without --yes (exit 2)."""
+    from relstep.capture.code_restore import KEPT_SUFFIX, problems
+
     if code_to is None:
         return {}
     code = chk.manifest.get("code") or {}
     if not code:
         raise InputError(f"{chk.snapshot.name} holds no code; nothing to extract into {code_to}", phase="restore")
     for name, summary in code.items():
-        paths = [*summary.get("executables", []), *summary.get("symlinks", {})] if isinstance(summary, dict) else None
-        if not safe_relative(name) or "/" in name or paths is None or not all(safe_relative(p) for p in paths):
-            raise VerifyError(f"{chk.snapshot / snapshot.MANIFEST} lists unsafe code paths for {name!r}; "
-                              "run `relstep verify`")
-    if code_to.exists() and not code_to.is_dir():
-        raise InputError(f"--code-to {code_to} is a file, not a folder", phase="restore")
-    if code_to.is_dir() and any(code_to.iterdir()) and not yes:
-        raise InputError(f"--code-to {code_to} is not empty; pass --yes to extract into it anyway, "
-                         "or choose an empty folder (nothing was changed)", phase="restore")
+        problem = problems(name, summary)
+        if problem:
+            raise VerifyError(f"{chk.snapshot / snapshot.MANIFEST} lists unsafe code paths for {name!r} "
+                              f"({problem}); run `relstep verify`")
+    if code_to.is_symlink() or (code_to.exists() and not code_to.is_dir()):
+        kind = "a symlink" if code_to.is_symlink() else "a file"
+        if not yes:
+            raise InputError(f"--code-to {code_to} is {kind}; pass --yes to move it aside and put the code "
+                             "there, or choose an empty folder (nothing was changed)", phase="restore")
+    elif code_to.is_dir() and any(code_to.iterdir()) and not yes:
+        raise InputError(f"--code-to {code_to} is not empty; pass --yes to replace it (it is kept beside as "
+                         f"{code_to.name}{KEPT_SUFFIX}<time>), or choose an empty folder (nothing was changed)",
+                         phase="restore")
     return code
 
 
@@ -353,16 +365,16 @@ def restore(
         _restore_database(chk, outcome)
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
-    for name, summary in code.items():
-        from relstep.capture.code import restore_tree
+    if code:
+        from relstep.capture.code_restore import restore_code
 
         assert code_to is not None
-        folder = code_to / name
         try:
-            outcome.code[name] = (folder, restore_tree(chk.snapshot, name, summary, folder))
+            outcome.code = restore_code(chk.snapshot, code, code_to)
         except OSError as exc:
-            raise RestoreError(f"the database was restored, but extracting the {name} code into {folder} "
-                               f"failed: {exc.strerror or exc}") from exc
+            raise RestoreError(f"the database was restored, but the code could not be built beside {code_to} "
+                               f"and swapped in ({exc.strerror or exc}); {code_to} is unchanged: free space or fix "
+                               "the permissions of its folder, then restore again with --code-to") from exc
     return outcome
 
 
@@ -412,6 +424,18 @@ def describe_check(chk: RestoreCheck) -> str:
     return mask_text("\n".join(lines))
 
 
+def describe_code(restored: CodeRestore, code: dict[str, Any]) -> list[str]:
+    from relstep.capture.code_restore import left_out_lines
+
+    lines = [f"extracted code {name}: {count} files into {restored.folder / name}"
+             for name, count in restored.files.items()]
+    if restored.previous:
+        lines.append(f"the previous {restored.folder} is kept as {restored.previous}; to put it back: "
+                     f"{restored.undo_command()}")
+    lines += [f"not in the code (left out at backup): {line}" for line in left_out_lines(code)]
+    return lines
+
+
 def describe_outcome(outcome: RestoreOutcome) -> str:
     chk = outcome.check
     lines = []
@@ -422,8 +446,8 @@ def describe_outcome(outcome: RestoreOutcome) -> str:
     lines += [f"pruned old safety snapshot: {p}" for p in outcome.safety_pruned]
     lines.append(f"restored {chk.database} from {chk.snapshot.name} into {chk.target}: {outcome.tables} tables, "
                  f"row counts equal the snapshot's ({outcome.seconds:.1f} s)")
-    for name, (folder, count) in outcome.code.items():
-        lines.append(f"extracted code {name}: {count} files into {folder}")
+    if outcome.code:
+        lines += describe_code(outcome.code, chk.manifest.get("code") or {})
     lines += [f"note: {n}" for n in outcome.notes]
     todo = outcome.todo()
     if todo:

@@ -294,10 +294,12 @@ def test_code_to_extracts_the_code_and_refuses_a_non_empty_folder(tmp_path: Path
     assert os.access(fresh / "backend" / "run.sh", os.X_OK)
     assert "deploy the backend code from" in ran.out
     assert tables(f"sqlite:///{target}") == redacted(tables(url))
-    # With --yes the non-empty folder is used as asked.
+    # With --yes the non-empty folder is replaced whole, and kept beside (tests/test_code_restore.py).
     again = run("restore", "1.0.0", "--yes", "--database-url", f"sqlite:///{target}", "--code-to", str(busy), cwd=app)
     assert again.code == 0, again.err
-    assert (busy / "keep.txt").read_text() == "mine" and (busy / "backend" / "run.sh").is_file()
+    [kept] = tmp_path.glob("busy.before-restore-*")
+    assert (kept / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in busy.iterdir()) == ["backend", "frontend"]
 
 
 # --------------------------------------------------------------------------- refusals
