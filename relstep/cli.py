@@ -221,6 +221,8 @@ def _failures(command_name: str) -> Iterator[None]:
         code, signame = _interruption(exc)
         _err(f"relstep: interrupted: stopped by {signame}; no partial snapshot was left behind")
         raise _Interrupted(code) from None
+    except typer.Exit:
+        raise   # a command's own exit code (`relstep hook run` ends this way), not a failure
     except typer.Abort:
         # A prompt that got end-of-file: no answer is no consent.
         raise _Failed(RunResult.failed(InputError("no answer at the prompt; nothing was changed",
