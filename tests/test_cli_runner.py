@@ -293,3 +293,17 @@ def test_prune_reports_a_leftover_it_could_not_remove(app: Path) -> None:
         assert json.loads(ran.out)["leftovers_left"] == [{"path": str(stuck), "reason": "Operation not permitted"}]
     finally:
         subprocess.run(["chattr", "-i", str(stuck / "dump.sql")], check=False)
+
+
+# --- progress ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "soon"])
+def test_a_progress_interval_that_is_not_a_finite_number_falls_back_to_the_default(value: str) -> None:
+    import io
+
+    from relstep import progress
+
+    reporter = progress.choose(io.StringIO(), {"RELSTEP_PROGRESS": "plain", "RELSTEP_PROGRESS_INTERVAL": value})
+    assert isinstance(reporter, progress.PlainReporter)
+    assert reporter.interval == progress.DEFAULT_INTERVAL
