@@ -307,3 +307,19 @@ def test_a_progress_interval_that_is_not_a_finite_number_falls_back_to_the_defau
     reporter = progress.choose(io.StringIO(), {"RELSTEP_PROGRESS": "plain", "RELSTEP_PROGRESS_INTERVAL": value})
     assert isinstance(reporter, progress.PlainReporter)
     assert reporter.interval == progress.DEFAULT_INTERVAL
+
+
+def test_an_unexpected_exception_in_a_hook_command_is_the_same_one_line(
+    app: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stand-in for a bug in `relstep hook uninstall` (the hook commands run outside the main runner)."""
+    from relstep import hooks
+
+    def uninstall(repo: object, hook: object) -> bool:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(hooks, "uninstall", uninstall)
+    monkeypatch.chdir(app)
+    code, out, err = _main(["hook", "uninstall"], capsys)
+    assert (code, out, err_lines(err)) == (70, "", [
+        "relstep: hook uninstall failed: internal error: OSError: disk on fire; run with -v for the traceback"])
