@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from relstep import hooks
-from relstep.errors import InputError, RelstepError
+from relstep.errors import InputError
 
 hook_app = typer.Typer(
     help="Install, remove and run relstep's git hooks (pre-push, pre-receive).",
@@ -35,13 +35,20 @@ class Hook(str, Enum):
 def _exits_on_error(func: F) -> F:
     # Same contract as the main CLI: an expected failure is one line on stderr naming the
     # phase, and the exit code errors.py assigns to it; no traceback.
+    # An unexpected exception is the main CLI's one masked internal-error line (exit 70).
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from relstep.cli import guarded
+
+        def call() -> int:
+            func(*args, **kwargs)
+            return 0
+
         try:
-            return func(*args, **kwargs)
-        except RelstepError as exc:
-            typer.echo(f"relstep: {exc.phase} failed: {exc.message}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            code = guarded(f"hook {func.__name__.removesuffix('_command')}", call)
+        except typer.Exit as done:   # the command's own exit code (hook run)
+            code = done.exit_code
+        raise typer.Exit(code)
 
     return wrapper  # type: ignore[return-value]
 

@@ -7,22 +7,23 @@ the CI writers can report the phases that did run.  Nothing in this module print
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from relstep import records, snapshot
 from relstep.config import Config
+from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import DeployError, InputError, OffsiteError, PruneError, RecordError, RelstepError
 from relstep.masking import mask_text
 from relstep.result import PhaseResult, RunResult
 from relstep.version import Release
 
-DEFAULT_LOCK_TIMEOUT = 600.0
 CREATED_TABLE_HINT = (
     "relstep created the {table} table; the app should own it in its migrations (`relstep init --prisma` writes one)"
 )
@@ -34,6 +35,8 @@ class PruneOutcome:
     kept: list[Path]
     partials_removed: list[Path]
     protected: Path | None
+    # Leftover .partial folders that could not be removed, with the reason (they stay, harmless).
+    partials_left: list[tuple[Path, str]] = field(default_factory=list)
 
 
 class _Phases:
@@ -131,8 +134,21 @@ def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorde
         except OSError as exc:
             raise PruneError(f"cannot remove {snap.path}: {exc.strerror or exc}") from exc
         removed.append(snap.path)
-    partials = snapshot.remove_partials(config.backup_root)
-    return PruneOutcome(removed, kept, partials, protected)
+    partials, left = _remove_leftovers(config.backup_root)
+    return PruneOutcome(removed, kept, partials, protected, left)
+
+
+def _remove_leftovers(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Remove killed runs' .partial folders; (removed, [(left, why)]), so prune reports what really happened."""
+    removed, left = [], []
+    for path in snapshot.leftover_partials(root):
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            left.append((path, exc.strerror or str(exc)))
+        else:
+            removed.append(path)
+    return removed, left
 
 
 def newest_unrecorded(config: Config) -> Path:
@@ -211,6 +227,8 @@ def run(
     def do_prune() -> str:
         outcome = prune(config, keep)
         result.pruned = [str(p) for p in outcome.removed]
+        result.warnings += [f"could not remove leftover {path}: {reason}; remove it by hand"
+                            for path, reason in outcome.partials_left]
         return f"kept {len(outcome.kept)}, removed {len(outcome.removed)}"
 
     def do_offsite() -> str:

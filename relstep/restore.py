@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from relstep import compat, inventory, snapshot
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url
+from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
@@ -329,7 +330,7 @@ def restore(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     code_to: Path | None = None,
-    lock_timeout: float = 600.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> RestoreOutcome:
     """Restore ``chk``'s snapshot into its target.  Every refusal comes before the first change.
 

@@ -58,6 +58,7 @@ class RestoreTest:
     scratch: str            # where it ran, masked
     tables: int = 0
     seconds: float = 0.0
+    restored: bool = False  # False: the restore itself failed (the problem says why); no tables were compared
 
 
 @dataclass
@@ -338,7 +339,7 @@ def restore_test(path: Path, name: str, entry: dict[str, Any], server: str) -> t
         return test, [Problem("restore-test", f"database {name}", exc.message)]
     finally:
         test.seconds = time.monotonic() - started
-    test.tables = len(actual)
+    test.restored, test.tables = True, len(actual)
     expected = entry.get("row_counts")
     if not isinstance(expected, dict):
         return test, [Problem("manifest", snapshot.MANIFEST, f"database {name!r} has no row counts")]
@@ -475,6 +476,10 @@ def describe(result: VerifyResult) -> str:
         for name in r.databases_readable:
             lines.append(f"  database: {name} dump readable")
         for t in r.restore_tests:
+            if not t.restored:
+                lines.append(f"  restore:  {t.database} ({t.engine}) could not be restored into {t.scratch} "
+                             f"({t.seconds:.1f} s); nothing was compared")
+                continue
             lines.append(f"  restore:  {t.database} ({t.engine}) restored into {t.scratch}, "
                          f"{t.tables} tables compared with the manifest's row counts ({t.seconds:.1f} s)")
         lines += [f"  problem:  {p}" for p in r.problems]

@@ -11,6 +11,8 @@ import pytest
 from relstep import snapshot
 from relstep.errors import InputError, LockTimeout
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 
 def finished(root: Path, name: str, mtime: float, version: str = "1.0.0") -> Path:
     path = root / name

@@ -17,6 +17,8 @@ from relstep.hooks_cli import hook_app
 
 from .ci_support import git, isolated_env
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 A = "a" * 40
 B = "b" * 40
 Z = "0" * 40
