@@ -212,6 +212,9 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         dumps = {db.name: _dump_database(config, db, build.path / DATABASES_DIR / db.name) for db in databases}
         code = code_future.result()
         environment = env_future.result()
+    for db in databases:  # the dumps' files were hashed by the codec as they were written
+        folder = f"{DATABASES_DIR}/{db.name}/"
+        hashes.update({folder + relative: entry for relative, entry in dumps[db.name].hashes.items()})
 
     first = dumps[config.database.name]
     state = first.inspected
@@ -236,7 +239,7 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         "migration_tool": migrations_json.get("tool"),
         "databases": {db.name: _database_entry(db, dumps[db.name]) for db in databases},
         "code": code,
-        "files": snapshot.manifest_files(build.path, hashes),
+        "files": snapshot.manifest_files(build.path, {**hashes, **build.hashes}),
     }
     # Not passed through mask_data: file paths are keys here, and a file named
     # keys.js is not a secret.  The only secret-bearing field, the URL, is redacted above.

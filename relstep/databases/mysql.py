@@ -51,8 +51,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import zstandard
-
+from relstep import codec
 from relstep.databases import create_engine, redact_url, registry, sqlalchemy_url, tools
 from relstep.databases.base import (
     Column,
@@ -481,20 +480,17 @@ def _dump_argv(tool: _Tool, options: _Options, target: _Target, excluded: Iterab
     return _client_argv(tool.path, options, *flags, "--", target.database)
 
 
-def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path) -> None:
-    """Stream ``source`` through the filter into a 0600 zstd file, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, threads=-1)
-    with open(fd, "wb") as raw:
-        with compressor.stream_writer(raw, closefd=False) as out:
-            if dump_filter.active:
-                for line in source:
-                    out.write(dump_filter.feed(line))
-                dump_filter.close()
-            else:
-                shutil.copyfileobj(source, out, CHUNK)
-        raw.flush()
-        os.fsync(raw.fileno())
+def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path) -> codec.Written:
+    """Stream ``source`` through the filter into a private zstd file (the codec hashes it meanwhile)."""
+    with codec.create(path, compress=True, level=ZSTD_LEVEL, threads=-1) as out:
+        if dump_filter.active:
+            for line in source:
+                out.write(dump_filter.feed(line))
+            dump_filter.close()
+        else:
+            shutil.copyfileobj(source, out, CHUNK)
+    assert out.result is not None
+    return out.result
 
 
 @dataclass
@@ -560,7 +556,7 @@ def _dump(
             # tables wait for the backup instead of changing a table under the dump.
             counts = {t: 0 if t in resolved.excluded else _count(conn, t) for t in resolved.tables}
             inspected = inspect(conn) if inspect is not None else None
-            _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path)
+            written = _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path)
             proc.finish()
     conn.rollback()
     if resolved.non_transactional:
@@ -572,6 +568,7 @@ def _dump(
         engine=NAME,
         format=FORMAT,
         files=[DUMP_FILE],
+        hashes={DUMP_FILE: written.entry()},
         row_counts=counts,
         redacted={t: [c.name for c in cols] for t, cols in resolved.redacted.items()},
         excluded_tables=resolved.excluded,
@@ -613,9 +610,8 @@ def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
     """Decompress the dump into the client's stdin without holding it in memory."""
     assert proc.stdin is not None
     try:
-        with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
-            while chunk := reader.read(CHUNK):
-                proc.stdin.write(chunk)
+        for chunk in codec.read_chunks(path, compressed=True):
+            proc.stdin.write(chunk)
     except BrokenPipeError:
         pass  # the client stopped reading; its exit status and stderr say why
     finally:
@@ -649,7 +645,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> N
                            env=_client_env(), pass_fds=(options.fd,))
         try:
             _stream_into(proc, path)
-        except (OSError, zstandard.ZstdError) as exc:
+        except (OSError, codec.UnreadableFile) as exc:
             tools.kill_group(proc)
             raise DatabaseError(f"cannot read {path} while restoring into {target.where}: {exc}") from exc
         except BaseException:
@@ -695,16 +691,12 @@ def check_files(db_dir: Path) -> None:
     path = Path(db_dir) / DUMP_FILE
     if not path.is_file():
         raise DatabaseError(f"{path} is missing")
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
     tail = b""
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 16):  # small reads bound the decompressed piece held
-                tail = (tail + decompressor.decompress(chunk)[-256:])[-256:]
-    except zstandard.ZstdError as exc:
-        raise DatabaseError(f"{path} is corrupt: {exc}") from exc
-    if not decompressor.eof:
-        raise DatabaseError(f"{path} is truncated: its zstd stream ends early")
+        for chunk in codec.read_chunks(path, compressed=True):
+            tail = (tail + chunk[-256:])[-256:]
+    except codec.UnreadableFile as exc:
+        raise DatabaseError(str(exc)) from exc
     last_line = tail.rstrip().rpartition(b"\n")[2]
     if not last_line.startswith(TRAILER):
         raise DatabaseError(f"{path} is incomplete: it lacks the dump tool's '{TRAILER.decode()}' trailer")

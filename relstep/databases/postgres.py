@@ -49,11 +49,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit
 
-import zstandard
-
+from relstep import codec
 from relstep.databases import create_engine, redact_url, registry, sqlalchemy_url, tools
 from relstep.databases.base import (
     Column,
@@ -364,27 +363,13 @@ def _check_tool(done: subprocess.CompletedProcess[str], target: _Target, error: 
 # --------------------------------------------------------------------------- compressed files
 
 
-def _create_private(path: Path) -> BinaryIO:
-    """A new file only its owner can read: it holds the database's data."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
-
-
 def _zstd_chunks(path: Path, size: int, error: ErrorType) -> Iterator[bytes]:
-    """Decompressed chunks of at most CHUNK bytes of a zstd file written by ``_write_redacted``.
-
-    The frame checksum catches changed bytes, but the reader ends quietly on a cut-off frame, so
-    the uncompressed size recorded at dump time is compared at the end.
-    """
-    total = 0
+    """Decompressed chunks of a zstd file written by ``_write_redacted``, checked by the codec
+    (against the uncompressed size recorded at dump time, too: a cut-off frame reads back short)."""
     try:
-        with path.open("rb") as source, zstandard.ZstdDecompressor().stream_reader(source) as reader:
-            while chunk := reader.read(CHUNK):
-                total += len(chunk)
-                yield chunk
-    except (OSError, zstandard.ZstdError) as exc:
-        raise error(f"{path} is unreadable: {exc}") from exc
-    if total != size:
-        raise error(f"{path} is truncated: it holds {total} of {size} bytes")
+        yield from codec.read_chunks(path, compressed=True, expected_size=size)
+    except codec.UnreadableFile as exc:
+        raise error(str(exc)) from exc
 
 
 def _check_gzip(path: Path) -> None:
@@ -430,14 +415,18 @@ def _plan_redactions(tables: Iterable[_Table], patterns: Iterable[str]) -> list[
     return plans
 
 
-def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -> None:
-    """Write each planned table's rows, then the index that tells ``restore`` where they go."""
+def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -> dict[str, dict[str, Any]]:
+    """Write each planned table's rows, then the index that tells ``restore`` where they go; return
+    the codec's manifest entries of the files written."""
     entries = []
+    written: dict[str, dict[str, Any]] = {}
     if plans:
         (dest_dir / REDACTED_DIR).mkdir(mode=0o700)
     for number, plan in enumerate(plans):
         relative = f"{REDACTED_DIR}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', plan.table.key)[:60]}.copy.zst"
-        size = _copy_out(conn, plan, dest_dir / relative)
+        copied = _copy_out(conn, plan, dest_dir / relative)
+        written[relative] = copied.entry()
+        size = copied.content_size
         entries.append({
             "schema": plan.table.schema,
             "table": plan.table.name,
@@ -446,24 +435,22 @@ def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -
             "file": relative,
             "bytes": size,
         })
-    with _create_private(dest_dir / REDACTED_INDEX) as index:
-        index.write(json.dumps({"version": 1, "tables": entries}, indent=2).encode())
+    index = json.dumps({"version": 1, "tables": entries}, indent=2).encode()
+    written[REDACTED_INDEX] = codec.write_bytes(dest_dir / REDACTED_INDEX, index).entry()
+    return written
 
 
-def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> int:
-    """Stream one table's rows, as the snapshot sees them, through zstd; return the uncompressed size."""
-    size = 0
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> codec.Written:
+    """Stream one table's rows, as the snapshot sees them, through the codec (zstd)."""
     with (
-        _create_private(path) as raw_file,
-        compressor.stream_writer(raw_file) as out,
+        codec.create(path, compress=True, level=ZSTD_LEVEL) as out,
         _driver(conn).cursor() as cursor,
         cursor.copy(f"COPY ({plan.select_sql()}) TO STDOUT") as copy,
     ):
         for block in copy:
             out.write(block)
-            size += len(block)
-    return size
+    assert out.result is not None
+    return out.result
 
 
 def _read_index(db_dir: Path, error: ErrorType) -> list[dict[str, Any]]:
@@ -506,11 +493,15 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
         _run_tool(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target, DatabaseError)
-        _write_redacted(conn, dest_dir, redactions)
+        written = _write_redacted(conn, dest_dir, redactions)
+    files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
+    # pg_dump wrote its directory itself, so the codec could not hash it on the way: read once now.
+    hashes = {**codec.hash_files(dest_dir, (f for f in files if f not in written)), **written}
     return DumpInfo(
         engine=NAME,
         format=FORMAT,
-        files=sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file()),
+        files=files,
+        hashes=hashes,
         row_counts=counts,
         redacted={r.table.key: list(r.redacted) for r in redactions},
         excluded_tables=[t.key for t in excluded],
@@ -664,14 +655,10 @@ def check_files(db_dir: Path) -> None:
     # ISA-L (or zlib) and zstd release the GIL, so two threads read two files at once.
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         checks = [pool.submit(_check_gzip, path) for path in sorted(dump_dir.glob("*.gz"))]
-        checks += [pool.submit(_drain, _zstd_chunks(db_dir / e["file"], e["bytes"], DatabaseError)) for e in entries]
+        checks += [pool.submit(codec.drain, _zstd_chunks(db_dir / e["file"], e["bytes"], DatabaseError))
+                   for e in entries]
         for check in checks:
             check.result()
-
-
-def _drain(chunks: Iterator[bytes]) -> None:
-    for _ in chunks:
-        pass
 
 
 @contextmanager

@@ -21,8 +21,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
+from relstep import codec
 from relstep.databases import base, sqlalchemy_url
 from relstep.databases.base import Column, DatabaseError, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
 
@@ -87,11 +86,11 @@ def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded:
             copy.execute(sql)
 
 
-def _compress(source: Path, dest: Path) -> None:
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-        compressor.copy_stream(src, out)
+def _compress(source: Path, dest: Path) -> codec.Written:
+    with codec.create(dest, compress=True, level=ZSTD_LEVEL, threads=-1) as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+    assert out.result is not None
+    return out.result
 
 
 def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
@@ -123,7 +122,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
             _redact(copy, redact, excluded)
             counts = _count(copy, tables)
             copy.execute("VACUUM INTO ?", (str(compact),))
-        _compress(compact, dest_dir / DUMP_FILE)
+        written = _compress(compact, dest_dir / DUMP_FILE)
     except sqlite3.Error as exc:  # redacting or compacting the copy (a full disk, say): still one clear line
         raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
     finally:
@@ -132,6 +131,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         engine=NAME,
         format="sqlite-zstd",
         files=[DUMP_FILE],
+        hashes={DUMP_FILE: written.entry()},
         row_counts=counts,
         redacted={t: [c.name for c in cols] for t, cols in redact.items()},
         excluded_tables=excluded,
@@ -142,15 +142,10 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
 
 
 def _decompress(db_dir: Path, target: Path) -> None:
-    source = db_dir / DUMP_FILE
-    # copy_stream stops quietly at the end of a truncated frame, and SQLite's
-    # integrity check can pass on the shorter file: insist on the frame's end.
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    with open(source, "rb") as src, open(target, "wb") as out:
-        while chunk := src.read(1 << 20):
-            out.write(decompressor.decompress(chunk))
-    if not decompressor.eof:
-        raise zstandard.ZstdError(f"{source} is truncated: its zstd stream ends early")
+    # The codec insists on the zstd frame's end: a truncated copy could pass SQLite's integrity check.
+    with open(target, "wb") as out:
+        for chunk in codec.read_chunks(db_dir / DUMP_FILE, compressed=True):
+            out.write(chunk)
 
 
 def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
@@ -167,7 +162,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> N
         for suffix in ("-wal", "-shm", "-journal"):
             Path(str(target) + suffix).unlink(missing_ok=True)
         os.replace(staging, target)
-    except (OSError, zstandard.ZstdError, sqlite3.Error) as exc:
+    except (OSError, codec.UnreadableFile, sqlite3.Error) as exc:
         raise DatabaseError(f"cannot restore {target}: {exc}") from exc
     finally:
         staging.unlink(missing_ok=True)
@@ -210,7 +205,7 @@ def check_files(db_dir: Path) -> None:
             _decompress(db_dir, copy)
             with closing(sqlite3.connect(copy)) as conn:
                 result = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        except (OSError, zstandard.ZstdError, sqlite3.Error) as exc:
+        except (OSError, codec.UnreadableFile, sqlite3.Error) as exc:
             raise DatabaseError(f"{db_dir / DUMP_FILE} is not a readable SQLite copy: {exc}") from exc
         if result != "ok":
             raise DatabaseError(f"{db_dir / DUMP_FILE} fails SQLite's integrity check: {result}")
