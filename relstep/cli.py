@@ -426,7 +426,7 @@ def restore(
                                             "(default: database.url)."),
     database: str | None = typer.Option(None, "--database", help="Which of the snapshot's databases to restore "
                                         "(needed when it holds several)."),
-    code_to: str | None = typer.Option(None, "--code-to", help="Also extract the code trees into this folder."),
+    code_to: str | None = typer.Option(None, "--code-to", help="Also restore the code trees: built beside this folder, then swapped in whole (the old one kept and named)."),
     check_only: bool = typer.Option(False, "--check-only", help="Print the compatibility verdict and stop (0 or 7)."),
     force: bool = typer.Option(False, "--force", help="Restore even when the schema verdict is incompatible."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite a non-empty database or --code-to folder."),
@@ -453,7 +453,11 @@ def restore(
         "tables": outcome.tables, "seconds": round(outcome.seconds, 3), "forced": outcome.forced,
         "safety_snapshot": str(outcome.safety_snapshot) if outcome.safety_snapshot else None,
         "safety_pruned": [str(p) for p in outcome.safety_pruned],
-        "code": {name: {"folder": str(folder), "files": count} for name, (folder, count) in outcome.code.items()},
+        "code": None if outcome.code is None else {
+            "folder": str(outcome.code.folder), "files": outcome.code.files,
+            "previous": str(outcome.code.previous) if outcome.code.previous else None,
+            "undo": outcome.code.undo_command(),
+        },
         "notes": outcome.notes, "todo": outcome.todo(),
     }
     return Outcome(text=core.describe_outcome(outcome), data=data)

@@ -268,20 +268,6 @@ def resolve_retention(
     return DEFAULT_RETENTION
 
 
-def _resolve_sqlite(url: str, base: Path, prisma_base: Path | None = None) -> str:
-    """Make a relative SQLite path absolute: ``sqlite:///`` against the config's folder, Prisma's
-    ``file:`` against the folder of ``schema.prisma`` (as Prisma resolves it) when there is one."""
-    for prefix in ("sqlite:///", "file:"):
-        if url.startswith(prefix):
-            rest = url[len(prefix):]
-            if rest.startswith("//"):
-                return url
-            path_part, sep, query = rest.partition("?")
-            folder = prisma_base if prefix == "file:" and prisma_base is not None else base
-            if path_part and not path_part.startswith("/") and path_part != ":memory:":
-                return "sqlite:///" + str((folder / path_part).resolve()) + (sep + query)
-            return "sqlite:///" + path_part + (sep + query) if prefix == "file:" else url
-    return url
 
 
 def prisma_schema_dir(base: Path, code_dirs: list[Path], migrations_path: Path | None, where: str) -> Path | None:
@@ -386,7 +372,9 @@ class _Place:
         prisma_base = None
         if url.startswith("file:") and not url.startswith(("file:/", "file:?")):
             prisma_base = prisma_schema_dir(self.base, list(self.code_dirs), self.migrations_path, self.where)
-        return _resolve_sqlite(url, self.base, prisma_base)
+        from relstep.databases import absolute_url
+
+        return absolute_url(url, self.base, prisma_base)
 
 
 def _databases(parsed: Any, environ: Mapping[str, str], place: _Place) -> tuple[DatabaseConfig, ...]:
