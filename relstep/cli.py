@@ -426,7 +426,8 @@ def restore(
                                             "(default: database.url)."),
     database: str | None = typer.Option(None, "--database", help="Which of the snapshot's databases to restore "
                                         "(needed when it holds several)."),
-    code_to: str | None = typer.Option(None, "--code-to", help="Also restore the code trees: built beside this folder, then swapped in whole (the old one kept and named)."),
+    code_to: str | None = typer.Option(None, "--code-to", help="Also restore the code trees: built beside this "
+                                       "folder, then swapped in whole (the old one kept and named)."),
     check_only: bool = typer.Option(False, "--check-only", help="Print the compatibility verdict and stop (0 or 7)."),
     force: bool = typer.Option(False, "--force", help="Restore even when the schema verdict is incompatible."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite a non-empty database or --code-to folder."),
