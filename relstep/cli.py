@@ -204,14 +204,14 @@ def record(
             path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
                     else pipeline.newest_unrecorded(config))
             outcome, manifest = pipeline.record_snapshot(config, path)
-    _publish(RunResult(version=manifest["version"], deployment_type=manifest["deployment_type"], snapshot=str(path),
-                       schema_revision=manifest.get("schema_revision"), record_id=outcome.id), as_json)
+    _publish(RunResult(version=manifest.version, deployment_type=manifest.deployment_type, snapshot=str(path),
+                       schema_revision=manifest.schema_revision, record_id=outcome.id), as_json)
     if as_json:
-        print(json.dumps({"id": outcome.id, "snapshot": str(path), "version": manifest["version"],
+        print(json.dumps({"id": outcome.id, "snapshot": str(path), "version": manifest.version,
                           "already_recorded": outcome.already_recorded, "created_table": outcome.created_table}))
     else:
         verb = "already recorded as" if outcome.already_recorded else "recorded as"
-        print(f"{path.name} ({manifest['version']}) {verb} ReleaseRecord id {outcome.id}")
+        print(f"{path.name} ({manifest.version}) {verb} ReleaseRecord id {outcome.id}")
     if outcome.created_table:
         _err("relstep: note: " + pipeline.CREATED_TABLE_HINT.format(table=config.record.table))
 
@@ -237,6 +237,8 @@ def prune(
     for path in outcome.partials_removed:
         print(f"{verb} leftover {path}")
     print(f"kept {len(outcome.kept)} snapshot(s) (retention {config.retention})")
+    for note in outcome.notes:
+        print(note)
 
 
 @app.command("list")
@@ -245,11 +247,11 @@ def list_snapshots(as_json: bool = JsonOpt) -> None:
     from relstep import inventory
 
     with _errors():
-        rows = inventory.rows(_config())
+        rows, notes = inventory.listing(_config())
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    print(inventory.table(rows))
+    print(inventory.table(rows, notes))
 
 
 @app.command()

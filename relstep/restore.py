@@ -17,7 +17,6 @@ Core functions return data and raise ``RelstepError``s; ``describe_*`` render te
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,15 +25,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from relstep import compat, inventory, snapshot
+from relstep import compat, lookup, snapshot
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url
 from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
+from relstep.manifest import DatabaseEntry, Manifest
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
-from relstep.verify import compare_row_counts, database_entries, engine_module, safe_relative
+from relstep.verify import compare_row_counts, database_entries, engine_module
 
-PRE_RESTORE_DIR = "pre-restore"
+PRE_RESTORE_DIR = lookup.PRE_RESTORE_DIR
 PRE_RESTORE_TYPE = "pre-restore"
 
 # What to run for pending migrations, by tool: printed after the restore.
@@ -51,27 +51,8 @@ MIGRATE_COMMANDS = {
 }
 
 
-def pre_restore_root(config: Config) -> Path:
-    """``backups/releases`` -> ``backups/pre-restore``: a sibling, so release retention never sees it."""
-    return config.backup_root.parent / PRE_RESTORE_DIR
-
-
-def find_snapshot(config: Config, ref: str) -> Path:
-    """A snapshot by name, version or path inside backup_root, or by path inside the pre-restore folder.
-
-    Paths are accepted in the pre-restore folder too, so that a wrong restore can be
-    undone by restoring its safety snapshot; anything resolving elsewhere is refused.
-    """
-    try:
-        return inventory.find(config, ref)
-    except InputError:
-        pre_root = pre_restore_root(config)
-        if ("/" in ref or os.sep in ref) and pre_root.is_dir():
-            try:
-                return snapshot.resolve_snapshot(pre_root, ref)
-            except InputError:
-                pass
-        raise
+pre_restore_root = lookup.pre_restore_root
+find_snapshot = lookup.find_for_restore
 
 
 # --------------------------------------------------------------------------- check
@@ -82,9 +63,9 @@ class RestoreCheck:
     """Everything ``restore`` needs, gathered without changing anything."""
 
     snapshot: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     database: str                       # the manifest's database name ("main")
-    entry: dict[str, Any]               # the manifest's entry for it
+    entry: DatabaseEntry                # the manifest's entry for it
     target_url: str
     target_empty: bool | None           # None: the target could not be reached
     target_problem: str | None
@@ -99,10 +80,10 @@ class RestoreCheck:
 
     @property
     def engine(self) -> ModuleType:
-        return engine_module(self.entry["engine"])
+        return engine_module(self.entry.engine)
 
 
-def _pick_database(manifest: dict[str, Any], path: Path, name: str | None) -> tuple[str, dict[str, Any], bool]:
+def _pick_database(manifest: Manifest, path: Path, name: str | None) -> tuple[str, DatabaseEntry, bool]:
     """(name, manifest entry, whether migrations.json describes it) of the database to restore."""
     databases, problems = database_entries(manifest)
     if problems:
@@ -162,20 +143,20 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     from relstep.databases import url_password
 
     path = find_snapshot(config, ref)
-    manifest = snapshot.read_manifest(path)
+    manifest = Manifest.load(path)
     name, entry, described = _pick_database(manifest, path, database)
     # The configured database of the same name, whose URL is the default target and whose
     # redact rules the safety snapshot follows; a snapshot of one database maps to the first.
     configured = {d.name: d for d in config.all_databases}
-    db_config = configured.get(name) or (config.database if len(manifest["databases"]) == 1 else None)
+    db_config = configured.get(name) or (config.database if len(manifest.databases or {}) == 1 else None)
     url = database_url or (db_config.url if db_config else None)
     if not url:
         raise InputError(f"no database to restore {name} into; pass --database-url or set database.url in "
                          f"{config.where}", phase="restore")
     register_secret(url_password(url))
-    if engine_for(url).NAME != entry["engine"]:
-        raise InputError(f"{path.name} holds a {entry['engine']} dump; {redact_url(url)} is not a "
-                         f"{entry['engine']} database", phase="restore")
+    if engine_for(url).NAME != entry.engine:
+        raise InputError(f"{path.name} holds a {entry.engine} dump; {redact_url(url)} is not a "
+                         f"{entry.engine} database", phase="restore")
     state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
@@ -223,12 +204,12 @@ class RestoreOutcome:
         if self.forced and not verdict.ok:
             steps.append("the snapshot was restored despite an incompatible schema (--force): check the app "
                          "against it before opening it to users")
-        redacted = self.check.entry.get("redacted") or {}
+        redacted = self.check.entry.redacted
         if redacted:
             columns = ", ".join(f"{t}.{c}" for t, cs in sorted(redacted.items()) for c in cs)
             steps.append(f"reset the passwords: the backup never held them, so {columns} are now empty "
                          "(NULL or ''); have users reset theirs, or set new ones")
-        excluded = self.check.entry.get("excluded_tables") or []
+        excluded = self.check.entry.excluded_tables
         if excluded:
             steps.append(f"refill the excluded tables, restored empty: {', '.join(excluded)}")
         for name, (folder, _count) in self.code.items():
@@ -240,17 +221,15 @@ class RestoreOutcome:
 
 
 def check_code_target(chk: RestoreCheck, code_to: Path | None, yes: bool) -> dict[str, dict[str, Any]]:
-    """The code trees to extract, after refusing a non-empty folder without --yes (exit 2)."""
+    """The code trees to extract, after refusing a non-empty folder without --yes (exit 2).
+
+    Their names and paths were checked when the manifest was loaded (relstep.manifest).
+    """
     if code_to is None:
         return {}
-    code = chk.manifest.get("code") or {}
+    code = {name: summary.model_dump() for name, summary in chk.manifest.code.items()}
     if not code:
         raise InputError(f"{chk.snapshot.name} holds no code; nothing to extract into {code_to}", phase="restore")
-    for name, summary in code.items():
-        paths = [*summary.get("executables", []), *summary.get("symlinks", {})] if isinstance(summary, dict) else None
-        if not safe_relative(name) or "/" in name or paths is None or not all(safe_relative(p) for p in paths):
-            raise VerifyError(f"{chk.snapshot / snapshot.MANIFEST} lists unsafe code paths for {name!r}; "
-                              "run `relstep verify`")
     if code_to.exists() and not code_to.is_dir():
         raise InputError(f"--code-to {code_to} is a file, not a folder", phase="restore")
     if code_to.is_dir() and any(code_to.iterdir()) and not yes:
@@ -281,6 +260,7 @@ def take_safety_snapshot(config: Config, target: DatabaseConfig, lock_timeout: f
     # leaves the code out and stays quick to take at the worst moment.
     # Replacing ``database`` leaves just the target in ``all_databases``: the other
     # configured databases are not being overwritten.
+    # The same project as the app's: the pre-restore folder may be shared by several apps too.
     pre_config = replace(config, backup_root=pre_restore_root(config), database=target, code={})
     release = Release(_current_version(config, target.url), PRE_RESTORE_TYPE, "pre-restore safety snapshot")
     with snapshot.root_lock(pre_config.backup_root, lock_timeout):
@@ -300,7 +280,7 @@ def prune_safety_snapshots(config: Config, lock_timeout: float, protect: Path) -
     removed = []
     root = pre_restore_root(config)
     with snapshot.root_lock(root, lock_timeout):
-        for old in snapshot.to_prune(root, config.retention, {protect}):
+        for old in snapshot.to_prune(lookup.of_config(config, root).own, config.retention, {protect}):
             try:
                 snapshot.remove_snapshot(old)
             except OSError:
@@ -342,7 +322,7 @@ def restore(
         # Under the lock a concurrent prune cannot remove the snapshot while it is read.
         # Only what this restore reads: the database's folder, the migration state, and the code
         # trees when --code-to asks for them (the other databases and code are not touched).
-        needed = (chk.entry["path"].rstrip("/") + "/", "migrations.json", *(("code/",) if code_to else ()))
+        needed = (chk.entry.path.rstrip("/") + "/", "migrations.json", *(("code/",) if code_to else ()))
         problems, _files, _bytes = verify.check_files(chk.snapshot, chk.manifest, within=needed)
         if problems:
             raise VerifyError(f"{chk.snapshot.name} fails verification ({problems[0]}"
@@ -371,14 +351,14 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome) -> None:
             if outcome.safety_snapshot else "")
     started = time.monotonic()
     try:
-        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"))
+        chk.engine.restore(chk.snapshot / chk.entry.path, chk.target_url, chk.entry.extra)
         actual = chk.engine.row_counts(chk.target_url)
     except RelstepError as exc:
         raise RestoreError(exc.message + undo) from exc
     outcome.seconds = time.monotonic() - started
     outcome.tables = len(actual)
-    mismatches = compare_row_counts(chk.entry.get("row_counts") or {}, actual)
-    if mismatches and chk.entry.get("row_counts_consistent", True):
+    mismatches = compare_row_counts(chk.entry.row_counts, actual)
+    if mismatches and chk.entry.row_counts_consistent:
         raise RestoreError(f"the restored database differs from the snapshot ({mismatches[0]}"
                            + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")" + undo)
     if mismatches:
@@ -394,7 +374,7 @@ def describe_check(chk: RestoreCheck) -> str:
     target = "unreachable: " + (chk.target_problem or "?") if chk.target_empty is None else (
         "empty" if chk.target_empty else "not empty")
     lines = [
-        f"snapshot:   {chk.snapshot} ({m.get('version')}, {m.get('deployment_type')}, created {m.get('created_at')})",
+        f"snapshot:   {chk.snapshot} ({m.version}, {m.deployment_type}, created {m.created_at or '?'})",
         f"target:     {chk.target} ({target})",
     ]
     if chk.target_empty is not None and chk.target_problem:
