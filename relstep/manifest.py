@@ -188,7 +188,12 @@ class Manifest(_Described):
 def _first_problem(exc: ValidationError) -> str:
     """The first validation error as a few words: ``it has no version``, ``files is not a mapping``."""
     error = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "it"
+    loc = [str(part) for part in error["loc"]]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    if loc and loc[-1] == "[key]":   # a mapping's key: files' paths, code names
+        return f"{'.'.join(loc[:-2])} lists an {message}"
+    where = ".".join(loc) or "it"
     kind = error["type"]
     shapes = {"dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
               "list_type": "a list", "string_type": "a string", "int_type": "an integer",
@@ -200,5 +205,4 @@ def _first_problem(exc: ValidationError) -> str:
         return f"{where} is not {shapes[kind]}"
     if kind == "extra_forbidden":
         return f"{where} is not a field relstep knows"
-    message = str(error["msg"])
-    return f"{where}: {message.removeprefix('Value error, ')}"
+    return f"{where}: {message}"
