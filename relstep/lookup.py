@@ -113,7 +113,7 @@ def find(config: Config, ref: str, *, foreign_by_name: bool = False) -> Path:
             return snap.path
     others = [s for s in (*view.foreign, *view.unowned) if s.loaded is not None and s.loaded.version == wanted]
     hint = "; left alone: " + ", ".join(f"{s.name} ({_owner(s)})" for s in others[:5]) if others else ""
-    raise InputError(f"no snapshot of project {view.project!r} named or versioned {ref!r} in {root}{hint}; "
+    raise InputError(f"no snapshot named or versioned {ref!r} of project {view.project!r} in {root}{hint}; "
                      "run `relstep list` to see the snapshots")
 
 

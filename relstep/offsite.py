@@ -12,8 +12,9 @@ same role ``.partial`` plays locally).
 * Verification reads every remote file back and hashes it: a size match alone
   would not notice a corrupted part.
 * Remote pruning reuses :func:`relstep.snapshot.beyond_retention` with the
-  snapshot's creation time (from its name) as mtime, which is what a local
-  snapshot's mtime is, and protects the snapshot recorded last, as local pruning does.
+  creation time each remote manifest records, as local pruning does, only for
+  the current project's copies (another app's, or one that records no project,
+  is never removed), and protects the snapshot recorded last.
 * Credentials never come from relstep.yml in clear (config refuses them): S3 uses
   botocore's chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``,
   ``~/.aws/credentials``, ``AWS_ENDPOINT_URL`` for S3-compatible servers); SFTP uses
@@ -454,8 +455,12 @@ def resolve_remote(config: Config, ref: str | None) -> str:
     project = project_of(config)
     with _failures("listing off-site snapshots", remote):
         complete, _ = list_remote(remote)
-        if any(s.name == ref for s in complete):
-            return str(ref)
+        for snap in complete:
+            if snap.name == ref and snap.project not in (None, project):
+                raise InputError(f"{ref} at {remote.shown} belongs to project {snap.project!r}, not to this app "
+                                 f"({project!r}); nothing was fetched")
+            if snap.name == ref:
+                return snap.name
         own = [s for s in complete if s.project == project]
         if not own:
             raise InputError(f"there is no complete snapshot of project {project!r} at {remote.shown}")
@@ -465,7 +470,7 @@ def resolve_remote(config: Config, ref: str | None) -> str:
         for snap in own:   # newest first
             if snap.loaded is not None and snap.loaded.version == wanted:
                 return snap.name
-    raise InputError(f"no off-site snapshot of project {project!r} named or versioned {ref!r} at {remote.shown}")
+    raise InputError(f"no off-site snapshot named or versioned {ref!r} of project {project!r} at {remote.shown}")
 
 
 def fetch_into_backup_root(config: Config, ref: str | None, lock_timeout: float) -> Path:

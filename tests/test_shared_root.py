@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -153,3 +154,31 @@ def test_doctor_reports_a_snapshot_dated_in_the_future(apps: tuple[Path, Path, P
 ])
 def test_a_remote_becomes_host_and_path_without_credentials(url: str, identity: str | None) -> None:
     assert remote_identity(url) == identity
+
+
+def test_off_site_pruning_leaves_the_other_apps_copies_alone(tmp_path: Path) -> None:
+    root, remote = tmp_path / "shared" / "releases", tmp_path / "remote"
+    shop = app_sharing(tmp_path, "one", root, "git@github.com:acme/shop.git")
+    blog = app_sharing(tmp_path, "two", root, "git@gitlab.example.com:acme/blog.git")
+    for app in (shop, blog):
+        config = yaml.safe_load((app / "relstep.yml").read_text())
+        config["offsite"] = {"url": f"file://{remote}", "keep": 1}
+        (app / "relstep.yml").write_text(yaml.safe_dump(config))
+    a1 = backup(shop, "2.0.3")
+    assert run(shop, "offsite").code == 0
+    b1 = backup(blog, "2.0.3")
+    assert run(blog, "offsite").code == 0
+    b2 = backup(blog, "2.0.4")
+    ran = run(blog, "offsite")
+    assert ran.code == 0, ran.err
+    summary, removed = ran.out.splitlines()
+    assert re.fullmatch(rf"{b2.name} uploaded 10 files \([0-9.]+ KiB\), verified at file://{re.escape(str(remote))}; "
+                        r"kept 1, removed 1; left 1 of other projects alone", summary), summary
+    assert removed == f"removed off-site {b1.name}"
+    assert sorted(p.name for p in remote.iterdir()) == sorted([a1.name, b2.name])
+    assert b1.is_dir()                                  # the local copy is local retention's business
+    # The shop's off-site lookup by version finds its own copy, never the blog's newer 2.0.3.
+    shutil.rmtree(a1)
+    ran = run(shop, "verify", "--from-offsite", "2.0.3")
+    assert ran.code == 0, ran.err
+    assert a1.is_dir() and ran.out.startswith(f"{a1.name}  2.0.3 ")
