@@ -75,15 +75,19 @@ Instant = Annotated[str, AfterValidator(_aware_instant)]
 
 
 class _Described(BaseModel):
-    """Unknown fields are kept: see the module docstring."""
+    """Unknown fields are kept: see the module docstring.
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    Reading is strict (``parse``: "6" is not a size); building one in the backup is not,
+    so an engine's tuple of tables is as good as a list.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 class FileEntry(BaseModel):
     """One file's size and SHA-256, as written; verify, restore and offsite compare against them."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: int = Field(ge=0)
     sha256: Sha256
@@ -164,7 +168,7 @@ class Manifest(_Described):
                 "at most; upgrade relstep to read this snapshot"
             )
         try:
-            return cls.model_validate(raw)
+            return cls.model_validate(raw, strict=True)
         except ValidationError as exc:
             raise ManifestError(f"{where} is not a relstep manifest: {_first_problem(exc)}") from None
 
