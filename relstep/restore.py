@@ -34,7 +34,6 @@ from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
 from relstep.verify import compare_row_counts, database_entries, engine_module
 
-PRE_RESTORE_DIR = lookup.PRE_RESTORE_DIR
 PRE_RESTORE_TYPE = "pre-restore"
 
 # What to run for pending migrations, by tool: printed after the restore.
@@ -49,10 +48,6 @@ MIGRATE_COMMANDS = {
     "sequelize": "npx sequelize-cli db:migrate",
     "typeorm": "npx typeorm migration:run",
 }
-
-
-pre_restore_root = lookup.pre_restore_root
-find_snapshot = lookup.find_for_restore
 
 
 # --------------------------------------------------------------------------- check
@@ -142,7 +137,7 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     """Resolve the snapshot and the target and compute the compatibility verdict; change nothing."""
     from relstep.databases import url_password
 
-    path = find_snapshot(config, ref)
+    path = lookup.find_for_restore(config, ref)
     manifest = Manifest.load(path)
     name, entry, described = _pick_database(manifest, path, database)
     # The configured database of the same name, whose URL is the default target and whose
@@ -261,7 +256,7 @@ def take_safety_snapshot(config: Config, target: DatabaseConfig, lock_timeout: f
     # Replacing ``database`` leaves just the target in ``all_databases``: the other
     # configured databases are not being overwritten.
     # The same project as the app's: the pre-restore folder may be shared by several apps too.
-    pre_config = replace(config, backup_root=pre_restore_root(config), database=target, code={})
+    pre_config = replace(config, backup_root=lookup.pre_restore_root(config), database=target, code={})
     release = Release(_current_version(config, target.url), PRE_RESTORE_TYPE, "pre-restore safety snapshot")
     with snapshot.root_lock(pre_config.backup_root, lock_timeout):
         try:
@@ -278,7 +273,7 @@ def prune_safety_snapshots(config: Config, lock_timeout: float, protect: Path) -
     itself being restored (undoing a restore), before it was read.
     """
     removed = []
-    root = pre_restore_root(config)
+    root = lookup.pre_restore_root(config)
     with snapshot.root_lock(root, lock_timeout):
         for old in snapshot.to_prune(lookup.of_config(config, root).own, config.retention, {protect}):
             try:

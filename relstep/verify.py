@@ -29,7 +29,7 @@ from relstep.config import Config
 from relstep.databases import engine_for, engine_name, redact_url, url_password
 from relstep.errors import InputError, RelstepError
 from relstep.fsutil import human_bytes
-from relstep.manifest import DatabaseEntry, FileEntry, Manifest, is_safe_relative
+from relstep.manifest import DatabaseEntry, FileEntry, Manifest
 from relstep.masking import mask_text, register_secret
 
 # Files are hashed in pool tasks of up to this many bytes or files: one task per
@@ -115,9 +115,6 @@ class VerifyResult:
 
 
 # --------------------------------------------------------------------------- level 1: files
-
-
-safe_relative = is_safe_relative
 
 
 def _walk(root: Path) -> tuple[list[str], list[str]]:
