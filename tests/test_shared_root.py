@@ -182,3 +182,18 @@ def test_off_site_pruning_leaves_the_other_apps_copies_alone(tmp_path: Path) -> 
     ran = run(shop, "verify", "--from-offsite", "2.0.3")
     assert ran.code == 0, ran.err
     assert a1.is_dir() and ran.out.startswith(f"{a1.name}  2.0.3 ")
+
+
+def test_the_project_key_wins_and_must_be_plain_text(tmp_path: Path) -> None:
+    from relstep.config import load_config
+    from relstep.errors import ConfigError
+    from relstep.identity import project_of
+
+    (tmp_path / "relstep.yml").write_text("project: acme/shop\n")
+    assert project_of(load_config(None, environ={}, cwd=tmp_path)) == "acme/shop"
+    for bad in ('""', '"a\\nb"', "12"):
+        (tmp_path / "relstep.yml").write_text(f"project: {bad}\n")
+        with pytest.raises(ConfigError, match=r"relstep\.yml: project: "):
+            load_config(None, environ={}, cwd=tmp_path)
+    (tmp_path / "relstep.yml").write_text("retention: 3\n")   # no key, no git: the folder's name
+    assert project_of(load_config(None, environ={}, cwd=tmp_path)) == tmp_path.name
