@@ -120,11 +120,13 @@ def _target_state(config: Config, url: str, tool: str) -> tuple[bool | None, str
         return None, exc.message, None
     if empty or tool == NONE:
         return empty, None, None
+    module = tool_for(tool)
+    assert module is not None   # only NONE has no module
     try:
         engine = create_engine(url)
         try:
             with engine.connect() as conn:
-                if find_table(conn, tool_for(tool).TABLE) is None:
+                if find_table(conn, module.TABLE) is None:
                     return empty, None, None
                 return empty, None, read_state(conn, tool, config.migrations.path, config.base_dir)
         finally:
@@ -155,9 +157,8 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
-    app_path = None
-    if state.tool != NONE:
-        app_path = resolve_path(tool_for(state.tool), config.migrations.path, config.base_dir)
+    module = tool_for(state.tool)
+    app_path = resolve_path(module, config.migrations.path, config.base_dir) if module is not None else None
     return RestoreCheck(path, manifest, name, entry, url, empty, problem, None if state.tool == NONE else state.tool,
                         app_path, verdict, replace(db_config or DatabaseConfig(url=url, name=name), url=url))
 
