@@ -346,14 +346,14 @@ def record(
     path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
             else pipeline.newest_unrecorded(config))
     outcome, manifest = pipeline.record_snapshot(config, path)
-    result = RunResult(version=manifest["version"], deployment_type=manifest["deployment_type"], snapshot=str(path),
-                       schema_revision=manifest.get("schema_revision"), record_id=outcome.id)
+    result = RunResult(version=manifest.version, deployment_type=manifest.deployment_type, snapshot=str(path),
+                       schema_revision=manifest.schema_revision, record_id=outcome.id)
     if outcome.created_table:
         result.notes.append(pipeline.CREATED_TABLE_HINT.format(table=config.record.table))
     verb = "already recorded as" if outcome.already_recorded else "recorded as"
     return Outcome(
-        text=f"{path.name} ({manifest['version']}) {verb} ReleaseRecord id {outcome.id}",
-        data={"id": outcome.id, "snapshot": str(path), "version": manifest["version"],
+        text=f"{path.name} ({manifest.version}) {verb} ReleaseRecord id {outcome.id}",
+        data={"id": outcome.id, "snapshot": str(path), "version": manifest.version,
               "already_recorded": outcome.already_recorded, "created_table": outcome.created_table},
         result=result,
     )
@@ -373,12 +373,14 @@ def prune(
     lines = [f"{verb} {path}" for path in outcome.removed]
     lines += [f"{verb} leftover {path}" for path in outcome.partials_removed]
     lines.append(f"kept {len(outcome.kept)} snapshot(s) (retention {retention})")
+    lines += outcome.notes
     result = RunResult(pruned=[] if dry_run else [str(p) for p in outcome.removed])
     result.warnings += [f"could not remove leftover {path}: {reason}; remove it by hand"
                         for path, reason in outcome.partials_left]
     data = {"dry_run": dry_run, "retention": retention, "removed": [str(p) for p in outcome.removed],
             "kept": [str(p) for p in outcome.kept], "leftovers_removed": [str(p) for p in outcome.partials_removed],
-            "leftovers_left": [{"path": str(p), "reason": r} for p, r in outcome.partials_left]}
+            "leftovers_left": [{"path": str(p), "reason": r} for p, r in outcome.partials_left],
+            "notes": outcome.notes}
     return Outcome(text="\n".join(lines), data=data, result=result)
 
 
@@ -387,8 +389,8 @@ def list_snapshots(inv: Invocation) -> Outcome:
     """Snapshots, newest first: name, version, type, created, size, schema revision, recorded."""
     from relstep import inventory
 
-    rows = inventory.rows(inv.config)
-    return Outcome(text=inventory.table(rows), data=rows)
+    rows, notes = inventory.listing(inv.config)
+    return Outcome(text=inventory.table(rows, notes), data=rows)
 
 
 @command()
