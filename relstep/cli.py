@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from typer.core import TyperCommand
@@ -28,6 +28,9 @@ from typer.core import TyperCommand
 from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import InputError, InternalError, RelstepError, Terminated
 from relstep.result import Outcome, RunResult
+
+if TYPE_CHECKING:
+    from relstep.restore import RestoreCheck
 
 app = typer.Typer(
     name="relstep",
@@ -410,10 +413,10 @@ def _fetched(inv: Invocation, ref: str | None) -> str:
     return offsite.fetch_into_backup_root(inv.config, ref, inv.lock_timeout).name
 
 
-def _restore_check_json(chk: Any) -> dict[str, Any]:
+def _restore_check_json(chk: RestoreCheck) -> dict[str, Any]:
     manifest = chk.manifest
-    return {"snapshot": str(chk.snapshot), "version": manifest.get("version"),
-            "deployment_type": manifest.get("deployment_type"), "database": chk.database, "target": chk.target,
+    return {"snapshot": str(chk.snapshot), "version": manifest.version,
+            "deployment_type": manifest.deployment_type, "database": chk.database, "target": chk.target,
             "target_empty": chk.target_empty, "target_problem": chk.target_problem,
             "migration_tool": chk.migration_tool,
             "app_migrations": str(chk.app_migrations) if chk.app_migrations else None,
