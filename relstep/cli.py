@@ -605,6 +605,13 @@ def _usage_error(exc: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import logging
+
+    # SQLAlchemy's pool logs (with a traceback, through logging's last-resort stderr handler) an
+    # exception raised while it closes a connection, then re-raises it: a SIGINT/SIGTERM landing
+    # there would print a traceback before relstep's one line. Every error it logs is also raised,
+    # and the runner reports that; so its records go nowhere.
+    logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     clicks = _click_exceptions()
