@@ -8,6 +8,7 @@ module-level functions::
              inspect: Inspect | None = None) -> DumpInfo
     def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None
     def row_counts(url: str) -> dict[str, int]
+    def fingerprint(url: str) -> Fingerprint   # relstep.fingerprint; VerifyError if unreadable
     def is_empty(url: str) -> bool
     def tool_versions() -> dict[str, str]
     def check_files(db_dir: Path) -> None       # raises VerifyError if a dump is unreadable
@@ -63,6 +64,7 @@ class DumpInfo:
     server_version: str
     consistent: bool = True          # False when row counts could not be taken at the dump's instant
     inspected: Any = None
+    fingerprint: Any = None          # relstep.fingerprint.Fingerprint, read at the dump's instant
     extra: dict[str, Any] = field(default_factory=dict)
 
 
