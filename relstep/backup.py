@@ -185,6 +185,8 @@ def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> dict[str, Any]:
         "redacted": dump.redacted,
         "excluded_tables": dump.excluded_tables,
         "files": dump.files,
+        # What the proof after a restore compares (docs/snapshot-layout.md, "Fingerprint").
+        **({"fingerprint": dump.fingerprint.to_json()} if dump.fingerprint is not None else {}),
         **({"extra": dump.extra} if dump.extra else {}),
     }
 

@@ -32,7 +32,8 @@ from relstep.databases import engine_for, redact_url
 from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
-from relstep.verify import compare_row_counts, database_entries, engine_module, safe_relative
+from relstep.proof import prove
+from relstep.verify import database_entries, engine_module, safe_relative
 
 PRE_RESTORE_DIR = "pre-restore"
 PRE_RESTORE_TYPE = "pre-restore"
@@ -211,6 +212,7 @@ class RestoreOutcome:
     seconds: float = 0.0
     code: dict[str, tuple[Path, int]] = field(default_factory=dict)   # name -> (folder, files written)
     notes: list[str] = field(default_factory=list)
+    proof: str = ""   # the proof's line: "restored database equals the snapshot: ..."
 
     def todo(self) -> list[str]:
         """What the person must still do, in order."""
@@ -372,18 +374,27 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome) -> None:
     started = time.monotonic()
     try:
         chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"))
-        actual = chk.engine.row_counts(chk.target_url)
+        proof = prove(chk.engine, chk.entry, chk.target_url,
+                      same_database=_database_name(chk.target_url) == _database_name(chk.entry.get("url")))
     except RelstepError as exc:
         raise RestoreError(exc.message + undo) from exc
+    except ValueError as exc:  # a fingerprint this relstep cannot read
+        raise RestoreError(f"cannot check the restored database: {exc}" + undo) from exc
     outcome.seconds = time.monotonic() - started
-    outcome.tables = len(actual)
-    mismatches = compare_row_counts(chk.entry.get("row_counts") or {}, actual)
-    if mismatches and chk.entry.get("row_counts_consistent", True):
-        raise RestoreError(f"the restored database differs from the snapshot ({mismatches[0]}"
-                           + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")" + undo)
-    if mismatches:
-        outcome.notes.append("row counts differ from the manifest's, which were not taken at the dump's instant: "
-                             + "; ".join(str(m) for m in mismatches))
+    outcome.tables = proof.tables
+    outcome.proof = proof.sentence()
+    outcome.notes += proof.notes
+    if not proof.ok:
+        raise RestoreError(f"the restored database {proof.sentence()}" + undo)
+
+
+def _database_name(url: object) -> str | None:
+    """The database a URL names (the last path part), to tell a restore into the snapshot's own database."""
+    if not isinstance(url, str):
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or None
 
 
 # --------------------------------------------------------------------------- text
@@ -420,8 +431,8 @@ def describe_outcome(outcome: RestoreOutcome) -> str:
     if outcome.safety_snapshot:
         lines.append(f"safety snapshot of the previous database: {outcome.safety_snapshot}")
     lines += [f"pruned old safety snapshot: {p}" for p in outcome.safety_pruned]
-    lines.append(f"restored {chk.database} from {chk.snapshot.name} into {chk.target}: {outcome.tables} tables, "
-                 f"row counts equal the snapshot's ({outcome.seconds:.1f} s)")
+    lines.append(f"restored {chk.database} from {chk.snapshot.name} into {chk.target} ({outcome.seconds:.1f} s): "
+                 f"{outcome.proof}")
     for name, (folder, count) in outcome.code.items():
         lines.append(f"extracted code {name}: {count} files into {folder}")
     lines += [f"note: {n}" for n in outcome.notes]

@@ -1,0 +1,85 @@
+"""The proof after a restore: the restored database against the snapshot's recorded fingerprint.
+
+Shared by ``verify --restore-test`` (into a scratch database) and ``restore`` (into the target).
+Snapshots made before fingerprints existed carry none: they are compared by row counts, and the
+proof says so.  Returns data; the callers decide the exit code and the wording around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from relstep.fingerprint import Fingerprint, compare, summary
+
+FINGERPRINT = "fingerprint"
+ROW_COUNTS = "row counts"
+
+
+@dataclass
+class Proof:
+    method: str                  # FINGERPRINT or ROW_COUNTS
+    compared: str                # what an equal result covered ("21 tables (content), 13 sequences, ...")
+    differences: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tables: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def sentence(self) -> str:
+        if self.ok:
+            return f"restored database equals the snapshot: {self.compared}"
+        shown = "; ".join(self.differences[:5])
+        more = len(self.differences) - 5
+        return f"differs: {shown}" + (f" and {more} more" if more > 0 else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "ok": self.ok, "compared": self.compared, "differences": self.differences,
+                "notes": self.notes}
+
+
+def prove(engine: ModuleType, entry: dict[str, Any], url: str, *, same_database: bool) -> Proof:
+    """Compare the database at ``url`` with the manifest ``entry`` it was restored from.
+
+    ``same_database``: the restore went into a database of the snapshot's own name, so what the
+    engine keeps on the server rather than in the dump (MariaDB's grants) is compared too.
+    Raises the engine's error when the database cannot be read; ValueError for a fingerprint this
+    relstep cannot read.
+    """
+    consistent = entry.get("row_counts_consistent", True)
+    recorded = entry.get("fingerprint")
+    if recorded is None:
+        return _by_row_counts(engine, entry, url, consistent)
+    expected = Fingerprint.from_json(recorded)
+    actual = engine.fingerprint(url)
+    skip = () if same_database else tuple(getattr(engine, "FINGERPRINT_SERVER_KINDS", ()))
+    proof = Proof(FINGERPRINT, summary(expected, skip), compare(expected, actual, skip), tables=len(actual.content))
+    proof.notes += expected.notes
+    if skip and any(expected.objects.get(kind) for kind in skip):
+        proof.notes.append(f"not compared: {', '.join(skip)}s live on the server, not in the dump, and this restore "
+                           "went into a database of another name")
+    if not consistent:
+        # Rows were not read at the dump's instant (see row_counts_consistent): content may differ.
+        content = [d for d in proof.differences if d.startswith("table ") and ": content" in d]
+        proof.differences = [d for d in proof.differences if d not in content]
+        if content:
+            proof.notes.append("content differs but was not read at the dump's instant: " + "; ".join(content))
+    return proof
+
+
+def _by_row_counts(engine: ModuleType, entry: dict[str, Any], url: str, consistent: bool) -> Proof:
+    from relstep.verify import compare_row_counts
+
+    actual = engine.row_counts(url)
+    expected = entry.get("row_counts")
+    notes = ["the snapshot has no fingerprint (made by an older relstep): only row counts were compared"]
+    if not isinstance(expected, dict):
+        return Proof(ROW_COUNTS, "nothing", ["the manifest has no row counts for this database"], notes)
+    differences = [str(p) for p in compare_row_counts(expected, actual)]
+    if differences and not consistent:
+        notes.append("row counts differ but were not taken at the dump's instant: " + "; ".join(differences))
+        differences = []
+    return Proof(ROW_COUNTS, f"{len(actual)} tables (row counts)", differences, notes, tables=len(actual))
