@@ -141,6 +141,8 @@ def compare(expected: Fingerprint, actual: Fingerprint, skip_kinds: Iterable[str
         if kind == "large object" and len(want) != len(have):
             found.append(f"large objects: {len(have)} != {len(want)}")
         for name in sorted(want.keys() | have.keys()):
+            if kind == "owner" and (name not in have or name not in want):
+                continue  # an owner comes and goes with its object, which is named under its own kind
             if name not in have:
                 if kind != "large object" or len(want) == len(have):
                     found.append(f"{kind} {name} missing")
