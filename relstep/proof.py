@@ -8,10 +8,12 @@ proof says so.  Returns data; the callers decide the exit code and the wording a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relstep.fingerprint import Fingerprint, compare, summary
+
+if TYPE_CHECKING:
+    from relstep.databases.base import Engine
 
 FINGERPRINT = "fingerprint"
 ROW_COUNTS = "row counts"
@@ -41,7 +43,7 @@ class Proof:
                 "notes": self.notes}
 
 
-def prove(engine: ModuleType, entry: dict[str, Any], url: str, *, same_database: bool) -> Proof:
+def prove(engine: Engine, entry: dict[str, Any], url: str, *, same_database: bool) -> Proof:
     """Compare the database at ``url`` with the manifest ``entry`` it was restored from.
 
     ``same_database``: the restore went into a database of the snapshot's own name, so what the
@@ -70,7 +72,7 @@ def prove(engine: ModuleType, entry: dict[str, Any], url: str, *, same_database:
     return proof
 
 
-def _by_row_counts(engine: ModuleType, entry: dict[str, Any], url: str, consistent: bool) -> Proof:
+def _by_row_counts(engine: Engine, entry: dict[str, Any], url: str, consistent: bool) -> Proof:
     from relstep.verify import compare_row_counts
 
     actual = engine.row_counts(url)
