@@ -35,6 +35,7 @@ class DatabaseConfig:
     name: str = "main"
     redact: tuple[str, ...] | None = None        # None: relstep's default patterns
     exclude_tables: tuple[str, ...] = ()
+    restore_test_after_backup: bool = False       # backup ends by proving the new snapshot restores equal
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def _models() -> Any:
         url: StrictStr | None = None
         redact: list[StrictStr] | None = None
         exclude_tables: list[StrictStr] = []
+        restore_test_after_backup: StrictBool = False
 
     class NamedDatabase(Database):
         name: StrictStr
@@ -273,6 +275,7 @@ def _database(entry: Any, url: str, name: str, base: Path) -> DatabaseConfig:
         name=name,
         redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
         exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
+        restore_test_after_backup=entry.restore_test_after_backup if entry is not None else False,
     )
 
 

@@ -98,3 +98,23 @@ def test_an_unrestorable_backup_is_refused(app: tuple[Path, str], config: dict[s
     assert ran.code == 2, ran.out + ran.err
     assert ran.err.strip().splitlines()[-1] == f"relstep: config failed: {message}"
     assert [p.name for p in snapshots(folder)] == []
+
+
+def test_restore_test_after_backup_proves_the_new_snapshot(
+    app: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, url = app
+    write_config(folder, {"database": {"url": url, "restore_test_after_backup": True}, "migrations": {"tool": "auto"}})
+
+    good = cli(folder, monkeypatch, "backup", "--version", "1.0.0")
+    damage_after_restore(monkeypatch, sqlite, 'DELETE FROM "Post" WHERE id = 100')
+    bad = cli(folder, monkeypatch, "backup", "--version", "1.0.1")
+
+    assert good.code == 0, good.out + good.err
+    assert bad.code == 3, bad.out + bad.err
+    kept = [p.name for p in snapshots(folder)]
+    assert len(kept) == 2, "the snapshot that failed its restore test is kept"
+    assert bad.err.strip().splitlines()[-1] == (
+        f"relstep: backup failed: snapshot {kept[1]} was written but does not restore equal to database main: "
+        "differs database main: table Post: content differs (99 rows, the snapshot has 100); it is kept, "
+        f"see `relstep verify --restore-test {kept[1]}`")
