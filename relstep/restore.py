@@ -186,11 +186,34 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
+    if empty is False and target_state is not None:
+        verdict.drift_reference, verdict.drift = _drift(config, name, url, target_state)
     app_path = None
     if (module := tool_for(state.tool)) is not None:
         app_path = resolve_path(module, config.migrations.path, config.base_dir)
     return RestoreCheck(path, manifest, name, entry, url, empty, problem, None if state.tool == NONE else state.tool,
                         app_path, verdict, replace(db_config or DatabaseConfig(url=url, name=name), url=url))
+
+
+def _drift(config: Config, name: str, url: str, target: MigrationState) -> tuple[str | None, list[str]]:
+    """The target's live schema against the newest snapshot taken at exactly its applied migrations:
+    (that snapshot's name, the differences), or (None, []) when no snapshot can tell."""
+    from relstep.fingerprint import Fingerprint, drift
+
+    applied = {(m.name, m.checksum) for m in target.applied}
+    for snap in snapshot.list_snapshots(config.backup_root):
+        try:
+            recorded = snap.manifest().get("databases", {}).get(name, {}).get("fingerprint")
+            if recorded is None or {(m.name, m.checksum) for m in _migration_state(snap.path).applied} != applied:
+                continue
+            reference = Fingerprint.from_json(recorded)
+            engine = engine_for(url)
+            with engine_errors(RestoreError):
+                live = engine.fingerprint(url, content=False)
+        except (RelstepError, ValueError, AttributeError):
+            return None, []  # informational: an unreadable reference or target only leaves drift out
+        return snap.path.name, drift(reference, live, getattr(engine, "FINGERPRINT_SERVER_KINDS", ()))
+    return None, []
 
 
 def refuse_if_incompatible(chk: RestoreCheck, force: bool) -> None:

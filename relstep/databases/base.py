@@ -112,9 +112,10 @@ class Engine(Protocol):
     def tool_versions(self) -> dict[str, str]:
         """``{tool name: --version line or "missing"}`` for the environment record and doctor."""
 
-    def fingerprint(self, url: str) -> Fingerprint:
+    def fingerprint(self, url: str, content: bool = True) -> Fingerprint:
         """Schema and per-table content digests of the live database as it is now (after a restore:
-        the proof compares it with ``DumpInfo.fingerprint``, recorded in the manifest)."""
+        the proof compares it with ``DumpInfo.fingerprint``, recorded in the manifest).
+        ``content=False``: the schema only, without reading a row (the drift check)."""
 
 
 @dataclass(frozen=True)

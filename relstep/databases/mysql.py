@@ -731,7 +731,7 @@ def server_version(url: str) -> str:
         return str(_scalar(conn, "SELECT VERSION()"))
 
 
-def fingerprint(url: str) -> Fingerprint:
+def fingerprint(url: str, content: bool = True) -> Fingerprint:
     """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot."""
     target = _Target.from_url(url, DatabaseError)
     with _connect(target, DatabaseError) as conn:
@@ -739,7 +739,7 @@ def fingerprint(url: str) -> Fingerprint:
         conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
             tables = _data_tables(_tables(conn, target.database))
-            return mysql_fingerprint.read(conn, target.database, {t: {} for t in tables})
+            return mysql_fingerprint.read(conn, target.database, {t: {} for t in tables}, content=content)
         finally:
             conn.rollback()
 

@@ -46,12 +46,13 @@ def _rows(conn: Connection, sql: str, **params: Any) -> list[Any]:
 
 
 def read(conn: Connection, database: str, tables: Mapping[str, Mapping[str, str] | None],
-         skip_kinds: Iterable[str] = ()) -> Fingerprint:
+         skip_kinds: Iterable[str] = (), *, content: bool = True) -> Fingerprint:
     """The fingerprint of ``database`` as ``conn`` sees it.
 
     ``tables``: every base table -> {column: SQL expression written in its place} for redacted
     columns ({} when none), or None when the dump leaves its rows out (it counts as empty).
     ``skip_kinds``: parts the dump leaves out (``routine``, ``event``), so not recorded either.
+    ``content=False``: the schema only (no row is read).
     """
     skip = set(skip_kinds)
     fp = Fingerprint(engine=NAME)
@@ -65,6 +66,8 @@ def read(conn: Connection, database: str, tables: Mapping[str, Mapping[str, str]
     if "event" not in skip:
         _events(conn, fp, database)
     _grants(conn, fp, database)
+    if not content:
+        return fp
     generated = {(t, c) for t, c in _rows(conn, "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
                                                 "WHERE TABLE_SCHEMA = :db AND IS_GENERATED = 'ALWAYS'", db=database)}
     columns: dict[str, list[str]] = {}

@@ -714,10 +714,10 @@ def server_version(url: str) -> str:
         return str(_sql(conn, "SHOW server_version").scalar_one())
 
 
-def fingerprint(url: str) -> Fingerprint:
+def fingerprint(url: str, content: bool = True) -> Fingerprint:
     """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot."""
     with _connect(_Target.parse(url), DatabaseError, READ_ONLY_SNAPSHOT) as conn:
-        return pg_fingerprint.read(conn, _content_sources(_list_tables(conn), [], []))
+        return pg_fingerprint.read(conn, _content_sources(_list_tables(conn), [], []) if content else {})
 
 
 def tool_versions() -> dict[str, str]:

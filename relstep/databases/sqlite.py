@@ -218,11 +218,11 @@ def server_version(url: str) -> str:
     return sqlite3.sqlite_version
 
 
-def fingerprint(url: str) -> Fingerprint:
+def fingerprint(url: str, content: bool = True) -> Fingerprint:
     """The fingerprint of the SQLite file at ``url`` as it is now (after a restore, say)."""
     try:
         with closing(_open_source(url)) as conn:
-            return sqlite_fingerprint.read(conn)
+            return sqlite_fingerprint.read(conn, content=content)
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot read the SQLite database {database_path(url)}: {exc}") from exc
 

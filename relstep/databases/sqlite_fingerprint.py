@@ -22,8 +22,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def read(conn: sqlite3.Connection, journal_mode: str | None = None) -> Fingerprint:
-    """The fingerprint of the database ``conn`` is open on; ``journal_mode`` overrides the file's own."""
+def read(conn: sqlite3.Connection, journal_mode: str | None = None, *, content: bool = True) -> Fingerprint:
+    """The fingerprint of the database ``conn`` is open on; ``journal_mode`` overrides the file's own;
+    ``content=False`` reads no row."""
     fp = Fingerprint(engine=NAME)
     objects = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
     tables = []
@@ -40,7 +41,7 @@ def read(conn: sqlite3.Connection, journal_mode: str | None = None) -> Fingerpri
         fp.add("setting", pragma, value=conn.execute(f"PRAGMA {pragma}").fetchone()[0])
     mode = journal_mode or conn.execute("PRAGMA journal_mode").fetchone()[0]
     fp.add("setting", "journal_mode", value=str(mode).lower())
-    for table in tables:
+    for table in tables if content else ():
         rows = RowDigest()
         for row in conn.execute(f"SELECT * FROM {_quote(table)}"):
             rows.add(int.from_bytes(hashlib.blake2b(repr(row).encode(), digest_size=8).digest(), "big"))

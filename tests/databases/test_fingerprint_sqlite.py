@@ -118,3 +118,29 @@ def test_restore_test_after_backup_proves_the_new_snapshot(
         f"relstep: backup failed: snapshot {kept[1]} was written but does not restore equal to database main: "
         "differs database main: table Post: content differs (99 rows, the snapshot has 100); it is kept, "
         f"see `relstep verify --restore-test {kept[1]}`")
+
+
+def test_a_hand_made_alter_is_reported_as_drift_before_anything_is_restored(app: tuple[Path, str]) -> None:
+    folder, url = app
+    snap = backup(folder)
+    execute(url, 'CREATE INDEX hand_made ON "Post" (body)', 'ALTER TABLE "User" ADD COLUMN nickname TEXT')
+
+    ran = relstep("restore", snap.name, "--check-only", cwd=folder, input="")
+
+    assert ran.code == 0, ran.out + ran.err
+    assert (f"verdict:    identical: the snapshot and the app have the same migrations; the target database has "
+            f"drifted from its migrations (2 schema difference(s) from snapshot {snap.name}, lost by the restore)"
+            in ran.out)
+    drifted = [line.split(None, 1)[1] for line in ran.out.splitlines() if line.strip().startswith("drifted ")]
+    assert drifted == ["index hand_made not in the snapshot", "table User: definition differs"]
+
+
+def test_no_drift_is_reported_for_an_untouched_target(app: tuple[Path, str]) -> None:
+    folder, _url = app
+    snap = backup(folder)
+
+    ran = relstep("restore", snap.name, "--check-only", cwd=folder, input="")
+
+    assert ran.code == 0, ran.out + ran.err
+    assert "verdict:    identical: the snapshot and the app have the same migrations\n" in ran.out
+    assert "drifted" not in ran.out
