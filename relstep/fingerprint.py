@@ -124,9 +124,10 @@ class RowDigest:
         return content_of(self.rows, self.total)
 
 
-def content_of(rows: int, hash_sum: int | str) -> TableContent:
-    """A table's content from its row count and the (exact, unbounded) sum of its rows' hashes."""
-    return TableContent(rows, format(int(hash_sum) % (1 << 128), "032x"))
+def content_of(rows: int, hash_sum: int | str, method: str = "") -> TableContent:
+    """A table's content from its row count and the (exact, unbounded) sum of its rows' hashes;
+    ``method`` (an engine's name for how rows were hashed, when it has several) prefixes the digest."""
+    return TableContent(rows, (f"{method}:" if method else "") + format(int(hash_sum) % (1 << 128), "032x"))
 
 
 # --------------------------------------------------------------------------- comparison

@@ -9,7 +9,7 @@ each object's ACL, a NULL ACL read as the owner's default (what it means), so an
 of exactly the default compares equal to none.  The grantor is left out: a restore run by another
 role records itself as grantor without changing who may do what.
 
-Content: ``count(*)`` and the sum of ``hashtextextended(row::text, 0)`` over each table, in one
+Content: ``count(*)`` and the sum of a 64-bit hash of each row (see ``_ROW_HASHES``) over each table, in one
 sequential scan per table and no sort.  Row text depends on a few settings, so they are fixed
 (``SET LOCAL`` inside a savepoint that is rolled back, leaving the dump's transaction as it was).
 """
@@ -241,11 +241,27 @@ def _sql(conn: Connection, statement: str) -> Any:
     return conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
 
 
+# Row hashes, fastest first.  hash_record_extended (PostgreSQL 14+) hashes each column with its
+# type's own hash function, no text output (2.6x faster on bench/'s jsonb table); those functions
+# are stable across versions (hash partitioning relies on it).  A column type without one (json,
+# xml, geometric types) makes it fail at the first row: the table is then hashed as row text.
+# The method prefixes the digest, so digests made differently never compare equal by accident.
+_ROW_HASHES = (("h", "hash_record_extended(t, 0)"), ("t", "hashtextextended(t::text, 0)"))
+
+
 def _content(conn: Connection, select: str) -> Any:
-    rows, total = _sql(
-        conn, f"SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM ({select}) t"
-    ).one()
-    return content_of(int(rows), int(total))
+    from sqlalchemy.exc import DBAPIError
+
+    for method, row_hash in _ROW_HASHES:
+        savepoint = conn.begin_nested()
+        try:
+            rows, total = _sql(conn, f"SELECT count(*), coalesce(sum({row_hash}), 0) FROM ({select}) t").one()
+        except DBAPIError:
+            savepoint.rollback()
+            continue
+        savepoint.commit()
+        return content_of(int(rows), int(total), method)
+    raise AssertionError("row text always hashes")
 
 
 def _schema(conn: Connection, fp: Fingerprint) -> None:

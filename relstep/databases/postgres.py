@@ -562,7 +562,6 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         tables = _list_tables(conn)
         excluded = [t for t in tables if matches_table(t.key, plan.exclude_tables)]
         redactions = _plan_redactions((t for t in tables if t not in excluded), plan.redact)
-        counts = {t.key: 0 if t in excluded else _count_rows(conn, t) for t in tables}
         _refuse_unrestorable(conn, tables, excluded, redactions)
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
@@ -571,6 +570,8 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
             # Read in the same snapshot while pg_dump writes, so the fingerprint's scans overlap the dump's.
             fingerprint = pg_fingerprint.read(conn, _content_sources(tables, excluded, redactions))
             dumped = tools.finish(dumping)
+        # The fingerprint counted every table's rows in this snapshot: no second count(*) pass.
+        counts = {t.key: fingerprint.content[t.key].rows for t in tables}
         _check_tool(dumped, target, DatabaseError)
         written = _write_redacted(conn, dest_dir, redactions)
     files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
