@@ -59,10 +59,11 @@ def damage_after_restore(monkeypatch: pytest.MonkeyPatch, engine: ModuleType, *s
     real_restore: Callable[..., None] = engine.restore
     damaged: list[str] = []
 
-    def restore_then_damage(db_dir: Path, url: str, extra: Any = None) -> None:
-        real_restore(db_dir, url, extra)
+    def restore_then_damage(db_dir: Path, url: str, *args: Any, **kwargs: Any) -> Any:
+        done = real_restore(db_dir, url, *args, **kwargs)
         execute(url, *statements)
         damaged.append(url)
+        return done
 
     monkeypatch.setattr(engine, "restore", restore_then_damage)
     return damaged
