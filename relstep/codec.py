@@ -19,7 +19,7 @@ Memory: compressed input is fed :data:`READ_SIZE` bytes at a time, so what is he
 4 KiB of zstd expands to (a few hundred KiB for a dump; a crafted run-length file could expand
 further), handed on in pieces of at most :data:`CHUNK`.
 
-Files a tool writes itself (``pg_dump -Fd``'s directory) cannot pass through the writer; they are
+Files a tool writes itself (PostgreSQL's directory-format dump) cannot pass through the writer; they are
 hashed with :func:`hash_files` once the tool has finished, which reads each file once.
 
 Encryption at rest is a change to this module and to config only: a stage between compression

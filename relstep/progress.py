@@ -19,6 +19,7 @@ and never prints.  The CLI installs one reporter per process with :func:`install
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -189,6 +190,8 @@ def choose(stream: TextIO | None = None, environ: Mapping[str, str] | None = Non
         interval = float(environ.get("RELSTEP_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
     except ValueError:
         interval = DEFAULT_INTERVAL
+    if not math.isfinite(interval):
+        interval = DEFAULT_INTERVAL   # nan would compare false forever and inf never arrives: no line, ever
     in_ci = environ.get("CI", "").strip().lower() in ("1", "true", "yes")
     try:
         tty = stream.isatty()
@@ -218,7 +221,7 @@ def task(label: str, unit: str = "bytes", total: int | None = None) -> Iterator[
 def polling(current_task: Task, measure: Callable[[], int], every: float = POLL_SECONDS) -> Iterator[None]:
     """Update ``current_task`` from ``measure()`` in a thread while the block runs.
 
-    For work done by an external tool (pg_dump writing files) whose progress can
+    For work done by an external tool (a dump tool writing files) whose progress can
     only be seen from outside, e.g. the size of the folder it writes into.
     """
     if type(current_task.reporter) is Reporter:

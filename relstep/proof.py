@@ -14,6 +14,7 @@ from relstep.fingerprint import Fingerprint, compare, summary
 
 if TYPE_CHECKING:
     from relstep.databases.base import Engine
+    from relstep.manifest import DatabaseEntry
 
 FINGERPRINT = "fingerprint"
 ROW_COUNTS = "row counts"
@@ -43,7 +44,7 @@ class Proof:
                 "notes": self.notes}
 
 
-def prove(engine: Engine, entry: dict[str, Any], url: str, *, same_database: bool) -> Proof:
+def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool) -> Proof:
     """Compare the database at ``url`` with the manifest ``entry`` it was restored from.
 
     ``same_database``: the restore went into a database of the snapshot's own name, so what the
@@ -51,8 +52,8 @@ def prove(engine: Engine, entry: dict[str, Any], url: str, *, same_database: boo
     Raises the engine's error when the database cannot be read; ValueError for a fingerprint this
     relstep cannot read.
     """
-    consistent = entry.get("row_counts_consistent", True)
-    recorded = entry.get("fingerprint")
+    consistent = entry.row_counts_consistent
+    recorded = entry.fingerprint
     if recorded is None:
         return _by_row_counts(engine, entry, url, consistent)
     expected = Fingerprint.from_json(recorded)
@@ -72,15 +73,12 @@ def prove(engine: Engine, entry: dict[str, Any], url: str, *, same_database: boo
     return proof
 
 
-def _by_row_counts(engine: Engine, entry: dict[str, Any], url: str, consistent: bool) -> Proof:
+def _by_row_counts(engine: Engine, entry: DatabaseEntry, url: str, consistent: bool) -> Proof:
     from relstep.verify import compare_row_counts
 
     actual = engine.row_counts(url)
-    expected = entry.get("row_counts")
     notes = ["the snapshot has no fingerprint (made by an older relstep): only row counts were compared"]
-    if not isinstance(expected, dict):
-        return Proof(ROW_COUNTS, "nothing", ["the manifest has no row counts for this database"], notes)
-    differences = [str(p) for p in compare_row_counts(expected, actual)]
+    differences = [str(p) for p in compare_row_counts(entry.row_counts, actual)]
     if differences and not consistent:
         notes.append("row counts differ but were not taken at the dump's instant: " + "; ".join(differences))
         differences = []

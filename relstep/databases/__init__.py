@@ -7,19 +7,51 @@ and everything about that engine, is the registry's.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from relstep.databases.registry import ENGINES, EngineSpec, engine_for, engine_named, scheme_of, spec_for_url
 
 __all__ = [
-    "ENGINES", "EngineSpec", "create_engine", "engine_for", "engine_name", "engine_named", "redact_url",
-    "scheme_of", "spec_for_url", "sqlalchemy_url", "url_password", "url_passwords",
+    "ENGINES",
+    "EngineSpec",
+    "absolute_url",
+    "create_engine",
+    "engine_for",
+    "engine_name",
+    "engine_named",
+    "redact_url",
+    "scheme_of",
+    "spec_for_url",
+    "sqlalchemy_url",
+    "url_password",
+    "url_passwords",
 ]
 
 
 def engine_name(url: str) -> str:
     """The registry key of the engine a URL names, or a ConfigError naming the supported schemes."""
     return spec_for_url(url).key
+
+
+def absolute_url(url: str, base: Path, file_base: Path | None = None) -> str:
+    """The URL with a relative SQLite file path made absolute; other URLs unchanged.
+
+    ``sqlite:///`` paths are relative to ``base`` (the config's folder); Prisma's ``file:`` form is
+    relative to ``file_base`` when given (the folder of ``schema.prisma``, as Prisma resolves it),
+    else to ``base``, and becomes ``sqlite:///``.
+    """
+    for prefix in ("sqlite:///", "file:"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):]
+            if rest.startswith("//"):
+                return url
+            path_part, sep, query = rest.partition("?")
+            folder = file_base if prefix == "file:" and file_base is not None else base
+            if path_part and not path_part.startswith("/") and path_part != ":memory:":
+                return "sqlite:///" + str((folder / path_part).resolve()) + (sep + query)
+            return "sqlite:///" + path_part + (sep + query) if prefix == "file:" else url
+    return url
 
 
 def sqlalchemy_url(url: str):  # -> sqlalchemy.engine.URL

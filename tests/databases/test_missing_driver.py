@@ -114,3 +114,23 @@ def test_sqlite_needs_no_driver(tmp_path: Path, request: pytest.FixtureRequest) 
     ran = relstep("backup", cwd=app, env=_without(tmp_path, "psycopg,pymysql"))
     assert ran.code == 0, ran.err
     assert len(_snapshots(app)) == 1
+
+
+def test_the_action_learns_the_extras_from_the_config(tmp_path: Path) -> None:
+    """What action.yml runs when its `extras` input is empty: the extras the configured URLs need."""
+    import subprocess
+    import sys
+
+    write_config(tmp_path, {"databases": [{"name": "app", "url": "postgresql://u@db/app"},
+                                          {"name": "files", "url": "sqlite:///files.db"}],
+                            "record": {"url": "mysql://u@db/records"}})
+
+    def extras(**env: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "relstep.databases.extras"], cwd=tmp_path,
+                              env=clean_env(**env), capture_output=True, text=True, check=True)
+        return done.stdout
+
+    assert extras() == "mysql,postgres\n"
+    (tmp_path / "sqlite-only.yml").write_text("database:\n  url: sqlite:///app.db\n")
+    assert extras(RELSTEP_CONFIG="sqlite-only.yml") == "\n"
+    assert extras(RELSTEP_CONFIG="missing.yml") == ""  # relstep's next command reports the config error
