@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from relstep.fingerprint import Fingerprint, compare, summary
+from relstep.fingerprint import Fingerprint, compare, plural, summary
 
 if TYPE_CHECKING:
     from relstep.databases.base import Engine
@@ -47,8 +47,8 @@ class Proof:
 def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool) -> Proof:
     """Compare the database at ``url`` with the manifest ``entry`` it was restored from.
 
-    ``same_database``: the restore went into a database of the snapshot's own name, so what the
-    engine keeps on the server rather than in the dump (MariaDB's grants) is compared too.
+    ``same_database``: ``url`` is the snapshot's own database, so what the engine keeps outside the
+    dump (MariaDB's grants, SQLite's journal mode) is compared too.
     Raises the engine's error when the database cannot be read; ValueError for a fingerprint this
     relstep cannot read.
     """
@@ -58,12 +58,12 @@ def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool
         return _by_row_counts(engine, entry, url, consistent)
     expected = Fingerprint.from_json(recorded)
     actual = engine.fingerprint(url)
-    skip = () if same_database else tuple(getattr(engine, "FINGERPRINT_SERVER_KINDS", ()))
-    proof = Proof(FINGERPRINT, summary(expected, skip), compare(expected, actual, skip), tables=len(actual.content))
+    outside: dict[str, str] = {} if same_database else dict(getattr(engine, "FINGERPRINT_OUTSIDE_DUMP", {}))
+    proof = Proof(FINGERPRINT, summary(expected, outside), compare(expected, actual, outside),
+                  tables=len(actual.content))
     proof.notes += expected.notes
-    if skip and any(expected.objects.get(kind) for kind in skip):
-        proof.notes.append(f"not compared: {', '.join(skip)}s live on the server, not in the dump, and this restore "
-                           "went into a database of another name")
+    proof.notes += [f"not compared: {plural(kind, 2)} ({why}), since this restore went into another database"
+                    for kind, why in outside.items() if expected.objects.get(kind)]
     if not consistent:
         # Rows were not read at the dump's instant (see row_counts_consistent): content may differ.
         content = [d for d in proof.differences if d.startswith("table ") and ": content" in d]

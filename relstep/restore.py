@@ -194,7 +194,10 @@ def _drift(config: Config, name: str, url: str, target: MigrationState) -> tuple
                 live = engine.fingerprint(url, content=False)
         except (RelstepError, ValueError, AttributeError):
             return None, []  # informational: an unreadable reference or target only leaves drift out
-        return snap.path.name, drift(reference, live, getattr(engine, "FINGERPRINT_SERVER_KINDS", ()))
+        # Kept outside the dump (grants, journal mode): comparable when the snapshot is of this database.
+        same = _database_name(url) == _database_name(entry.url if entry is not None else None)
+        outside = () if same else tuple(getattr(engine, "FINGERPRINT_OUTSIDE_DUMP", {}))
+        return snap.path.name, drift(reference, live, outside)
     return None, []
 
 

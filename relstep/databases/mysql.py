@@ -75,9 +75,8 @@ if TYPE_CHECKING:
 NAME = "mysql"
 FORMAT = "mariadb-dump-sql-zstd"
 DUMP_FILE = "dump.sql.zst"
-# Fingerprint kinds kept on the server, not in the dump: compared only by a restore into a
-# database of the snapshot's own name.
-FINGERPRINT_SERVER_KINDS = mysql_fingerprint.SERVER_KINDS
+# Fingerprint kinds kept outside the dump: compared only against a database of the snapshot's own name.
+FINGERPRINT_OUTSIDE_DUMP = mysql_fingerprint.OUTSIDE_DUMP
 
 # FLUSH TABLES WITH READ LOCK first waits for running statements; while it waits,
 # new writes queue behind it.  Better a dump marked inconsistent than a stalled site.

@@ -7,7 +7,7 @@ constraint, so that a missing one is named) and information_schema (views, routi
 events, grants).  Normalized: ``AUTO_INCREMENT=N`` (a value of its own) and the database's own name
 where the server qualifies names with it (view bodies).  Grants on the database and its objects
 live on the server, outside the dump: they are recorded where the account can read them, and
-compared only when the restored database has the same name (``SERVER_KINDS``).
+compared only when the restored database has the same name (``OUTSIDE_DUMP``).
 
 Content: ``COUNT(*)`` and the exact sum of the first 64 bits of ``MD5`` over each row's quoted
 values (``QUOTE`` tells NULL from the string 'NULL'); generated columns are left out, like the
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 NAME = "mysql"
-# Kinds that live on the server rather than in the database (and its dump).
-SERVER_KINDS = ("grant",)
+# Kinds kept outside the dump, so a restore into a database of another name cannot bring them:
+# kind -> why (for the proof's note).
+OUTSIDE_DUMP = {"grant": "the server keeps them under the database's name, outside the dump"}
 
 _KEY_LINE = re.compile(r"^(?:(PRIMARY)|UNIQUE|FULLTEXT|SPATIAL|VECTOR)?\s*KEY\s*(`(?:[^`]|``)*`)?")
 _CONSTRAINT_LINE = re.compile(r"^CONSTRAINT\s+(`(?:[^`]|``)*`)")

@@ -28,6 +28,7 @@ from relstep.errors import ConfigError
 from relstep.fingerprint import Fingerprint
 
 NAME = "sqlite"
+FINGERPRINT_OUTSIDE_DUMP = sqlite_fingerprint.OUTSIDE_DUMP
 DUMP_FILE = "database.sqlite3.zst"
 ZSTD_LEVEL = 3
 

@@ -15,6 +15,10 @@ import sqlite3
 from relstep.fingerprint import Fingerprint, RowDigest
 
 NAME = "sqlite"
+# The journal mode belongs to the database file, not to its contents: a restore into an existing
+# file keeps that file's mode, and a staged or scratch copy has its own.  So it is compared only
+# against the snapshot's own database (drift, or a proof of the file itself).
+OUTSIDE_DUMP = {"file setting": "the journal mode belongs to the database file, which a restore keeps"}
 _KINDS = {"table": "table", "index": "index", "view": "view", "trigger": "trigger"}
 
 
@@ -40,7 +44,7 @@ def read(conn: sqlite3.Connection, journal_mode: str | None = None, *, content: 
     for pragma in ("user_version", "application_id", "encoding", "auto_vacuum"):
         fp.add("setting", pragma, value=conn.execute(f"PRAGMA {pragma}").fetchone()[0])
     mode = journal_mode or conn.execute("PRAGMA journal_mode").fetchone()[0]
-    fp.add("setting", "journal_mode", value=str(mode).lower())
+    fp.add("file setting", "journal_mode", value=str(mode).lower())
     for table in tables if content else ():
         rows = RowDigest()
         for row in conn.execute(f"SELECT * FROM {_quote(table)}"):
