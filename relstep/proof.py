@@ -7,6 +7,7 @@ proof says so.  Returns data; the callers decide the exit code and the wording a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +45,20 @@ class Proof:
                 "notes": self.notes}
 
 
-def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool) -> Proof:
+# Kinds a restore leaves out when told to (``--no-owner``, ``--no-privileges``), for ``left_out``.
+NO_OWNER = {"owner": "--no-owner gave every object to the restoring role"}
+NO_PRIVILEGES = {kind: "--no-privileges left them out" for kind in ("grant", "revoke", "default privilege")}
+
+
+def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool,
+          left_out: Mapping[str, str] | None = None) -> Proof:
     """Compare the database at ``url`` with the manifest ``entry`` it was restored from.
 
     ``same_database``: ``url`` is the snapshot's own database, so what the engine keeps outside the
     dump (MariaDB's grants, SQLite's journal mode) is compared too.
-    Raises the engine's error when the database cannot be read; ValueError for a fingerprint this
-    relstep cannot read.
+    ``left_out``: kinds the restore was told to leave out -> why (``NO_OWNER``, ``NO_PRIVILEGES``);
+    they are not compared, and a note says so.  Raises the engine's error when the database cannot
+    be read; ValueError for a fingerprint this relstep cannot read.
     """
     consistent = entry.row_counts_consistent
     recorded = entry.fingerprint
@@ -59,10 +67,12 @@ def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool
     expected = Fingerprint.from_json(recorded)
     actual = engine.fingerprint(url)
     outside: dict[str, str] = {} if same_database else dict(getattr(engine, "FINGERPRINT_OUTSIDE_DUMP", {}))
+    outside.update(left_out or {})
     proof = Proof(FINGERPRINT, summary(expected, outside), compare(expected, actual, outside),
                   tables=len(actual.content))
     proof.notes += expected.notes
-    proof.notes += [f"not compared: {plural(kind, 2)} ({why}), since this restore went into another database"
+    proof.notes += [f"not compared: {plural(kind, 2)} ({why})" + ("" if kind in (left_out or {}) else
+                                                                   ", since this restore went into another database")
                     for kind, why in outside.items() if expected.objects.get(kind)]
     if not consistent:
         # Rows were not read at the dump's instant (see row_counts_consistent): content may differ.
