@@ -6,7 +6,7 @@ import errno
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ ENVIRONMENT_FILE = "environment.json"
 class BackupOutcome:
     path: Path
     manifest: Manifest
+    proofs: dict[str, str] = field(default_factory=dict)   # database -> its restore test's proof line
 
     @property
     def schema_revision(self) -> str | None:
@@ -171,7 +172,33 @@ def _disk_full_message(root: Path, free_at_start: int | None) -> str:
 
 
 def create_snapshot(config: Config, release: Release, now: datetime | None = None) -> BackupOutcome:
-    """Write one snapshot.  The caller holds the root lock."""
+    """Write one snapshot, then restore-test it where configured.  The caller holds the root lock."""
+    outcome = _write_snapshot(config, release, now)
+    _restore_test(config, outcome)
+    return outcome
+
+
+def _restore_test(config: Config, outcome: BackupOutcome) -> None:
+    """``database.restore_test_after_backup``: the new snapshot must restore into a scratch database
+    and prove equal to its fingerprint, or the backup phase fails (the snapshot is kept: it is
+    still the best copy there is, and `relstep verify --restore-test` can look at it again)."""
+    from relstep.verify import restore_test
+
+    for db in config.all_databases:
+        if not db.restore_test_after_backup:
+            continue
+        test, problems = restore_test(outcome.path, db.name, (outcome.manifest.databases or {})[db.name], db.url)
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            shown = "; ".join(str(p) for p in problems[:3]) + more
+            raise BackupError(
+                f"snapshot {outcome.path.name} was written but does not restore equal to database {db.name}: "
+                f"{shown}; it is kept, see `relstep verify --restore-test {outcome.path.name}`"
+            )
+        outcome.proofs[db.name] = test.compared
+
+
+def _write_snapshot(config: Config, release: Release, now: datetime | None) -> BackupOutcome:
     check_inputs(config)
     for db in config.all_databases:
         register_url_secrets(db.url)
@@ -216,6 +243,8 @@ def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> DatabaseEntry:
         excluded_tables=dump.excluded_tables,
         files=dump.files,
         extra=dump.extra or None,
+        # What the proof after a restore compares (docs/snapshot-layout.md, "Fingerprint").
+        fingerprint=dump.fingerprint.to_json() if dump.fingerprint is not None else None,
     )
 
 

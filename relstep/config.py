@@ -39,6 +39,7 @@ class DatabaseConfig:
     name: str = "main"
     redact: tuple[str, ...] | None = None        # None: relstep's default patterns
     exclude_tables: tuple[str, ...] = ()
+    restore_test_after_backup: bool = False       # backup ends by proving the new snapshot restores equal
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def _models() -> Any:
         url: StrictStr | None = None
         redact: list[StrictStr] | None = None
         exclude_tables: list[StrictStr] = []
+        restore_test_after_backup: StrictBool = False
 
     class NamedDatabase(Database):
         name: StrictStr
@@ -356,6 +358,7 @@ def _database(entry: Any, url: str, name: str, place: _Place, label: str) -> Dat
         name=name,
         redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
         exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
+        restore_test_after_backup=entry.restore_test_after_backup if entry is not None else False,
     )
 
 

@@ -106,6 +106,8 @@ class DatabaseEntry(_Described):
     excluded_tables: list[str] = []
     files: list[str] = []
     extra: dict[str, Any] | None = None             # what the dump left out (the engine reads it on restore)
+    # What every restore is proven against (relstep.fingerprint); None: made before fingerprints.
+    fingerprint: dict[str, Any] | None = None
 
 
 class CodeEntry(_Described):
