@@ -219,10 +219,42 @@ def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> dict[str, Any]:
     }
 
 
+def _encrypted(config: Config, build: snapshot.Building) -> Any:
+    """While open, every file created in the snapshot is encrypted to the configured recipients."""
+    import contextlib
+
+    if config.encryption is None or config.encryption.offsite_only:
+        return contextlib.nullcontext()
+    from relstep import codec
+    from relstep.encryption import recipient_objects
+
+    return codec.encrypting(build.path, recipient_objects(config.encryption.recipients))
+
+
+def _encryption_entry(config: Config) -> dict[str, Any]:
+    """What the manifest says about encryption: readable without the key, as list and prune need."""
+    if config.encryption is None or config.encryption.offsite_only:
+        return {}
+    from relstep.encryption import describe_recipient
+
+    recipients = [describe_recipient(k) for k in config.encryption.recipients]
+    return {"encryption": {"scheme": "age", "recipients": recipients}}
+
+
 def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupOutcome:
     assert config.database is not None
+    # Written before the encrypting stage starts: what list, prune and status read stays plain.
     build.write_text("VERSION.txt", release.version + "\n")
     build.write_text("DEPLOYMENT_TYPE.txt", release.deployment_type + "\n")
+    with _encrypted(config, build):
+        manifest = _fill_data(config, release, build)
+    # The manifest stays plain too: it is written after the encrypting stage has ended.
+    path = build.finish(manifest, private=(code_capture.CODE_DIR,))
+    return BackupOutcome(path=path, manifest=manifest)
+
+
+def _fill_data(config: Config, release: Release, build: snapshot.Building) -> dict[str, Any]:
+    assert config.database is not None
     databases = config.all_databases
     for db in databases:
         (build.path / DATABASES_DIR / db.name).mkdir(parents=True, mode=0o700)
@@ -266,8 +298,8 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         "databases": {db.name: _database_entry(db, dumps[db.name]) for db in databases},
         "code": code,
         "files": snapshot.manifest_files(build.path, {**hashes, **build.hashes}),
+        **_encryption_entry(config),
     }
     # Not passed through mask_data: file paths are keys here, and a file named
     # keys.js is not a secret.  The only secret-bearing field, the URL, is masked above.
-    path = build.finish(manifest, private=(code_capture.CODE_DIR,))
-    return BackupOutcome(path=path, manifest=manifest)
+    return manifest

@@ -61,6 +61,12 @@ class OffsiteConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    recipients: tuple[str, ...]                   # age1... / ssh-ed25519 / ssh-rsa public keys, validated
+    offsite_only: bool = False                    # True: local snapshots plain, off-site copies encrypted
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     webhook: str
     format: str = "slack"                         # "slack" (Slack-compatible) or "json" (generic body)
@@ -88,6 +94,7 @@ class Config:
     databases: tuple[DatabaseConfig, ...] = ()
     offsite: OffsiteConfig | None = None
     notify: NotifyConfig | None = None
+    encryption: EncryptionConfig | None = None
 
     @property
     def all_databases(self) -> tuple[DatabaseConfig, ...]:
@@ -138,6 +145,10 @@ def _models() -> Any:
         on: list[Literal["failure", "success"]] = ["failure"]
         project: StrictStr | None = None
 
+    class Encryption(Strict):
+        recipients: list[StrictStr]
+        offsite_only: StrictBool = False
+
     class Migrations(Strict):
         tool: StrictStr = "auto"
         path: StrictStr | None = None
@@ -159,6 +170,7 @@ def _models() -> Any:
         record: Record = Record()
         offsite: Offsite | None = None
         notify: Notify | None = None
+        encryption: Encryption | None = None
 
     return File
 
@@ -438,6 +450,15 @@ def _offsite(parsed: Any, raw: dict[str, Any], retention: int, where: str) -> Of
     return OffsiteConfig(url=parsed.url, keep=keep, required=parsed.required)
 
 
+def _encryption(parsed: Any, base: Path, where: str) -> EncryptionConfig | None:
+    if parsed is None:
+        return None
+    from relstep.encryption import load_recipients
+
+    return EncryptionConfig(recipients=load_recipients(parsed.recipients, base, where),
+                            offsite_only=parsed.offsite_only)
+
+
 def _notify(parsed: Any, where: str) -> NotifyConfig | None:
     if parsed is None:
         return None
@@ -549,6 +570,7 @@ def load_config(
         databases=databases,
         offsite=_offsite(parsed.offsite, raw, retention, where),
         notify=_notify(parsed.notify, where),
+        encryption=_encryption(parsed.encryption, base, where),
     )
     _register_url_passwords(config)
     return config
