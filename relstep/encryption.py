@@ -292,3 +292,54 @@ def check_header(path: Path) -> str | None:
     if end < 0 or b"\n-> " not in head[: end + 1]:
         return f"{path} has a damaged age header (no recipient stanza or MAC line)"
     return None
+
+
+# --------------------------------------------------------------------------- reading a snapshot
+
+_identity_option: str | None = None   # --identity FILE of the running command (set by the CLI)
+
+
+def set_identity_option(value: str | None) -> None:
+    global _identity_option
+    _identity_option = value
+
+
+def identity_given() -> bool:
+    return identity_path(_identity_option) is not None
+
+
+def _probe(snapshot_dir: Path, files: Mapping[str, Any], identities: list[Any]) -> None:
+    """Decrypt the smallest encrypted file once: a wrong identity is refused before anything changes."""
+    from relstep import codec
+
+    encrypted = [rel for rel, entry in files.items() if getattr(entry, "plain_sha256", None)]
+    if not encrypted:
+        return
+    smallest = min(encrypted, key=lambda rel: files[rel].size)
+    with codec.decrypting(snapshot_dir, identities):
+        try:
+            codec.drain(codec.read_chunks(snapshot_dir / smallest))
+        except codec.UnreadableFile:
+            pass  # damage, not the key: verify and restore name it where they read the file
+
+
+def reading(snapshot_dir: Path, manifest: Any) -> Any:
+    """While open, the snapshot's encrypted files are decrypted as they are read.
+
+    A plain snapshot needs nothing; an encrypted one needs ``--identity FILE`` or
+    RELSTEP_AGE_IDENTITY_FILE, checked against the snapshot before the caller changes anything."""
+    import contextlib
+
+    from relstep import codec
+
+    if getattr(manifest, "encryption", None) is None:
+        return contextlib.nullcontext()
+    path = identity_path(_identity_option)
+    if path is None:
+        raise IdentityNeeded(
+            f"{snapshot_dir.name} is encrypted (age); pass --identity FILE or set {IDENTITY_VARIABLE} "
+            "to the identity file of one of its recipients"
+        )
+    identities = load_identities(path)
+    _probe(snapshot_dir, manifest.files, identities)
+    return codec.decrypting(snapshot_dir, identities)
