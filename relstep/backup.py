@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep import __version__, fsutil, lookup, progress, snapshot
+from relstep import __version__, codec, fsutil, lookup, progress, snapshot
 from relstep.capture import code as code_capture
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, engine_name, spec_for_url
@@ -234,7 +234,6 @@ def _encrypted(config: Config, build: snapshot.Building) -> Any:
 
     if config.encryption is None or config.encryption.offsite_only:
         return contextlib.nullcontext()
-    from relstep import codec
     from relstep.encryption import recipient_objects
 
     return codec.encrypting(build.path, recipient_objects(config.encryption.recipients))
@@ -289,6 +288,7 @@ def _fill_data(config: Config, release: Release, build: snapshot.Building) -> Ma
     build.write_json(ENVIRONMENT_FILE, environment)
 
     git = environment.get("git", {})
+    hide_revision = codec.encrypts(build.path / MIGRATIONS_FILE)
     # Hashes the codec computed while writing: code capture's and the small files' (write_text).
     known = {rel: FileEntry.model_validate(meta) for rel, meta in {**hashes, **build.hashes}.items()}
     manifest = Manifest(
@@ -303,7 +303,9 @@ def _fill_data(config: Config, release: Release, build: snapshot.Building) -> Ma
         # engine and row_counts describe the first database, as they did before `databases:` existed.
         engine=first.engine,
         row_counts=first.row_counts,
-        schema_revision=migrations_json.get("schema_revision"),
+        # A migration's name can say what the release does: in an encrypted snapshot it stays in
+        # the encrypted migrations.json only.
+        schema_revision=None if hide_revision else migrations_json.get("schema_revision"),
         migration_tool=migrations_json.get("tool"),
         databases={db.name: _database_entry(db, dumps[db.name]) for db in databases},
         code={name: CodeEntry.model_validate(summary) for name, summary in code.items()},

@@ -308,7 +308,7 @@ def identity_given() -> bool:
     return identity_path(_identity_option) is not None
 
 
-def _probe(snapshot_dir: Path, files: Mapping[str, Any], identities: list[Any]) -> None:
+def _probe(snapshot_dir: Path, files: Mapping[str, Any], identities: list[Any], phase: str) -> None:
     """Decrypt the smallest encrypted file once: a wrong identity is refused before anything changes."""
     from relstep import codec
 
@@ -319,11 +319,13 @@ def _probe(snapshot_dir: Path, files: Mapping[str, Any], identities: list[Any]) 
     with codec.decrypting(snapshot_dir, identities):
         try:
             codec.drain(codec.read_chunks(snapshot_dir / smallest))
+        except IdentityNeeded as exc:
+            raise IdentityNeeded(exc.message, phase=phase) from None
         except codec.UnreadableFile:
             pass  # damage, not the key: verify and restore name it where they read the file
 
 
-def reading(snapshot_dir: Path, manifest: Any) -> Any:
+def reading(snapshot_dir: Path, manifest: Any, phase: str) -> Any:
     """While open, the snapshot's encrypted files are decrypted as they are read.
 
     A plain snapshot needs nothing; an encrypted one needs ``--identity FILE`` or
@@ -338,8 +340,11 @@ def reading(snapshot_dir: Path, manifest: Any) -> Any:
     if path is None:
         raise IdentityNeeded(
             f"{snapshot_dir.name} is encrypted (age); pass --identity FILE or set {IDENTITY_VARIABLE} "
-            "to the identity file of one of its recipients"
+            "to the identity file of one of its recipients", phase=phase
         )
-    identities = load_identities(path)
-    _probe(snapshot_dir, manifest.files, identities)
+    try:
+        identities = load_identities(path)
+    except IdentityNeeded as exc:
+        raise IdentityNeeded(exc.message, phase=phase) from None
+    _probe(snapshot_dir, manifest.files, identities, phase)
     return codec.decrypting(snapshot_dir, identities)

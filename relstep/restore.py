@@ -166,7 +166,7 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
                          f"{entry.engine} database", phase="restore")
     from relstep import encryption
 
-    with encryption.reading(path, manifest):  # an encrypted snapshot needs its identity: refused here
+    with encryption.reading(path, manifest, "restore"):  # an encrypted snapshot needs its identity: refused here
         state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
@@ -356,7 +356,7 @@ def restore(
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
         from relstep import encryption
 
-        with encryption.reading(chk.snapshot, chk.manifest):
+        with encryption.reading(chk.snapshot, chk.manifest, "restore"):
             _restore_database(chk, outcome)
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
@@ -367,7 +367,7 @@ def restore(
         try:
             from relstep import encryption
 
-            with encryption.reading(chk.snapshot, chk.manifest):
+            with encryption.reading(chk.snapshot, chk.manifest, "restore"):
                 outcome.code = restore_code(chk.snapshot, code, code_to)
         except OSError as exc:
             raise RestoreError(f"the database was restored, but the code could not be built beside {code_to} "

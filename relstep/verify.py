@@ -363,7 +363,7 @@ def _verify_contents(
     if manifest.encryption is not None and not encryption.identity_given():
         _verify_ciphertext(path, manifest, report, with_restore_test)
         return
-    with encryption.reading(path, manifest):
+    with encryption.reading(path, manifest, "verify"):
         _verify_readable(config, path, manifest, report, with_restore_test, scratch_url)
 
 

@@ -109,12 +109,10 @@ def _dump_in_memory(url: str, dest: Path, plan: DumpPlan, inspect: Inspect | Non
                 from sqlalchemy import create_engine
                 from sqlalchemy.pool import StaticPool
 
+                # Not disposed: that would close the in-memory copy, which closing() ends below.
                 engine = create_engine("sqlite://", creator=lambda: copy, poolclass=StaticPool)
-                try:
-                    with engine.connect() as conn:
-                        inspected = inspect(conn)
-                finally:
-                    engine.dispose()
+                with engine.connect() as conn:
+                    inspected = inspect(conn)
             redact = columns_to_redact(columns, plan.redact)
             excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
             _redact(copy, redact, excluded)
