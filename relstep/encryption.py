@@ -47,6 +47,10 @@ def _is_recipient(text: str) -> bool:
     return text.startswith(("age1", "ssh-ed25519 ", "ssh-rsa "))
 
 
+def _is_private(text: str) -> bool:
+    return text.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in text
+
+
 def parse_recipient(text: str, where: str) -> Any:
     """A pyrage recipient for an ``age1...`` or ``ssh-ed25519``/``ssh-rsa`` public key."""
     age = pyrage()
@@ -63,6 +67,9 @@ def load_recipients(entries: Sequence[str], base_dir: Path, where: str) -> tuple
     keys: list[str] = []
     for entry in entries:
         entry = entry.strip()
+        if _is_private(entry):  # checked first: a private key is never echoed into a message
+            raise ConfigError(f"{where}: encryption.recipients holds a private key; list public keys only "
+                              "and keep the identity off the deploy host")
         if _is_recipient(entry):
             keys.append(entry)
             continue
@@ -81,9 +88,9 @@ def load_recipients(entries: Sequence[str], base_dir: Path, where: str) -> tuple
     if not keys:
         raise ConfigError(f"{where}: encryption.recipients is empty; name at least one age or SSH public key")
     for key in keys:
-        if key.startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in key:
-            raise ConfigError(f"{where}: encryption.recipients holds a private key; list public keys only "
-                              "and keep the identity off the deploy host")
+        if _is_private(key):
+            raise ConfigError(f"{where}: encryption.recipients names a file holding a private key; list public "
+                              "keys only and keep the identity off the deploy host")
         parse_recipient(key, f"{where}: encryption.recipients")
     return tuple(dict.fromkeys(keys))
 

@@ -151,7 +151,7 @@ def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
 
 
 def test_wrong_key_and_tampered_byte_are_caught(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    app, url, identity = encrypted_app(tmp_path, request, "sqlite")
+    app, _url, identity = encrypted_app(tmp_path, request, "sqlite")
     assert run("backup", "--version", "1.0.0", cwd=app).code == 0
     snap = only_snapshot(app)
     other, _ = keygen(tmp_path / "keys" / "other.age")
@@ -184,6 +184,7 @@ def test_config_refuses_a_private_key_and_a_bad_recipient(tmp_path: Path, reques
     ran = run("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 2
     assert "encryption.recipients holds a private key; list public keys only" in ran.last_err
+    assert str(identity) not in ran.err and str(identity)[15:] not in ran.err, "the key is never echoed"
     write_config(app, {"database": {"url": url}, "encryption": {"recipients": ["age1notakey"]}})
     ran = run("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 2 and "is not a valid age or SSH public key" in ran.last_err
@@ -223,3 +224,29 @@ def test_keygen_never_overwrites(tmp_path: Path) -> None:
     again = run("keygen", "--output", str(path), cwd=tmp_path)
     assert again.code == 2 and "already exists" in again.last_err
     assert public in path.read_text()
+
+
+def test_the_codec_names_a_tampered_age_file_and_removes_a_failed_one(tmp_path: Path) -> None:
+    """age's own authentication, below the manifest's checksum: one flipped byte is one clear line."""
+    from relstep import codec
+
+    identity = pyrage.x25519.Identity.generate()
+    path = tmp_path / "f.zst"
+    with codec.encrypting(tmp_path, [identity.to_public()]):
+        written = codec.write_bytes(path, ROW_VALUE.encode() * 50_000, compress=True)
+    assert written.plain_sha256 is not None and ROW_VALUE.encode() not in path.read_bytes()
+    with codec.decrypting(tmp_path, [identity]):
+        assert b"".join(codec.read_chunks(path, compressed=True)) == ROW_VALUE.encode() * 50_000
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0x01
+    path.write_bytes(bytes(data))
+    with codec.decrypting(tmp_path, [identity]), pytest.raises(codec.UnreadableFile) as caught:
+        codec.drain(codec.read_chunks(path, compressed=True))
+    assert str(caught.value).startswith(f"{path} is corrupt: its age encryption does not authenticate")
+
+    # A write that fails midway leaves no file, encrypted or not.
+    with codec.encrypting(tmp_path, [identity.to_public()]):
+        writer = codec.create(tmp_path / "g")
+        writer.write(b"partial")
+        writer.abort()
+    assert not (tmp_path / "g").exists()
