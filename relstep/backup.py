@@ -53,7 +53,7 @@ def check_inputs(config: Config) -> None:
             # the streamed custom-format path exists, rather than leave a plain dump in the snapshot.
             raise ConfigError(
                 f"encryption of PostgreSQL snapshots is not supported yet ({', '.join(encrypted_unsupported)}); "
-                f"use encryption.offsite_only: true or remove encryption: from {config.where}"
+                f"remove encryption: from {config.where} or back that database up in a relstep.yml of its own"
             )
     with engine_errors(BackupError):  # a missing driver is refused before the snapshot exists
         for db in config.all_databases:

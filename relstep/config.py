@@ -457,6 +457,11 @@ def _encryption(parsed: Any, base: Path, where: str) -> EncryptionConfig | None:
         return None
     from relstep.encryption import load_recipients
 
+    if parsed.offsite_only:
+        # Refused rather than accepted: an off-site copy that was meant to be encrypted must never
+        # be uploaded plain because the encrypting upload does not exist yet.
+        raise ConfigError(f"{where}: encryption.offsite_only is not supported yet; remove it to encrypt "
+                          "every snapshot (its off-site copies are then the encrypted files)")
     return EncryptionConfig(recipients=load_recipients(parsed.recipients, base, where),
                             offsite_only=parsed.offsite_only)
 
