@@ -62,6 +62,12 @@ class OffsiteConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    recipients: tuple[str, ...]                   # age1... / ssh-ed25519 / ssh-rsa public keys, validated
+    offsite_only: bool = False                    # True: local snapshots plain, off-site copies encrypted
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     webhook: str
     format: str = "slack"                         # "slack" (Slack-compatible) or "json" (generic body)
@@ -90,6 +96,7 @@ class Config:
     offsite: OffsiteConfig | None = None
     notify: NotifyConfig | None = None
     project: str | None = None      # as configured; relstep.identity.project_of derives the default
+    encryption: EncryptionConfig | None = None
 
     @property
     def all_databases(self) -> tuple[DatabaseConfig, ...]:
@@ -141,6 +148,10 @@ def _models() -> Any:
         on: list[Literal["failure", "success"]] = ["failure"]
         project: StrictStr | None = None
 
+    class Encryption(Strict):
+        recipients: list[StrictStr]
+        offsite_only: StrictBool = False
+
     class Migrations(Strict):
         tool: StrictStr = "auto"
         path: StrictStr | None = None
@@ -163,6 +174,7 @@ def _models() -> Any:
         record: Record = Record()
         offsite: Offsite | None = None
         notify: Notify | None = None
+        encryption: Encryption | None = None
 
     return File
 
@@ -443,6 +455,20 @@ def _offsite(parsed: Any, raw: dict[str, Any], retention: int, where: str) -> Of
     return OffsiteConfig(url=parsed.url, keep=keep, required=parsed.required)
 
 
+def _encryption(parsed: Any, base: Path, where: str) -> EncryptionConfig | None:
+    if parsed is None:
+        return None
+    from relstep.encryption import load_recipients
+
+    if parsed.offsite_only:
+        # Refused rather than accepted: an off-site copy that was meant to be encrypted must never
+        # be uploaded plain because the encrypting upload does not exist yet.
+        raise ConfigError(f"{where}: encryption.offsite_only is not supported yet; remove it to encrypt "
+                          "every snapshot (its off-site copies are then the encrypted files)")
+    return EncryptionConfig(recipients=load_recipients(parsed.recipients, base, where),
+                            offsite_only=parsed.offsite_only)
+
+
 def _notify(parsed: Any, where: str) -> NotifyConfig | None:
     if parsed is None:
         return None
@@ -555,6 +581,7 @@ def load_config(
         offsite=_offsite(parsed.offsite, raw, retention, where),
         notify=_notify(parsed.notify, where),
         project=parsed.project,
+        encryption=_encryption(parsed.encryption, base, where),
     )
     _register_url_passwords(config)
     return config

@@ -111,6 +111,13 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         f"schema revision: {summary.get('schema_revision') or '-'}",
         f"files:           {summary['file_count']} ({human_bytes(summary['size'])})",
     ]
+    encryption = summary.get("encryption")
+    if encryption:  # who can read it: the recipients' public keys (the identity is never recorded)
+        lines.append(f"encrypted to:    {encryption.get('scheme', 'age')}, {len(encryption.get('recipients', []))} "
+                     "recipient(s)")
+        lines += [f"  {recipient}" for recipient in encryption.get("recipients", [])]
+    else:
+        lines.append("encrypted to:    - (plain)")
     databases = summary.get("databases") or {"main": {"row_counts": summary.get("row_counts", {})}}
     for name, db in databases.items():
         # One database keeps the short heading; several say whose rows these are.

@@ -103,12 +103,14 @@ def _pick_database(manifest: Manifest, path: Path, name: str | None) -> tuple[st
 def _migration_state(path: Path) -> MigrationState:
     import json
 
-    try:
-        data = json.loads((path / "migrations.json").read_text(encoding="utf-8"))
+    from relstep import codec
+
+    if not (path / "migrations.json").is_file():
+        raise VerifyError(f"{path.name} has no migrations.json; run `relstep verify {path.name}`")
+    try:  # through the codec: in an encrypted snapshot it is decrypted as it is read
+        data = json.loads(b"".join(codec.read_chunks(path / "migrations.json")).decode("utf-8"))
         state = MigrationState.from_json(data)
-    except FileNotFoundError:
-        raise VerifyError(f"{path.name} has no migrations.json; run `relstep verify {path.name}`") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, codec.UnreadableFile) as exc:
         raise VerifyError(f"{path / 'migrations.json'} is unreadable ({exc}); run `relstep verify`") from exc
     # A snapshot taken without a migration tool records tool None.
     state.tool = state.tool or NONE
@@ -163,7 +165,10 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     if spec.name != entry.engine:
         raise InputError(f"{path.name} holds a {entry.engine} dump; {redact_url(url)} is not a "
                          f"{entry.engine} database", phase="restore")
-    state = _migration_state(path) if described else MigrationState(tool=NONE)
+    from relstep import encryption
+
+    with encryption.reading(path, manifest, "restore"):  # an encrypted snapshot needs its identity: refused here
+        state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
     if empty is False and target_state is not None:
@@ -380,7 +385,10 @@ def restore(
                               + "); nothing was restored")
         if not empty:
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
-        _restore_database(chk, outcome)
+        from relstep import encryption
+
+        with encryption.reading(chk.snapshot, chk.manifest, "restore"):
+            _restore_database(chk, outcome)
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
     if code:
@@ -388,7 +396,10 @@ def restore(
 
         assert code_to is not None
         try:
-            outcome.code = restore_code(chk.snapshot, code, code_to)
+            from relstep import encryption
+
+            with encryption.reading(chk.snapshot, chk.manifest, "restore"):
+                outcome.code = restore_code(chk.snapshot, code, code_to)
         except OSError as exc:
             raise RestoreError(f"the database was restored, but the code could not be built beside {code_to} "
                                f"and swapped in ({exc.strerror or exc}); {code_to} is unchanged: free space or fix "
