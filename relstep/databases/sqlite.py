@@ -116,7 +116,9 @@ def _compress(source: Path, dest: Path) -> codec.Written:
     return out.result
 
 
-def _dump_in_memory(url: str, dest: Path, plan: DumpPlan, inspect: Inspect | None) -> tuple[Any, ...]:
+def _dump_in_memory(
+    url: str, dest: Path, plan: DumpPlan, inspect: Inspect | None
+) -> tuple[codec.Written, dict[str, list[Column]], list[str], dict[str, int], Any, Fingerprint]:
     """The encrypted snapshot's path: the copy is redacted and compacted in memory and written
     through the codec's age stage, so no plaintext copy of the database touches the disk (it
     costs memory of about twice the database's size while it runs)."""
@@ -125,6 +127,7 @@ def _dump_in_memory(url: str, dest: Path, plan: DumpPlan, inspect: Inspect | Non
             raise DatabaseError("an encrypted SQLite snapshot needs Python 3.11 or newer (sqlite3 serialize)")
         try:
             source.backup(copy)
+            journal_mode = str(source.execute("PRAGMA journal_mode").fetchone()[0])
             tables = _user_tables(copy)
             columns = {t: _columns(copy, t) for t in tables}
             inspected = None
@@ -138,8 +141,11 @@ def _dump_in_memory(url: str, dest: Path, plan: DumpPlan, inspect: Inspect | Non
                     inspected = inspect(conn)
             redact = columns_to_redact(columns, plan.redact)
             excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
+            _refuse_unrestorable(copy, excluded)
             _redact(copy, redact, excluded)
             counts = _count(copy, tables)
+            # The copy is what a restore brings back; its journal mode is the source's.
+            fingerprint = sqlite_fingerprint.read(copy, journal_mode=journal_mode)
             copy.execute("VACUUM")  # drops the free pages that still hold the redacted values
             image = copy.serialize()  # type: ignore[attr-defined]  # Python 3.11+, as required
         except sqlite3.Error as exc:
@@ -147,14 +153,12 @@ def _dump_in_memory(url: str, dest: Path, plan: DumpPlan, inspect: Inspect | Non
     with codec.create(dest, compress=True, level=ZSTD_LEVEL, threads=-1) as out:
         out.write(image)
     assert out.result is not None
-    return out.result, tables, redact, excluded, counts, inspected
+    return out.result, redact, excluded, counts, inspected, fingerprint
 
 
 def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
     if codec.encrypts(dest_dir / DUMP_FILE):
-        written, _tables, redact, excluded, counts, inspected = _dump_in_memory(
-            url, dest_dir / DUMP_FILE, plan, inspect)
-        return _dump_info(written, redact, excluded, counts, inspected)
+        return _dump_info(*_dump_in_memory(url, dest_dir / DUMP_FILE, plan, inspect))
     work = Path(tempfile.mkdtemp(prefix=".sqlite-work-", dir=dest_dir))
     try:
         raw = work / "raw.sqlite3"
@@ -192,11 +196,11 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _dump_info(written, redact, excluded, counts, inspected)
+    return _dump_info(written, redact, excluded, counts, inspected, fingerprint)
 
 
 def _dump_info(written: codec.Written, redact: dict[str, list[Column]], excluded: list[str],
-               counts: dict[str, int], inspected: Any) -> DumpInfo:
+               counts: dict[str, int], inspected: Any, fingerprint: Fingerprint) -> DumpInfo:
     return DumpInfo(
         engine=NAME,
         format="sqlite-zstd",

@@ -99,7 +99,7 @@ def test_the_manifest_takes_the_dump_hashes_from_the_codec(tmp_path: Path, monke
     monkeypatch.setattr(fsutil, "sha256_file", lambda path: reread.append(str(path)) or real(path))
     outcome = create_snapshot(load_config(None, environ={}, cwd=app), Release("1.0.0", "release", "test"))
 
-    files = outcome.manifest["files"]
+    files = {rel: entry.model_dump(exclude_none=True) for rel, entry in outcome.manifest.files.items()}
     dump = "databases/main/database.sqlite3.zst"
     on_disk = (outcome.path / dump).read_bytes()
     assert files[dump] == {"size": len(on_disk), "sha256": hashlib.sha256(on_disk).hexdigest()}
