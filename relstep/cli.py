@@ -573,9 +573,9 @@ def doctor(inv: Invocation) -> Outcome:
     return Outcome(text="\n".join(c.line() for c in checks), data=data, result=result)
 
 
-from relstep.hooks_cli import hook_app  # noqa: E402 - registered after the core commands, for --help order
+from relstep import hooks_cli  # noqa: E402 - registered after the core commands, for --help order
 
-app.add_typer(hook_app, name="hook")
+app.add_typer(hooks_cli.hook_app, name="hook")
 
 
 # --- process entry ------------------------------------------------------------------------------
@@ -594,6 +594,9 @@ def guarded(command_name: str, func: Callable[[], int]) -> int:
         return result.exit_code
     except _Interrupted as interrupted:
         return interrupted.code
+
+
+hooks_cli.use_guard(guarded)
 
 
 def _on_signal(signum: int, frame: Any) -> None:

@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import IO, Any, cast
 
 from relstep import fsutil
+from relstep.errors import UnreadableFile
 
 ZSTD_LEVEL = 3
 READ_SIZE = 1 << 12     # compressed bytes fed at once: bounds what one step can expand to
@@ -52,8 +53,6 @@ CHUNK = 1 << 18         # largest piece of content handed to a reader
 HASH_THREADS = 2        # hashlib releases the GIL on large buffers: two files at once use two cores
 
 
-class UnreadableFile(Exception):
-    """A snapshot file cannot be read back as written (missing, corrupt, truncated); one line."""
 
 
 # Snapshot folders whose files are encrypted as they are written / decrypted as they are read:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep.errors import ConfigError, InputError
+from relstep.errors import ConfigError, InputError, UnreadableFile
 
 MAGIC = b"age-encryption.org/v1\n"
 IDENTITY_VARIABLE = "RELSTEP_AGE_IDENTITY_FILE"
@@ -247,8 +247,6 @@ def decrypted(raw: Any, identities: list[Any], path: Path | str) -> Iterator[byt
 
     Raises UnreadableFile-compatible errors through ``on_error``: a wrong key and a damaged file
     are told apart (the first is IdentityNeeded, exit 2; the second a damaged file)."""
-    from relstep.codec import UnreadableFile
-
     age = pyrage()
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_DEPTH)
     cancelled = threading.Event()
@@ -315,43 +313,6 @@ def identity_given() -> bool:
     return identity_path(_identity_option) is not None
 
 
-def _probe(snapshot_dir: Path, files: Mapping[str, Any], identities: list[Any], phase: str) -> None:
-    """Decrypt the smallest encrypted file once: a wrong identity is refused before anything changes."""
-    from relstep import codec
-
-    encrypted = [rel for rel, entry in files.items() if getattr(entry, "plain_sha256", None)]
-    if not encrypted:
-        return
-    smallest = min(encrypted, key=lambda rel: files[rel].size)
-    with codec.decrypting(snapshot_dir, identities):
-        try:
-            codec.drain(codec.read_chunks(snapshot_dir / smallest))
-        except IdentityNeeded as exc:
-            raise IdentityNeeded(exc.message, phase=phase) from None
-        except codec.UnreadableFile:
-            pass  # damage, not the key: verify and restore name it where they read the file
-
-
-def reading(snapshot_dir: Path, manifest: Any, phase: str) -> Any:
-    """While open, the snapshot's encrypted files are decrypted as they are read.
-
-    A plain snapshot needs nothing; an encrypted one needs ``--identity FILE`` or
-    RELSTEP_AGE_IDENTITY_FILE, checked against the snapshot before the caller changes anything."""
-    import contextlib
-
-    from relstep import codec
-
-    if getattr(manifest, "encryption", None) is None:
-        return contextlib.nullcontext()
-    path = identity_path(_identity_option)
-    if path is None:
-        raise IdentityNeeded(
-            f"{snapshot_dir.name} is encrypted (age); pass --identity FILE or set {IDENTITY_VARIABLE} "
-            "to the identity file of one of its recipients", phase=phase
-        )
-    try:
-        identities = load_identities(path)
-    except IdentityNeeded as exc:
-        raise IdentityNeeded(exc.message, phase=phase) from None
-    _probe(snapshot_dir, manifest.files, identities, phase)
-    return codec.decrypting(snapshot_dir, identities)
+def chosen_identity() -> Path | None:
+    """The identity file this run was given (``--identity`` or the environment), or None."""
+    return identity_path(_identity_option)

@@ -124,3 +124,10 @@ class Terminated(BaseException):
     """SIGTERM arrived: unwinds like KeyboardInterrupt so partial snapshots are cleaned up."""
 
     exit_code = 143
+
+
+class UnreadableFile(Exception):
+    """A snapshot file cannot be read back as written (missing, corrupt, truncated); one line.
+
+    Raised by the codec (relstep.codec, which re-exports it) and by its age stage; readers turn it
+    into their phase's error."""

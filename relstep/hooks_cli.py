@@ -26,6 +26,15 @@ hook_app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The main CLI's failure handling (relstep.cli.guarded), handed over when it mounts hook_app: the
+# CLI depends on this module, never the other way round.
+_guard: Callable[[str, Callable[[], int]], int] | None = None
+
+
+def use_guard(guard: Callable[[str, Callable[[], int]], int]) -> None:
+    global _guard
+    _guard = guard
+
 
 class Hook(str, Enum):
     pre_push = "pre-push"
@@ -38,14 +47,13 @@ def _exits_on_error(func: F) -> F:
     # An unexpected exception is the main CLI's one masked internal-error line (exit 70).
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from relstep.cli import guarded
-
         def call() -> int:
             func(*args, **kwargs)
             return 0
 
+        assert _guard is not None, "hook_app is mounted by relstep.cli, which hands over its guard"
         try:
-            code = guarded(f"hook {func.__name__.removesuffix('_command')}", call)
+            code = _guard(f"hook {func.__name__.removesuffix('_command')}", call)
         except typer.Exit as done:   # the command's own exit code (hook run)
             code = done.exit_code
         raise typer.Exit(code)

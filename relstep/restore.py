@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relstep import compat, lookup, snapshot
+from relstep import compat, lookup, snapshot, unlock
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url, spec_for_url
 from relstep.databases.base import Engine
@@ -165,9 +165,7 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     if spec.name != entry.engine:
         raise InputError(f"{path.name} holds a {entry.engine} dump; {redact_url(url)} is not a "
                          f"{entry.engine} database", phase="restore")
-    from relstep import encryption
-
-    with encryption.reading(path, manifest, "restore"):  # an encrypted snapshot needs its identity: refused here
+    with unlock.reading(path, manifest, "restore"):  # an encrypted snapshot needs its identity: refused here
         state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
@@ -385,9 +383,7 @@ def restore(
                               + "); nothing was restored")
         if not empty:
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
-        from relstep import encryption
-
-        with encryption.reading(chk.snapshot, chk.manifest, "restore"):
+        with unlock.reading(chk.snapshot, chk.manifest, "restore"):
             _restore_database(chk, outcome)
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
@@ -396,9 +392,7 @@ def restore(
 
         assert code_to is not None
         try:
-            from relstep import encryption
-
-            with encryption.reading(chk.snapshot, chk.manifest, "restore"):
+            with unlock.reading(chk.snapshot, chk.manifest, "restore"):
                 outcome.code = restore_code(chk.snapshot, code, code_to)
         except OSError as exc:
             raise RestoreError(f"the database was restored, but the code could not be built beside {code_to} "

@@ -271,19 +271,6 @@ def _reason(exc: BaseException) -> str:
     return exc.message if isinstance(exc, RelstepError) else (getattr(exc, "strerror", None) or str(exc))
 
 
-def compare_row_counts(expected: dict[str, int], actual: dict[str, int]) -> list[Problem]:
-    """Tables missing from, extra in, or with other counts than ``expected`` (the manifest's)."""
-    problems = []
-    for table in sorted(expected.keys() | actual.keys()):
-        if table not in actual:
-            problems.append(Problem("rows", table, "missing after the restore"))
-        elif table not in expected:
-            problems.append(Problem("rows", table, "restored but not in the manifest"))
-        elif actual[table] != expected[table]:
-            problems.append(Problem("rows", table, f"{actual[table]} rows, the manifest says {expected[table]}"))
-    return problems
-
-
 def scratch_server(config: Config, engine: str, scratch_url: str | None, entry: DatabaseEntry) -> str | None:
     """The server a restore test of ``engine`` runs on: --scratch-url, else a configured
     database of the same engine, else the snapshot's own URL when it carries no
@@ -368,12 +355,12 @@ def _verify_contents(
     config: Config, path: Path, manifest: Manifest, report: SnapshotReport,
     with_restore_test: bool, scratch_url: str | None,
 ) -> None:
-    from relstep import encryption
+    from relstep import encryption, unlock
 
     if manifest.encryption is not None and not encryption.identity_given():
         _verify_ciphertext(path, manifest, report, with_restore_test)
         return
-    with encryption.reading(path, manifest, "verify"):
+    with unlock.reading(path, manifest, "verify"):
         _verify_readable(config, path, manifest, report, with_restore_test, scratch_url)
 
 

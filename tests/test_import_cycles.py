@@ -33,13 +33,29 @@ def _resolve(current: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join([*base, node.module] if node.module else base)
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node that can run: ``if TYPE_CHECKING:`` blocks are left out (mypy reads them, Python
+    never imports them, so a cycle through one is no cycle)."""
+    found: list[ast.AST] = []
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     """relstep module -> the relstep modules it imports (``from pkg import sub`` counts as pkg.sub)."""
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        for node in ast.walk(tree):
+        for node in _runtime_nodes(tree):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]

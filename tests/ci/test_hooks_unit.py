@@ -279,7 +279,8 @@ def test_cli_run_reads_the_tag_prefix_from_the_config(tmp_path: Path, stub: tupl
         [
             sys.executable,
             "-c",
-            "import sys; from relstep.hooks_cli import hook_app; sys.exit(hook_app())",
+            "import sys; from relstep.cli import main; main()",
+            "hook",
             "run",
             "pre-push",
             "--config",
