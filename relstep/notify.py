@@ -139,6 +139,8 @@ def ping(config: Config | None, ok: bool, *, timeout: float | None = None) -> li
     Healthchecks-style: the service alerts when pings stop, so a machine that no longer runs
     relstep at all is noticed too.  One GET, no retries (the next scheduled run pings again);
     a failure is a note, the exit code is unchanged.  The URL carries the check's key: masked.
+    A POST with an empty body: Healthchecks takes GET, HEAD and POST alike, and a POST is
+    never answered from a cache on the way.
     """
     if config is None or config.notify is None or not config.notify.ping_url:
         return []
@@ -148,7 +150,8 @@ def ping(config: Config | None, ok: bool, *, timeout: float | None = None) -> li
     url = config.notify.ping_url + ("" if ok else "/fail")
     register_secret(config.notify.ping_url)
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "relstep"})  # noqa: S310 - http(s) only
+        request = urllib.request.Request(url, data=b"", method="POST",  # noqa: S310 - http(s) only
+                                         headers={"User-Agent": "relstep"})
         with urllib.request.urlopen(request, timeout=TIMEOUT if timeout is None else timeout) as response:  # noqa: S310
             response.read(65536)
     except urllib.error.HTTPError as exc:

@@ -19,15 +19,17 @@ NEW_MIGRATION = "20260301000000_add_tags"
 
 
 def _sql(url: str, *statements: str) -> None:
+    """Run statements; ``{Post}`` and ``{Tag}`` become the names quoted as the engine quotes them."""
     from sqlalchemy import text
 
     from relstep.databases import create_engine
 
     engine = create_engine(url)
+    quote = engine.dialect.identifier_preparer.quote_identifier
     try:
         with engine.begin() as conn:
             for statement in statements:
-                conn.execute(text(statement))
+                conn.execute(text(statement.format(Post=quote("Post"), Tag=quote("Tag"))))
     finally:
         engine.dispose()
 
@@ -38,9 +40,10 @@ def _newest_posts(url: str) -> list[int]:
     from relstep.databases import create_engine
 
     engine = create_engine(url)
+    post = engine.dialect.identifier_preparer.quote_identifier("Post")
     try:
         with engine.connect() as conn:
-            return [row[0] for row in conn.execute(text("SELECT id FROM Post ORDER BY id DESC LIMIT 3"))]
+            return [row[0] for row in conn.execute(text(f"SELECT id FROM {post} ORDER BY id DESC LIMIT 3"))]
     finally:
         engine.dispose()
 
@@ -49,9 +52,9 @@ def _migrate(url: str) -> None:
     """What a release does: one migration (a new table with rows) and three posts fewer."""
     doomed = ", ".join(str(i) for i in _newest_posts(url))
     _sql(url,
-         "CREATE TABLE Tag (id INTEGER PRIMARY KEY, label VARCHAR(50) NOT NULL)",
-         "INSERT INTO Tag (id, label) VALUES (1, 'a'), (2, 'b')",
-         f"DELETE FROM Post WHERE id IN ({doomed})",
+         "CREATE TABLE {Tag} (id INTEGER PRIMARY KEY, label VARCHAR(50) NOT NULL)",
+         "INSERT INTO {Tag} (id, label) VALUES (1, 'a'), (2, 'b')",
+         f"DELETE FROM {{Post}} WHERE id IN ({doomed})",
          f"INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, started_at) VALUES "
          f"('m3', '{'c' * 64}', CURRENT_TIMESTAMP, '{NEW_MIGRATION}', CURRENT_TIMESTAMP)")
 
