@@ -192,6 +192,27 @@ def record_snapshot(config: Config, path: Path) -> tuple[records.RecordOutcome, 
     return outcome, manifest
 
 
+def _changes_since_previous(config: Config, new: Path, result: RunResult) -> None:
+    """Put what changed since this app's previous snapshot into ``result`` (for the CI summaries).
+
+    Computed right after the backup, before prune could remove the previous snapshot.  Only
+    manifests and small files are read; a problem is a note, never a failed run.
+    """
+    from relstep import diff
+
+    older = [s for s in lookup.of_config(config).own if s.path != new]
+    if not older:
+        return
+    try:
+        found = diff.compare(older[0].path, new)
+    except (RelstepError, OSError) as exc:
+        result.notes.append(f"could not compare with the previous snapshot {older[0].name}: {exc}")
+        return
+    result.changes = found.to_json()
+    result.changes_text = diff.text(found)
+    result.changes_markdown = diff.markdown(found)
+
+
 def _deploy(command: Sequence[str], release: Release, snapshot_path: Path) -> str:
     env = dict(os.environ, RELSTEP_VERSION=release.version, RELSTEP_DEPLOYMENT_TYPE=release.deployment_type,
                RELSTEP_SNAPSHOT=str(snapshot_path))
@@ -236,6 +257,7 @@ def run(
         outcome = create_snapshot(config, release)
         state["path"] = outcome.path
         result.snapshot, result.schema_revision = str(outcome.path), outcome.schema_revision
+        _changes_since_previous(config, outcome.path, result)
         return str(outcome.path)
 
     def do_record() -> str:
