@@ -17,14 +17,17 @@ from .ci_support import PLANTED_SECRET, git, isolated_env, make_app, offline_pip
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("relstep_cli")]
 
-WORKFLOW = """\
-name: release
+# One job on a tag push, after the checkout; each workflow below adds its steps.
+JOB = """\
 on: push
 jobs:
   release:
     runs-on: ubuntu-latest
     steps:
       - uses: actions/checkout@v4
+"""
+
+WORKFLOW = "name: release\n" + JOB + """\
       - id: relstep
         uses: ./
         with:
@@ -51,14 +54,7 @@ jobs:
 
 # Two releases in one job, with a code change between them: the second step's summary and
 # its `diff` output say what changed since the first.
-TWICE = """\
-name: twice
-on: push
-jobs:
-  release:
-    runs-on: ubuntu-latest
-    steps:
-      - uses: actions/checkout@v4
+TWICE = "name: twice\n" + JOB + """\
       - uses: ./
         with:
           working-directory: app
@@ -205,8 +201,9 @@ def test_the_second_release_summary_and_diff_output_show_the_changes_since_the_f
     proc, evidence = run_act(act_repo, "twice.yml", wheelhouse, tmp_path, setup_python_stand_in)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert "Summary - ### Changes since 1.0.0" in log
-    assert "Summary - - `+ backend/added.js`" in log
+    # act prefixes the first line of each summary write with "Summary - " and echoes the rest as they are.
+    assert "\n### Changes since 1.0.0\n" in log
+    assert "\n**code**\n\n- `+ backend/added.js`\n\n**environment**\n" in log
     diff = json.loads((evidence / "diff.json").read_text())
     assert (diff["old"]["version"], diff["new"]["version"]) == ("1.0.0", "1.0.1")
     assert diff["code"] == {"backend": {"added": ["added.js"], "removed": [], "changed": []}}
