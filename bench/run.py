@@ -420,6 +420,39 @@ def exp_verify(bench: Bench, snapshot: Path) -> None:
                   base.wall, note="informational: the part of verify that sha256sum also does"))
 
 
+def exp_encryption(bench: Bench) -> None:
+    """relstep backup of the same SQLite database and code, plain and encrypted to one age key.
+
+    SQLite, because PostgreSQL snapshots cannot be encrypted yet (docs/encryption.md); the
+    database is random hex rows, so compression and encryption both see realistic volume."""
+    import sqlite3
+
+    import pyrage
+
+    db = bench.work / f"encryption-{bench.args.encryption_mb}mb.sqlite3"
+    if not db.exists():
+        rows = bench.args.encryption_mb * (1 << 20) // 110
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+            conn.executemany("INSERT INTO events (payload) VALUES (?)", ((os.urandom(48).hex(),) for _ in range(rows)))
+    app = app_tree(bench)
+    public = str(pyrage.x25519.Identity.generate().to_public())
+    usage: dict[str, Usage] = {}
+    for kind in ("plain", "encrypted"):
+        root = bench.out / f"encryption-{kind}"
+        config = write_config(root / "relstep.yml", f"sqlite:///{db}", app, root / "snapshots")
+        settings = json.loads(config.read_text())
+        settings["migrations"] = {"tool": "none"}
+        if kind == "encrypted":
+            settings["encryption"] = {"recipients": [public]}
+        config.write_text(json.dumps(settings, indent=2))
+        usage[kind] = median_usage([run_relstep(config, "backup", "--version", f"1.0.{i}")
+                                    for i in range(bench.args.repeat)])
+    mine, base = usage["encrypted"].wall, usage["plain"].wall
+    bench.add(Row(f"backup encrypted vs plain ({bench.args.encryption_mb} MB SQLite + code)", "s", mine, base,
+                  "<= 1.1x", mine <= 1.1 * base, "same data; age through pyrage, one helper thread per file"))
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -480,7 +513,7 @@ def render(bench: Bench) -> str:
     return "\n".join(out)
 
 
-EXPERIMENTS = ("help", "list", "backup", "rss", "restore", "verify", "churn")
+EXPERIMENTS = ("help", "list", "backup", "rss", "restore", "verify", "churn", "encryption")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -488,6 +521,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size-mb", type=int, default=1000, help="database size on disk (default 1000)")
     parser.add_argument("--small-size-mb", type=int, default=250, help="second size for the RSS check (250)")
     parser.add_argument("--files", type=int, default=20_000, help="code files outside node_modules (20000)")
+    parser.add_argument("--encryption-mb", type=int, default=200, help="SQLite database of the encryption run (200)")
     parser.add_argument("--releases", type=int, default=30, help="consecutive releases for the churn test (30)")
     parser.add_argument("--fake-snapshots", type=int, default=1000, help="snapshots for list/prune (1000)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -534,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         exp_verify(bench, snapshot)
     if "churn" in wanted:
         exp_churn(bench)
+    if "encryption" in wanted:
+        exp_encryption(bench)
     if "list" in wanted:  # last: its prune deletes 970 snapshots (see Bench.discard)
         exp_list_prune(bench)
     bench.facts["load_after"] = os.getloadavg()

@@ -86,6 +86,9 @@ VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show tracebacks for fa
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else there.")
 LockOpt = typer.Option(DEFAULT_LOCK_TIMEOUT, "--lock-timeout", parser=_seconds, metavar="SECONDS",
                        help="Seconds to wait for another run on the same backup_root (0 or more).")
+IdentityOpt = typer.Option(None, "--identity", metavar="FILE",
+                           help="age identity file (or SSH private key) that reads an encrypted snapshot "
+                                "(default: RELSTEP_AGE_IDENTITY_FILE).")
 KeepOpt = typer.Option(None, "--keep", help="Snapshots to keep (default: RELEASE_BACKUP_RETENTION_COUNT, config, 30).")
 VersionOpt = typer.Option(None, "--version", help="Release version (default: RELSTEP_VERSION, CI tag, tag at HEAD).")
 TypeOpt = typer.Option(None, "--type", help="release or patch (default: RELSTEP_DEPLOYMENT_TYPE, else inferred).")
@@ -119,6 +122,7 @@ def command(
     json_output: bool = True,
     lock: Lock | None = None,
     keep: bool = False,
+    identity: bool = False,
     cls: type[TyperCommand] | None = None,
     **settings: Any,
 ) -> Callable[[Body], Body]:
@@ -137,6 +141,8 @@ def command(
         shared.append(("lock_timeout", float, LockOpt))
     if keep:
         shared.append(("keep", str | None, KeepOpt))
+    if identity:
+        shared.append(("identity", str | None, IdentityOpt))
 
     def decorate(body: Body) -> Body:
         command_name = name or body.__name__.replace("_", "-")
@@ -147,6 +153,10 @@ def command(
             if common["config_path"] is not None:
                 state.config_path = common["config_path"]
             state.verbose = state.verbose or common["verbose"]
+            if identity:
+                from relstep import encryption
+
+                encryption.set_identity_option(common["identity"])
             inv = Invocation(command_name, as_json=common.get("as_json", False),
                              lock_timeout=common.get("lock_timeout", DEFAULT_LOCK_TIMEOUT), keep=common.get("keep"))
             raise typer.Exit(_execute(inv, lambda: body(inv, **kwargs), loads_config=loads_config,
@@ -404,7 +414,7 @@ def list_snapshots(inv: Invocation) -> Outcome:
     return Outcome(text=inventory.table(rows, notes), data=rows)
 
 
-@command()
+@command(identity=True)
 def show(inv: Invocation, ref: str = typer.Argument(..., help="Snapshot name, path or version.")) -> Outcome:
     """One snapshot's manifest in readable form."""
     from relstep import inventory
@@ -514,7 +524,7 @@ def _restore_check_json(chk: RestoreCheck) -> dict[str, Any]:
             "verdict": chk.verdict.to_json(), "summary": chk.verdict.summary()}
 
 
-@command(lock="core")
+@command(lock="core", identity=True)
 def restore(
     inv: Invocation,
     ref: str = typer.Argument(..., metavar="SNAPSHOT|VERSION", help="Snapshot name or path, or a version."),
@@ -560,7 +570,7 @@ def restore(
     return Outcome(text=core.describe_outcome(outcome), data=data)
 
 
-@command(lock="core")
+@command(lock="core", identity=True)
 def verify(
     inv: Invocation,
     ref: str | None = typer.Argument(None, metavar="[SNAPSHOT|VERSION]", help="Default: the newest snapshot."),
@@ -603,6 +613,23 @@ def offsite_copy(
     outcome = pipeline.offsite_copy(config, path)
     lines = [outcome.summary(), *(f"removed off-site {name}" for name in outcome.removed)]
     return Outcome(text="\n".join(lines), data=asdict(outcome))
+
+
+@command(loads_config=False)
+def keygen(
+    inv: Invocation,
+    output: str = typer.Option("relstep-age-identity.txt", "--output", "-o", metavar="FILE",
+                               help="Where to write the new identity (0600; never over an existing file)."),
+) -> Outcome:
+    """Write a new age identity file and print its public key (for encryption.recipients)."""
+    from pathlib import Path
+
+    from relstep import encryption
+
+    public = encryption.keygen(Path(output))
+    text = (f"identity: {output} (keep it off the deploy host; without it the snapshots cannot be read)\n"
+            f"public key: {public}")
+    return Outcome(text=text, data={"identity": output, "public_key": public})
 
 
 @command(loads_config=False)
@@ -696,6 +723,13 @@ def _usage_error(exc: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import logging
+
+    # SQLAlchemy's pool logs (with a traceback, through logging's last-resort stderr handler) an
+    # exception raised while it closes a connection, then re-raises it: a SIGINT/SIGTERM landing
+    # there would print a traceback before relstep's one line. Every error it logs is also raised,
+    # and the runner reports that; so its records go nowhere.
+    logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     clicks = _click_exceptions()

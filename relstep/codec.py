@@ -22,14 +22,21 @@ further), handed on in pieces of at most :data:`CHUNK`.
 Files a tool writes itself (PostgreSQL's directory-format dump) cannot pass through the writer; they are
 hashed with :func:`hash_files` once the tool has finished, which reads each file once.
 
-Encryption at rest is a change to this module and to config only: a stage between compression
-and hashing in :func:`create`, its inverse in :func:`read_chunks`.
+Encryption at rest (age, :mod:`relstep.encryption`) is a stage between compression and hashing
+in :func:`create`, its inverse in :func:`read_chunks`.  Which files it applies to is said once per
+snapshot folder: the backup wraps its work in :func:`encrypting` (every file created under the
+folder is encrypted to its recipients), a reader in :func:`decrypting` (every file read under the
+folder is decrypted with its identities), so engines and capture code need not know about it.
+An encrypted file's entry adds ``plain_sha256``: the SHA-256 of what went into the encrypting
+stage, the bytes an unencrypted snapshot would hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +56,58 @@ class UnreadableFile(Exception):
     """A snapshot file cannot be read back as written (missing, corrupt, truncated); one line."""
 
 
+# Snapshot folders whose files are encrypted as they are written / decrypted as they are read:
+# {folder: pyrage recipients} and {folder: pyrage identities}.  Module state rather than an
+# argument because engines and capture threads create files deep inside; set by the backup and
+# the readers with the context managers below.
+_lock = threading.Lock()
+_encrypt_under: dict[Path, list[Any]] = {}
+_decrypt_under: dict[Path, list[Any]] = {}
+
+
+def _registered(table: dict[Path, list[Any]], path: Path | str) -> list[Any] | None:
+    if not table:
+        return None
+    absolute = Path(os.path.abspath(path))
+    with _lock:
+        for folder in (absolute, *absolute.parents):
+            if folder in table:
+                return table[folder]
+    return None
+
+
+@contextlib.contextmanager
+def _registering(table: dict[Path, list[Any]], folder: Path, keys: list[Any]) -> Iterator[None]:
+    folder = Path(os.path.abspath(folder))
+    with _lock:
+        table[folder] = keys
+    try:
+        yield
+    finally:
+        with _lock:
+            table.pop(folder, None)
+
+
+def encrypting(folder: Path, recipients: list[Any]) -> Any:
+    """Every file :func:`create` makes under ``folder`` meanwhile is an age file to ``recipients``."""
+    return _registering(_encrypt_under, folder, recipients)
+
+
+def decrypting(folder: Path, identities: list[Any]) -> Any:
+    """Every file :func:`read_chunks` reads under ``folder`` meanwhile is decrypted with ``identities``."""
+    return _registering(_decrypt_under, folder, identities)
+
+
+def encrypts(path: Path | str) -> bool:
+    """True when a file created at ``path`` now would be encrypted (engines choose their format by it)."""
+    return _registered(_encrypt_under, path) is not None
+
+
+def decrypts(path: Path | str) -> bool:
+    """True when a file read at ``path`` now is decrypted first."""
+    return _registered(_decrypt_under, path) is not None
+
+
 @dataclass(frozen=True)
 class Written:
     """What was written: on-disk size and SHA-256 (the manifest's entry) and the content's size."""
@@ -57,10 +116,13 @@ class Written:
     size: int
     sha256: str
     content_size: int
+    plain_sha256: str | None = None  # encrypted files: SHA-256 of the bytes before encryption
 
     def entry(self) -> dict[str, Any]:
         """The manifest's ``files`` entry for this file."""
-        return {"size": self.size, "sha256": self.sha256}
+        if self.plain_sha256 is None:
+            return {"size": self.size, "sha256": self.sha256}
+        return {"size": self.size, "sha256": self.sha256, "plain_sha256": self.plain_sha256}
 
 
 def create_private(path: Path | str) -> int:
@@ -86,6 +148,21 @@ class _HashingSink:
         """zstandard's stream writer flushes its sink; writes already went to the descriptor."""
 
 
+class _PlainHashing:
+    """Hashes what enters the encrypting stage (the manifest's ``plain_sha256``), then passes it on."""
+
+    def __init__(self, stage: Any) -> None:
+        self.stage = stage
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.digest.update(data)
+        return int(self.stage.write(data))
+
+    def flush(self) -> None:
+        """The encrypting stage flushes itself on close."""
+
+
 class Writer:
     """A snapshot file being written through the codec's stages (use :func:`create`)."""
 
@@ -94,15 +171,27 @@ class Writer:
         self.result: Written | None = None
         self._content = 0
         self._sink = _HashingSink(create_private(path))
+        self._plain: _PlainHashing | None = None
+        self._encrypting: Any = None
         self._top: Any = self._sink
-        # [encrypt]: an encrypting stage wraps self._sink here, before compression is put on top.
+        recipients = _registered(_encrypt_under, path)
+        if recipients is not None:
+            try:
+                from relstep.encryption import Encrypting
+
+                self._encrypting = Encrypting(self._sink, recipients)
+            except BaseException:
+                self.abort()
+                raise
+            self._plain = _PlainHashing(self._encrypting)
+            self._top = self._plain
+        self._compressing = compress
         if compress:
             import zstandard
 
             compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
-            # The sink has the only method a stream writer calls (write), not the whole IO interface.
-            sink = cast("IO[bytes]", self._sink)
-            self._top = compressor.stream_writer(sink, closefd=False, write_return_read=True)
+            # The stages have the only method a stream writer calls (write), not the whole IO interface.
+            self._top = compressor.stream_writer(cast("IO[bytes]", self._top), closefd=False, write_return_read=True)
 
     def write(self, data: bytes | memoryview) -> None:
         self._content += len(data)
@@ -111,15 +200,25 @@ class Writer:
     def close(self) -> Written:
         """Finish every stage and the file; the result is also kept as :attr:`result`."""
         try:
-            if self._top is not self._sink:
+            if self._compressing:
                 self._top.close()  # ends the zstd frame (closefd=False: the descriptor stays open)
-        finally:
-            os.close(self._sink.fd)
-        self.result = Written(self.path, self._sink.size, self._sink.digest.hexdigest(), self._content)
+            if self._encrypting is not None:
+                self._encrypting.close()  # the last age chunk, then the thread ends
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self._sink.fd)
+        plain = self._plain.digest.hexdigest() if self._plain is not None else None
+        self.result = Written(self.path, self._sink.size, self._sink.digest.hexdigest(), self._content, plain)
         return self.result
 
     def abort(self) -> None:
         """Close and remove the file: a file that was not written completely never stays."""
+        if self._encrypting is not None:
+            # Ends the helper thread; its error does not matter, what it wrote is removed below.
+            with contextlib.suppress(BaseException):
+                self._encrypting.close()
+            self._encrypting = None
         try:
             os.close(self._sink.fd)
         except OSError:
@@ -158,9 +257,14 @@ def read_chunks(path: Path | str, *, compressed: bool = False, expected_size: in
     """
     total = 0
     try:
+        identities = _registered(_decrypt_under, path)
         with open(path, "rb") as raw:
-            # [decrypt]: the encrypting stage's inverse goes here, under decompression.
-            chunks = _decompressed(raw, path) if compressed else iter(lambda: raw.read(READ_SIZE), b"")
+            blocks: Iterator[bytes] = iter(lambda: raw.read(READ_SIZE), b"")
+            if identities is not None:
+                from relstep.encryption import decrypted
+
+                blocks = decrypted(raw, identities, path)
+            chunks = _decompressed(blocks, path) if compressed else blocks
             for chunk in chunks:
                 total += len(chunk)
                 yield chunk
@@ -170,17 +274,19 @@ def read_chunks(path: Path | str, *, compressed: bool = False, expected_size: in
         raise UnreadableFile(f"{path} is truncated: it holds {total} of {expected_size} bytes")
 
 
-def _decompressed(raw: Any, path: Path | str) -> Iterator[bytes]:
+def _decompressed(blocks: Iterator[bytes], path: Path | str) -> Iterator[bytes]:
     import zstandard
 
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
-        while block := raw.read(READ_SIZE):
-            if decompressor.eof:
-                raise UnreadableFile(f"{path} is corrupt: bytes follow the end of its zstd stream")
-            out = decompressor.decompress(block)
-            for start in range(0, len(out), CHUNK):
-                yield out[start:start + CHUNK]
+        for whole in blocks:
+            # a decrypted block is 64 KiB: fed READ_SIZE at a time, as a plain file is read
+            for offset in range(0, len(whole), READ_SIZE):
+                if decompressor.eof:
+                    raise UnreadableFile(f"{path} is corrupt: bytes follow the end of its zstd stream")
+                out = decompressor.decompress(whole[offset:offset + READ_SIZE])
+                for start in range(0, len(out), CHUNK):
+                    yield out[start:start + CHUNK]
     except zstandard.ZstdError as exc:
         raise UnreadableFile(f"{path} is corrupt: {exc}") from exc
     if not decompressor.eof:

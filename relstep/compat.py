@@ -13,7 +13,8 @@ Migrations are matched by name, not position: a subset is enough, because tools
 that allow branches (Alembic, Django) or out-of-order merges have no single line.
 A ``None`` checksum means "unknown" and is never compared.  The target database's
 own migration table, when given, is reported for information only: the restore
-replaces it.
+replaces it.  So is ``drift``: the target's live schema against the fingerprint of a snapshot
+taken at the same migrations (someone ran an ALTER by hand), which the restore also replaces.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Verdict:
     unknown: list[str] = field(default_factory=list)            # snapshot migrations the app lacks, snapshot order
     checksum_mismatch: list[str] = field(default_factory=list)  # in both, checksums differ
     database_differs: DatabaseDiff | None = None                # None: target database not checked
+    drift: list[str] = field(default_factory=list)              # target schema objects that drifted
+    drift_reference: str | None = None                          # the snapshot its schema was compared with
 
     @property
     def ok(self) -> bool:
@@ -64,10 +67,17 @@ class Verdict:
             table += [("only in target database", n) for n in self.database_differs.only_in_database]
             table += [("not in target database", n) for n in self.database_differs.only_in_snapshot]
             table += [("target database checksum differs", n) for n in self.database_differs.checksum_mismatch]
+        table += [("drifted", difference) for difference in self.drift]
         return table
 
     def summary(self) -> str:
-        """One sentence: the verdict and why."""
+        """One sentence: the verdict and why (and that the target drifted, when it did)."""
+        if not self.drift:
+            return self._migrations_summary()
+        return (f"{self._migrations_summary()}; the target database has drifted from its migrations "
+                f"({len(self.drift)} schema difference(s) from snapshot {self.drift_reference}, lost by the restore)")
+
+    def _migrations_summary(self) -> str:
         if self.verdict == IDENTICAL:
             return "identical: the snapshot and the app have the same migrations"
         if self.verdict == COMPATIBLE and not self.pending:
@@ -89,6 +99,8 @@ class Verdict:
             "unknown": self.unknown,
             "checksum_mismatch": self.checksum_mismatch,
             "database_differs": None if diff is None else {**vars(diff), "differs": diff.differs},
+            "drift": self.drift,
+            "drift_reference": self.drift_reference,
         }
 
 

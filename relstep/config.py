@@ -39,6 +39,7 @@ class DatabaseConfig:
     name: str = "main"
     redact: tuple[str, ...] | None = None        # None: relstep's default patterns
     exclude_tables: tuple[str, ...] = ()
+    restore_test_after_backup: bool = False       # backup ends by proving the new snapshot restores equal
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class OffsiteConfig:
     url: str                                      # s3://bucket/prefix, sftp://user@host/path, file:///path
     keep: int                                     # default: the retention count
     required: bool = False                        # True: a failed copy fails the run (exit 6)
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    recipients: tuple[str, ...]                   # age1... / ssh-ed25519 / ssh-rsa public keys, validated
+    offsite_only: bool = False                    # True: local snapshots plain, off-site copies encrypted
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class Config:
     offsite: OffsiteConfig | None = None
     notify: NotifyConfig | None = None
     project: str | None = None      # as configured; relstep.identity.project_of derives the default
+    encryption: EncryptionConfig | None = None
 
     @property
     def all_databases(self) -> tuple[DatabaseConfig, ...]:
@@ -125,6 +133,7 @@ def _models() -> Any:
         url: StrictStr | None = None
         redact: list[StrictStr] | None = None
         exclude_tables: list[StrictStr] = []
+        restore_test_after_backup: StrictBool = False
 
     class NamedDatabase(Database):
         name: StrictStr
@@ -140,6 +149,10 @@ def _models() -> Any:
         format: Literal["slack", "json"] = "slack"
         on: list[Literal["failure", "success"]] = ["failure"]
         project: StrictStr | None = None
+
+    class Encryption(Strict):
+        recipients: list[StrictStr]
+        offsite_only: StrictBool = False
 
     class Migrations(Strict):
         tool: StrictStr = "auto"
@@ -163,6 +176,7 @@ def _models() -> Any:
         record: Record = Record()
         offsite: Offsite | None = None
         notify: Notify | None = None
+        encryption: Encryption | None = None
 
     return File
 
@@ -358,6 +372,7 @@ def _database(entry: Any, url: str, name: str, place: _Place, label: str) -> Dat
         name=name,
         redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
         exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
+        restore_test_after_backup=entry.restore_test_after_backup if entry is not None else False,
     )
 
 
@@ -440,6 +455,20 @@ def _offsite(parsed: Any, raw: dict[str, Any], retention: int, where: str) -> Of
         )
     keep = retention if parsed.keep is None else parse_retention(parsed.keep, f"{where}: offsite.keep")
     return OffsiteConfig(url=parsed.url, keep=keep, required=parsed.required)
+
+
+def _encryption(parsed: Any, base: Path, where: str) -> EncryptionConfig | None:
+    if parsed is None:
+        return None
+    from relstep.encryption import load_recipients
+
+    if parsed.offsite_only:
+        # Refused rather than accepted: an off-site copy that was meant to be encrypted must never
+        # be uploaded plain because the encrypting upload does not exist yet.
+        raise ConfigError(f"{where}: encryption.offsite_only is not supported yet; remove it to encrypt "
+                          "every snapshot (its off-site copies are then the encrypted files)")
+    return EncryptionConfig(recipients=load_recipients(parsed.recipients, base, where),
+                            offsite_only=parsed.offsite_only)
 
 
 def _notify(parsed: Any, where: str) -> NotifyConfig | None:
@@ -558,6 +587,7 @@ def load_config(
         offsite=_offsite(parsed.offsite, raw, retention, where),
         notify=_notify(parsed.notify, where),
         project=parsed.project,
+        encryption=_encryption(parsed.encryption, base, where),
     )
     _register_url_passwords(config)
     return config

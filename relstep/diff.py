@@ -126,17 +126,25 @@ def _migrations(old: Path, new: Path) -> Changes:
 
 
 def _objects(fingerprint: Any) -> dict[str, Any] | None:
-    """A fingerprint's schema objects ``{name: digest or description}``, whatever its exact shape."""
+    """A fingerprint's schema objects as ``{"<kind> <name>": digest}`` (relstep.fingerprint's
+    ``objects`` is kind -> name -> digest); None when the snapshot has none."""
     if not isinstance(fingerprint, dict):
         return None
-    for key in ("objects", "schema_objects", "schema"):
-        if isinstance(fingerprint.get(key), dict):
-            return dict(fingerprint[key])
-    return dict(fingerprint)
+    objects = fingerprint.get("objects")
+    if not isinstance(objects, dict):
+        return None
+    flat: dict[str, Any] = {}
+    for kind, names in objects.items():
+        if isinstance(names, dict):
+            flat.update({f"{kind} {name}": value for name, value in names.items()})
+        else:
+            flat[str(kind)] = names
+    return flat
 
 
 def _fingerprints(manifest: Manifest) -> dict[str, Any]:
-    return {name: (entry.model_extra or {}).get("fingerprint") for name, entry in (manifest.databases or {}).items()}
+    return {name: getattr(entry, "fingerprint", None) or (entry.model_extra or {}).get("fingerprint")
+            for name, entry in (manifest.databases or {}).items()}
 
 
 def _schema(old: Manifest, new: Manifest) -> tuple[dict[str, Changes], list[str]]:

@@ -95,6 +95,19 @@ def manifest_summary(path: Path) -> dict[str, Any]:
     return summary
 
 
+def _fingerprint_line(recorded: Any) -> str:
+    """Object counts per kind of a manifest's fingerprint, or why a restore is checked by row counts only."""
+    from relstep.fingerprint import Fingerprint, summary
+
+    if recorded is None:
+        return "none (made by an older relstep): a restore is checked by row counts only"
+    try:
+        fingerprint = Fingerprint.from_json(recorded)
+    except ValueError as exc:
+        return f"unreadable ({exc})"
+    return f"{summary(fingerprint)}; total {fingerprint.total}"
+
+
 def describe(path: Path, summary: dict[str, Any]) -> str:
     lines = [
         f"snapshot:        {path}",
@@ -107,6 +120,13 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         f"schema revision: {summary.get('schema_revision') or '-'}",
         f"files:           {summary['file_count']} ({human_bytes(summary['size'])})",
     ]
+    encryption = summary.get("encryption")
+    if encryption:  # who can read it: the recipients' public keys (the identity is never recorded)
+        lines.append(f"encrypted to:    {encryption.get('scheme', 'age')}, {len(encryption.get('recipients', []))} "
+                     "recipient(s)")
+        lines += [f"  {recipient}" for recipient in encryption.get("recipients", [])]
+    else:
+        lines.append("encrypted to:    - (plain)")
     databases = summary.get("databases") or {"main": {"row_counts": summary.get("row_counts", {})}}
     for name, db in databases.items():
         # One database keeps the short heading; several say whose rows these are.
@@ -117,6 +137,7 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         if db.get("redacted"):
             cols = ", ".join(f"{t}.{c}" for t, cs in db["redacted"].items() for c in cs)
             lines.append(f"redacted ({name}): {cols}")
+        lines.append(f"fingerprint ({name}): {_fingerprint_line(db.get('fingerprint'))}")
         for key, why in sorted((db.get("extra") or {}).items()):
             if key.endswith("_skipped"):  # what a restore of this snapshot will not bring back
                 lines.append(f"left out ({name}): {key.removesuffix('_skipped')}: {why}")

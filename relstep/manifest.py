@@ -31,7 +31,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_serializer,
+)
 
 from relstep.errors import InputError, ManifestError, ManifestTooNew
 
@@ -91,6 +99,16 @@ class FileEntry(BaseModel):
 
     size: int = Field(ge=0)
     sha256: Sha256
+    # Encrypted files (docs/encryption.md): size and sha256 are the ciphertext's, this the plaintext's.
+    plain_sha256: Sha256 | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent(self, handler: Any) -> Any:
+        # A plain file's entry stays {size, sha256}, as older relsteps (extra="forbid") expect.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("plain_sha256") is None:
+            data.pop("plain_sha256", None)
+        return data
 
 
 class DatabaseEntry(_Described):
@@ -106,6 +124,8 @@ class DatabaseEntry(_Described):
     excluded_tables: list[str] = []
     files: list[str] = []
     extra: dict[str, Any] | None = None             # what the dump left out (the engine reads it on restore)
+    # What every restore is proven against (relstep.fingerprint); None: made before fingerprints.
+    fingerprint: dict[str, Any] | None = None
 
 
 class CodeEntry(_Described):
@@ -120,6 +140,13 @@ class CodeEntry(_Described):
     # Names and link targets that are not valid UTF-8: stored path -> the original bytes, base64.
     raw_names: dict[SafePath, str] = {}
     raw_link_targets: dict[SafePath, str] = {}
+
+
+class EncryptionEntry(_Described):
+    """How the snapshot's data files are encrypted; the recipients' public keys, never a secret."""
+
+    scheme: str = "age"
+    recipients: list[str]
 
 
 class Manifest(_Described):
@@ -141,6 +168,7 @@ class Manifest(_Described):
     databases: dict[str, DatabaseEntry] | None = None
     code: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")], CodeEntry] = {}
     files: dict[SafePath, FileEntry]                # every file but the manifest: what verify checks
+    encryption: EncryptionEntry | None = None       # None: the data files are plain
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -108,9 +108,12 @@ def test_diff_lists_exactly_the_migration_rows_code_and_environment_that_changed
                             "frontend": {"added": [], "removed": ["old.txt"], "changed": []}}
     assert data["environment"] == {"runtime": {"before": "node v20.1.0", "after": "node v22.3.0"}}
     # No fingerprint on this branch's manifests yet: said per side, never guessed.
-    if not (before.databases[db].model_extra or {}).get("fingerprint"):
+    if getattr(before.databases[db], "fingerprint", None) is None:
         assert data["schema_missing"] == [f"no fingerprint in {old.name} (database {db})",
                                           f"no fingerprint in {new.name} (database {db})"]
+    else:   # the migration's new table, and nothing removed
+        assert "table Tag" in data["schema"][db]["added"]
+        assert data["schema"][db]["removed"] == []
 
     # The same by version, as text: every change on its own line, nothing else under each heading.
     text = relstep("diff", "1.0.0", "1.1.0", cwd=app)

@@ -137,6 +137,21 @@ def _copy_hashing(source: str, dest: str) -> tuple[int, str]:
     return out.result.size, out.result.sha256
 
 
+def _copy_encrypted(source: str, dest: str) -> codec.Written:
+    try:
+        src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with codec.create(dest) as out:
+                for chunk in fsutil.read_chunks(src):
+                    out.write(chunk)
+        finally:
+            os.close(src)
+    except OSError as exc:
+        raise BackupError(f"cannot copy {names.readable(source)}: {exc.strerror or exc}") from exc
+    assert out.result is not None
+    return out.result
+
+
 def _holds(existing: str, size: int, sha: str, held: bytes | None) -> bool:
     """True if ``existing`` still holds exactly this content.
 
@@ -309,8 +324,16 @@ def _capture_regular(
         raise BackupError(f"cannot copy {names.readable(entry.path)}: {exc.strerror or exc}") from exc
     if why is not None:
         return why
-    size, digest = _capture_file(entry.path, f"{dest_root}/{stored_rel}", reuse, summary, sparse.is_sparse(st))
-    hashes[prefix + stored_rel] = {"size": size, "sha256": digest}
+    dest = f"{dest_root}/{stored_rel}"
+    if codec.encrypts(dest):
+        # An encrypted snapshot copies every file through the codec's age stage: the entry is the
+        # ciphertext's size and SHA-256 plus the plaintext's (not shared with the predecessor yet).
+        written = _copy_encrypted(entry.path, dest)
+        hashes[prefix + stored_rel] = written.entry()
+        size = written.content_size
+    else:
+        size, digest = _capture_file(entry.path, dest, reuse, summary, sparse.is_sparse(st))
+        hashes[prefix + stored_rel] = {"size": size, "sha256": digest}
     summary.files += 1
     summary.bytes += size
     if st.st_mode & stat.S_IXUSR:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep import fsutil
+from relstep import codec, fsutil
 from relstep.capture import names, sparse
 from relstep.capture.code import CODE_DIR
 
@@ -112,6 +112,9 @@ class _Paths:
 
 
 def _copy(source: str, dest: bytes, mode: int) -> None:
+    if codec.decrypts(source):
+        _copy_decrypted(source, dest, mode)
+        return
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -122,6 +125,19 @@ def _copy(source: str, dest: bytes, mode: int) -> None:
             os.close(out)
     finally:
         os.close(src)
+
+
+def _copy_decrypted(source: str, dest: bytes, mode: int) -> None:
+    """A file of an encrypted snapshot's code tree, decrypted as it is copied to its new place."""
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        for chunk in codec.read_chunks(source):
+            fsutil.write_all(out, chunk)
+        os.fchmod(out, mode)
+    except codec.UnreadableFile as exc:
+        raise OSError(f"{exc}") from exc
+    finally:
+        os.close(out)
 
 
 def _mkdir(path: bytes) -> None:

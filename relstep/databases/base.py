@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection
 
+    from relstep.fingerprint import Fingerprint
+
 Inspect = Callable[["Connection"], Any]
 
 # Used when the config names no redact patterns: every column with one of these
@@ -78,6 +80,7 @@ class DumpInfo:
     server_version: str
     consistent: bool = True          # False when row counts could not be taken at the dump's instant
     inspected: Any = None
+    fingerprint: Fingerprint | None = None   # read at the dump's instant (relstep.fingerprint)
     extra: dict[str, Any] = field(default_factory=dict)
     # {path relative to dest_dir: {"size", "sha256"}} for files hashed as they were written (the
     # codec), so the manifest does not read them a second time.
@@ -109,14 +112,10 @@ class Engine(Protocol):
     def tool_versions(self) -> dict[str, str]:
         """``{tool name: --version line or "missing"}`` for the environment record and doctor."""
 
-    def fingerprint(self, url: str) -> dict[str, Any] | None:
-        """Schema and per-table content digests of the live database, or None where the engine has
-        none yet (see :func:`no_fingerprint`)."""
-
-
-def no_fingerprint(url: str) -> dict[str, Any] | None:
-    """The ``fingerprint`` of an engine that cannot compute one yet: None, meaning "not proven"."""
-    return None
+    def fingerprint(self, url: str, content: bool = True) -> Fingerprint:
+        """Schema and per-table content digests of the live database as it is now (after a restore:
+        the proof compares it with ``DumpInfo.fingerprint``, recorded in the manifest).
+        ``content=False``: the schema only, without reading a row (the drift check)."""
 
 
 @dataclass(frozen=True)

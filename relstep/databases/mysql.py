@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -52,7 +53,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from relstep import codec
-from relstep.databases import create_engine, redact_url, registry, sqlalchemy_url, tools
+from relstep.databases import create_engine, mysql_fingerprint, redact_url, registry, sqlalchemy_url, tools
 from relstep.databases.base import (
     Column,
     DatabaseError,
@@ -61,18 +62,21 @@ from relstep.databases.base import (
     Inspect,
     columns_to_redact,
     matches_table,
-    no_fingerprint,
     redacted_value_sql,
 )
 from relstep.databases.mysql_filter import DumpFilter
-from relstep.errors import RelstepError
+from relstep.errors import ConfigError, RelstepError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
+    from relstep.fingerprint import Fingerprint
+
 NAME = "mysql"
 FORMAT = "mariadb-dump-sql-zstd"
 DUMP_FILE = "dump.sql.zst"
+# Fingerprint kinds kept outside the dump: compared only against a database of the snapshot's own name.
+FINGERPRINT_OUTSIDE_DUMP = mysql_fingerprint.OUTSIDE_DUMP
 
 # FLUSH TABLES WITH READ LOCK first waits for running statements; while it waits,
 # new writes queue behind it.  Better a dump marked inconsistent than a stalled site.
@@ -512,9 +516,61 @@ class _Plan:
         loose = [t for t in tables if all_tables[t][1].lower() not in TRANSACTIONAL_ENGINES]
         return cls(tables, excluded, redacted, loose)
 
+    def content_sources(self) -> dict[str, dict[str, str] | None]:
+        """Each table's redacted columns -> the literal the dump holds instead; None: no rows dumped."""
+        return {t: None if t in self.excluded else {c.name: redacted_value_sql(c) for c in self.redacted.get(t, [])}
+                for t in self.tables}
+
     def dump_filter(self, patterns: Iterable[str]) -> DumpFilter:
         literals = {t: {c.name: redacted_value_sql(c).encode() for c in cols} for t, cols in self.redacted.items()}
         return DumpFilter(literals, self.excluded, redact_patterns=patterns)
+
+
+def _refuse_unrestorable(conn: Connection, database: str, resolved: _Plan) -> None:
+    """ConfigError (exit 2, before the dump tool starts) when the dump could never be restored.
+
+    A redacted column's NULL/'' breaks a CHECK on it, a UNIQUE index ('' in a NOT NULL column), a
+    NOT NULL column of a type without an empty value (strict mode rejects ''), and foreign keys
+    from or to it; an excluded table's missing rows break every kept table's foreign key to it.
+    """
+    from sqlalchemy import text
+
+    def rows(sql: str) -> list[Any]:
+        return list(conn.execute(text(sql), {"db": database}).all())
+
+    blanked = {(t, c.name): c for t, cols in resolved.redacted.items() for c in cols}
+    for (table, name), column in blanked.items():
+        if not column.nullable and not column.is_text:
+            raise ConfigError(f"cannot redact {table}.{name}: it is NOT NULL and not text, so it has no empty value "
+                              "a restore would accept; make it nullable or leave it out of database.redact")
+    for table, name, column, ref_table, ref_column in rows(
+        "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME "
+        "FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = :db AND REFERENCED_TABLE_NAME IS NOT NULL "
+        "AND REFERENCED_TABLE_SCHEMA = :db"):
+        if ref_table in resolved.excluded and table not in resolved.excluded:
+            raise ConfigError(
+                f"cannot back up: table {table} keeps rows that reference the excluded table {ref_table} "
+                f"(foreign key {name}), so the snapshot could never be restored; exclude {table} too, "
+                f"or keep {ref_table} out of database.exclude_tables")
+        if (ref_table, ref_column) in blanked:
+            raise ConfigError(f"cannot redact {ref_table}.{ref_column}: foreign key {name} of table {table} "
+                              "references it, so a restore of the redacted values would fail; "
+                              "leave it out of database.redact")
+        if (table, column) in blanked and not blanked[(table, column)].nullable:
+            raise ConfigError(f"cannot redact {table}.{column}: foreign key {name} would reject its redacted '' "
+                              "values at restore; leave it out of database.redact or drop the constraint")
+    for table, name, column in rows("SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
+                                    "WHERE TABLE_SCHEMA = :db AND NON_UNIQUE = 0"):
+        if (table, column) in blanked and not blanked[(table, column)].nullable:
+            raise ConfigError(f"cannot redact {table}.{column}: unique index {name} would reject its redacted '' "
+                              "values at restore; leave it out of database.redact or drop the constraint")
+    for table, name, clause in rows("SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE "
+                                    "FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = :db"):
+        for redacted_table, redacted_column in blanked:
+            quoted = re.escape(redacted_column.replace("`", "``"))
+            if redacted_table == table and re.search(rf"`{quoted}`", clause):
+                raise ConfigError(f"cannot redact {table}.{redacted_column}: CHECK constraint {name} may reject its "
+                                  "redacted values at restore; leave it out of database.redact or drop the constraint")
 
 
 def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
@@ -543,6 +599,7 @@ def _dump(
     conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
     # Read under the lock: no DDL can change the schema before the tool's snapshot.
     resolved = _Plan.read(conn, target.database, plan)
+    _refuse_unrestorable(conn, target.database, resolved)
     with _option_file(target, tool.path) as options:
         argv = _dump_argv(tool, options, target, resolved.excluded, code_flags)
         with _DumpProcess(argv, target, options) as proc:
@@ -556,6 +613,9 @@ def _dump(
             # tables wait for the backup instead of changing a table under the dump.
             counts = {t: 0 if t in resolved.excluded else _count(conn, t) for t in resolved.tables}
             inspected = inspect(conn) if inspect is not None else None
+            left_out = [kind for kind, note in (("routine", "routines_skipped"), ("event", "events_skipped"))
+                        if note in notes]
+            fingerprint = mysql_fingerprint.read(conn, target.database, resolved.content_sources(), left_out)
             written = _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path)
             proc.finish()
     conn.rollback()
@@ -576,6 +636,7 @@ def _dump(
         server_version=server_version,
         consistent=problem is None,
         inspected=inspected,
+        fingerprint=fingerprint,
         extra=extra,
     )
 
@@ -669,7 +730,17 @@ def server_version(url: str) -> str:
         return str(_scalar(conn, "SELECT VERSION()"))
 
 
-fingerprint = no_fingerprint  # the schema and content digests come with the restore proof (issue 12)
+def fingerprint(url: str, content: bool = True) -> Fingerprint:
+    """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot."""
+    target = _Target.from_url(url, DatabaseError)
+    with _connect(target, DatabaseError) as conn:
+        conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        try:
+            tables = _data_tables(_tables(conn, target.database))
+            return mysql_fingerprint.read(conn, target.database, {t: {} for t in tables}, content=content)
+        finally:
+            conn.rollback()
 
 
 def row_counts(url: str) -> dict[str, int]:

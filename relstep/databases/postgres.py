@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit
 
 from relstep import codec
-from relstep.databases import create_engine, redact_url, registry, sqlalchemy_url, tools
+from relstep.databases import create_engine, pg_fingerprint, redact_url, registry, sqlalchemy_url, tools
 from relstep.databases.base import (
     Column,
     DatabaseError,
@@ -62,10 +62,9 @@ from relstep.databases.base import (
     Inspect,
     columns_to_redact,
     matches_table,
-    no_fingerprint,
     redacted_value_sql,
 )
-from relstep.errors import RelstepError
+from relstep.errors import ConfigError, RelstepError
 
 _gzip: Any  # gzip's interface, from ISA-L when it is installed
 _INFLATE_ERRORS: tuple[type[Exception], ...]
@@ -80,6 +79,8 @@ _GZIP_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *_INFLATE_E
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
+
+    from relstep.fingerprint import Fingerprint
 
 NAME = "postgresql"
 PG_DUMP, = registry.ENGINES["postgres"].dump_tools
@@ -408,11 +409,83 @@ def _plan_redactions(tables: Iterable[_Table], patterns: Iterable[str]) -> list[
     for plan in plans:
         for column in plan.table.columns:
             if column.name in plan.redacted and not column.nullable and not column.is_text:
-                raise DatabaseError(
+                raise ConfigError(
                     f"cannot redact {plan.table.key}.{column.name}: it is NOT NULL and of type {column.type_sql}, "
                     "which has no empty value; make it nullable or leave it out of database.redact"
                 )
     return plans
+
+
+# Constraints that redacted values or an excluded table's missing rows would break at restore:
+# (kind, constraint, table, its columns, referenced table, referenced columns, nulls distinct).
+_CONSTRAINTS_SQL = f"""
+SELECT co.contype, co.conname, n.nspname, c.relname,
+       ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = co.conrelid AND a.attnum = ANY(co.conkey)),
+       rn.nspname, r.relname,
+       ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = co.confrelid AND a.attnum = ANY(co.confkey))
+FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class r ON r.oid = co.confrelid LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE co.contype IN ('c', 'f') AND {_USER_SCHEMA_SQL}
+UNION ALL
+SELECT 'u', ic.relname, n.nspname, c.relname,
+       ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)),
+       NULL, NULL, CASE WHEN x.indnullsnotdistinct THEN ARRAY['nulls not distinct'] END
+FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE x.indisunique AND {_USER_SCHEMA_SQL}
+"""
+
+
+def _refuse_unrestorable(
+    conn: Connection, tables: list[_Table], excluded: list[_Table], redactions: list[_Redaction]
+) -> None:
+    """ConfigError (exit 2, before pg_dump runs) when the dump could never be restored.
+
+    A redacted value breaks a CHECK, a UNIQUE index (for '' in a NOT NULL column, or NULL under
+    NULLS NOT DISTINCT) and a foreign key (its '' references nothing; a referenced value is gone);
+    an excluded table's missing rows break every kept table's foreign key to it.
+    """
+    by_name = {(t.schema, t.name): t for t in tables}
+    excluded_names = {(t.schema, t.name) for t in excluded}
+    blanked = {(r.table.schema, r.table.name): {c.name: c for c in r.table.columns if c.name in r.redacted}
+               for r in redactions}
+    if not excluded_names and not blanked:
+        return
+    for kind, name, schema, table, columns, ref_schema, ref_table, ref_columns in _sql(conn, _CONSTRAINTS_SQL):
+        key = by_name[(schema, table)].key if (schema, table) in by_name else f"{schema}.{table}"
+        own = [blanked.get((schema, table), {})[c] for c in columns if c in blanked.get((schema, table), {})]
+        if kind == "f" and (ref_schema, ref_table) in excluded_names and (schema, table) not in excluded_names:
+            ref_key = by_name[(ref_schema, ref_table)].key
+            raise ConfigError(
+                f"cannot back up: table {key} keeps rows that reference the excluded table {ref_key} "
+                f"(foreign key {name}), so the snapshot could never be restored; exclude {key} too, "
+                f"or keep {ref_key} out of database.exclude_tables"
+            )
+        referenced = blanked.get((ref_schema, ref_table), {})
+        if kind == "f" and any(c in referenced for c in ref_columns or ()):
+            column = next(c for c in ref_columns if c in referenced)
+            raise ConfigError(
+                f"cannot redact {by_name[(ref_schema, ref_table)].key}.{column}: foreign key {name} of table "
+                f"{key} references it, so a restore of the redacted values would fail; "
+                "leave it out of database.redact"
+            )
+        broken = [c for c in own if kind == "c" or (kind == "f" and not c.nullable)
+                  or (kind == "u" and (not c.nullable or ref_columns))]
+        if broken:
+            what = {"c": "CHECK constraint", "u": "unique index", "f": "foreign key"}[kind]
+            raise ConfigError(
+                f"cannot redact {key}.{broken[0].name}: {what} {name} would reject its redacted "
+                f"{redacted_value_sql(broken[0])} values at restore; leave it out of database.redact "
+                "or drop the constraint"
+            )
+
+
+def _content_sources(
+    tables: list[_Table], excluded: list[_Table], redactions: list[_Redaction]
+) -> dict[str, str | None]:
+    """Each table's rows as the dump holds them: redacted columns blanked, excluded tables none."""
+    planned = {r.table.key: r for r in redactions}
+    return {t.key: None if t in excluded else planned.get(t.key, _Redaction(t, ())).select_sql() for t in tables}
 
 
 def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -> dict[str, dict[str, Any]]:
@@ -489,10 +562,17 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         tables = _list_tables(conn)
         excluded = [t for t in tables if matches_table(t.key, plan.exclude_tables)]
         redactions = _plan_redactions((t for t in tables if t not in excluded), plan.redact)
-        counts = {t.key: 0 if t in excluded else _count_rows(conn, t) for t in tables}
+        _refuse_unrestorable(conn, tables, excluded, redactions)
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
-        _run_tool(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target, DatabaseError)
+        dump_args = _pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data)
+        with tools.owned(tools.popen(dump_args, env=target.tool_env(), text=True)) as dumping:
+            # Read in the same snapshot while pg_dump writes, so the fingerprint's scans overlap the dump's.
+            fingerprint = pg_fingerprint.read(conn, _content_sources(tables, excluded, redactions))
+            dumped = tools.finish(dumping)
+        # The fingerprint counted every table's rows in this snapshot: no second count(*) pass.
+        counts = {t.key: fingerprint.content[t.key].rows for t in tables}
+        _check_tool(dumped, target, DatabaseError)
         written = _write_redacted(conn, dest_dir, redactions)
     files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
     # pg_dump wrote its directory itself, so the codec could not hash it on the way: read once now.
@@ -508,6 +588,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         tool=tool,
         server_version=server_version,
         inspected=inspected,
+        fingerprint=fingerprint,
         extra={"jobs": JOBS, "dump_dir": DUMP_DIR, "redacted_index": REDACTED_INDEX},
     )
 
@@ -634,7 +715,10 @@ def server_version(url: str) -> str:
         return str(_sql(conn, "SHOW server_version").scalar_one())
 
 
-fingerprint = no_fingerprint  # the schema and content digests come with the restore proof (issue 12)
+def fingerprint(url: str, content: bool = True) -> Fingerprint:
+    """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot."""
+    with _connect(_Target.parse(url), DatabaseError, READ_ONLY_SNAPSHOT) as conn:
+        return pg_fingerprint.read(conn, _content_sources(_list_tables(conn), [], []) if content else {})
 
 
 def tool_versions() -> dict[str, str]:

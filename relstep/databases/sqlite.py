@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from relstep import codec
-from relstep.databases import base, sqlalchemy_url
+from relstep.databases import sqlalchemy_url, sqlite_fingerprint
 from relstep.databases.base import Column, DatabaseError, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
+from relstep.errors import ConfigError
+from relstep.fingerprint import Fingerprint
 
 NAME = "sqlite"
+FINGERPRINT_OUTSIDE_DUMP = sqlite_fingerprint.OUTSIDE_DUMP
 DUMP_FILE = "database.sqlite3.zst"
 ZSTD_LEVEL = 3
 
@@ -79,11 +82,31 @@ def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded:
             copy.execute(f"DROP TRIGGER {_quote(name)}")
         for table, columns in redact.items():
             assignments = ", ".join(f"{_quote(c.name)} = {'NULL' if c.nullable else chr(39) * 2}" for c in columns)
-            copy.execute(f"UPDATE {_quote(table)} SET {assignments}")
+            try:
+                copy.execute(f"UPDATE {_quote(table)} SET {assignments}")
+            except sqlite3.IntegrityError as exc:  # SQLite checks the constraints as the copy is redacted
+                names = ", ".join(f"{table}.{c.name}" for c in columns)
+                raise ConfigError(f"cannot redact {names}: a constraint rejects the redacted values ({exc}), so "
+                                  "the snapshot could never be restored; leave it out of database.redact or "
+                                  "drop the constraint") from exc
         for table in excluded:
             copy.execute(f"DELETE FROM {_quote(table)}")
         for _name, sql in triggers:
             copy.execute(sql)
+
+
+def _refuse_unrestorable(copy: sqlite3.Connection, excluded: list[str]) -> None:
+    """ConfigError (exit 2) when a kept table references an excluded one: its rows would dangle."""
+    for table in _user_tables(copy):
+        if table in excluded:
+            continue
+        for row in copy.execute(f"PRAGMA foreign_key_list({_quote(table)})"):
+            if row[2] in excluded:
+                raise ConfigError(
+                    f"cannot back up: table {table} keeps rows that reference the excluded table {row[2]} "
+                    "(a foreign key), so the snapshot could never be restored; exclude it too, "
+                    f"or keep {row[2]} out of database.exclude_tables"
+                )
 
 
 def _compress(source: Path, dest: Path) -> codec.Written:
@@ -93,7 +116,45 @@ def _compress(source: Path, dest: Path) -> codec.Written:
     return out.result
 
 
+def _dump_in_memory(url: str, dest: Path, plan: DumpPlan, inspect: Inspect | None) -> tuple[Any, ...]:
+    """The encrypted snapshot's path: the copy is redacted and compacted in memory and written
+    through the codec's age stage, so no plaintext copy of the database touches the disk (it
+    costs memory of about twice the database's size while it runs)."""
+    with closing(_open_source(url)) as source, closing(sqlite3.connect(":memory:")) as copy:
+        if not hasattr(copy, "serialize"):
+            raise DatabaseError("an encrypted SQLite snapshot needs Python 3.11 or newer (sqlite3 serialize)")
+        try:
+            source.backup(copy)
+            tables = _user_tables(copy)
+            columns = {t: _columns(copy, t) for t in tables}
+            inspected = None
+            if inspect is not None:
+                from sqlalchemy import create_engine
+                from sqlalchemy.pool import StaticPool
+
+                # Not disposed: that would close the in-memory copy, which closing() ends below.
+                engine = create_engine("sqlite://", creator=lambda: copy, poolclass=StaticPool)
+                with engine.connect() as conn:
+                    inspected = inspect(conn)
+            redact = columns_to_redact(columns, plan.redact)
+            excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
+            _redact(copy, redact, excluded)
+            counts = _count(copy, tables)
+            copy.execute("VACUUM")  # drops the free pages that still hold the redacted values
+            image = copy.serialize()  # type: ignore[attr-defined]  # Python 3.11+, as required
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
+    with codec.create(dest, compress=True, level=ZSTD_LEVEL, threads=-1) as out:
+        out.write(image)
+    assert out.result is not None
+    return out.result, tables, redact, excluded, counts, inspected
+
+
 def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
+    if codec.encrypts(dest_dir / DUMP_FILE):
+        written, _tables, redact, excluded, counts, inspected = _dump_in_memory(
+            url, dest_dir / DUMP_FILE, plan, inspect)
+        return _dump_info(written, redact, excluded, counts, inspected)
     work = Path(tempfile.mkdtemp(prefix=".sqlite-work-", dir=dest_dir))
     try:
         raw = work / "raw.sqlite3"
@@ -102,6 +163,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
                 source.backup(copy)
             except sqlite3.Error as exc:
                 raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
+            journal_mode = str(source.execute("PRAGMA journal_mode").fetchone()[0])
             copy.execute("PRAGMA journal_mode = DELETE")
             tables = _user_tables(copy)
             columns = {t: _columns(copy, t) for t in tables}
@@ -119,14 +181,22 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
         compact = work / "compact.sqlite3"
         with closing(sqlite3.connect(raw)) as copy:
+            _refuse_unrestorable(copy, excluded)
             _redact(copy, redact, excluded)
             counts = _count(copy, tables)
+            # The copy is what a restore brings back; its journal mode is the source's.
+            fingerprint = sqlite_fingerprint.read(copy, journal_mode=journal_mode)
             copy.execute("VACUUM INTO ?", (str(compact),))
         written = _compress(compact, dest_dir / DUMP_FILE)
     except sqlite3.Error as exc:  # redacting or compacting the copy (a full disk, say): still one clear line
         raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return _dump_info(written, redact, excluded, counts, inspected)
+
+
+def _dump_info(written: codec.Written, redact: dict[str, list[Column]], excluded: list[str],
+               counts: dict[str, int], inspected: Any) -> DumpInfo:
     return DumpInfo(
         engine=NAME,
         format="sqlite-zstd",
@@ -138,6 +208,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         tool=f"sqlite3 backup API (SQLite {sqlite3.sqlite_version})",
         server_version=sqlite3.sqlite_version,
         inspected=inspected,
+        fingerprint=fingerprint,
     )
 
 
@@ -191,7 +262,13 @@ def server_version(url: str) -> str:
     return sqlite3.sqlite_version
 
 
-fingerprint = base.no_fingerprint  # the schema and content digests come with the restore proof (issue 12)
+def fingerprint(url: str, content: bool = True) -> Fingerprint:
+    """The fingerprint of the SQLite file at ``url`` as it is now (after a restore, say)."""
+    try:
+        with closing(_open_source(url)) as conn:
+            return sqlite_fingerprint.read(conn, content=content)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot read the SQLite database {database_path(url)}: {exc}") from exc
 
 
 def tool_versions() -> dict[str, str]:

@@ -28,6 +28,7 @@ from sqlalchemy import text
 from relstep import codec
 from relstep.databases import postgres
 from relstep.databases.base import DatabaseError, DumpPlan
+from relstep.errors import ConfigError
 
 SCHEMA = """
 CREATE SCHEMA audit;
@@ -512,7 +513,7 @@ def test_pg_dump_failure_reports_its_last_error_line_masked(
 
 
 def test_a_not_null_column_without_an_empty_value_cannot_be_redacted(source: str, tmp_path: Path) -> None:
-    with pytest.raises(DatabaseError, match=r"cannot redact Post\.authorId: it is NOT NULL and of type integer"):
+    with pytest.raises(ConfigError, match=r"cannot redact Post\.authorId: it is NOT NULL and of type integer"):
         postgres.dump(source, tmp_path, DumpPlan(redact=("Post.authorId",)))
 
 
