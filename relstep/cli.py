@@ -256,11 +256,19 @@ def _deliver(inv: Invocation, outcome: Outcome) -> int:
 
         # Under --json the ::error annotation goes to stderr, so stdout stays one JSON object.
         ci.report(result, stream=sys.stderr if inv.as_json else None)
+    heartbeat: list[str] = []
+    if inv.config is not None and inv.config.notify is not None:
+        from relstep import notify
+
+        if inv.command in notify.PINGED_COMMANDS:
+            heartbeat = notify.ping(inv.config, result is None or result.exit_code == 0)
     if inv.as_json:
         data = outcome.data if outcome.data is not None else (result.to_json() if result is not None else {})
         _out(json.dumps(data, indent=2, default=str))
     elif outcome.text:
         _out(outcome.text)
+    for note in heartbeat:
+        _err(f"relstep: note: {note}")
     if result is None:
         return 0
     for warning in result.warnings:
@@ -414,6 +422,89 @@ def show(inv: Invocation, ref: str = typer.Argument(..., help="Snapshot name, pa
     path = inventory.find(inv.config, ref)
     manifest = inventory.manifest_summary(path)
     return Outcome(text=inventory.describe(path, manifest), data=manifest)
+
+
+@command()
+def diff(
+    inv: Invocation,
+    old: str | None = typer.Argument(None, metavar="[A]", help="Snapshot name or version (default: the one "
+                                     "before the newest, or before B)."),
+    new: str | None = typer.Argument(None, metavar="[B]", help="Snapshot name or version (default: the newest)."),
+    as_markdown: bool = typer.Option(False, "--markdown", help="Print Markdown (for a PR comment or a summary)."),
+) -> Outcome:
+    """What changed between two snapshots: migrations, schema, rows, code files, environment, size."""
+    from relstep import diff as core
+
+    if as_markdown and inv.as_json:
+        raise InputError("--json and --markdown exclude each other; choose one")
+    found = core.compare(*core.choose(inv.config, old, new))
+    return Outcome(text=core.markdown(found) if as_markdown else core.text(found), data=found.to_json())
+
+
+@command()
+def status(
+    inv: Invocation,
+    max_age: str | None = typer.Option(None, "--max-age", metavar="DURATION", help="Fail (exit 10) when the "
+                                       "newest snapshot is older, e.g. 26h, 2d."),
+    min_size_ratio: float | None = typer.Option(None, "--min-size-ratio", metavar="R", help="Fail (exit 10) when "
+                                                "the newest snapshot is smaller than R times the previous one."),
+) -> Outcome:
+    """The newest snapshot, its age and record, retention, pins and verify results; with thresholds a health check."""
+    from relstep import status as core
+    from relstep.errors import HealthError
+
+    if min_size_ratio is not None and not 0 < min_size_ratio <= 1:
+        raise InputError(f"--min-size-ratio {min_size_ratio:g} must be more than 0 and at most 1, e.g. 0.5")
+    seconds = core.parse_duration(max_age) if max_age is not None else None
+    found_status = core.gather(inv.config)
+    found = core.problems(found_status, seconds, min_size_ratio)
+    checking = seconds is not None or min_size_ratio is not None
+    failure = None
+    if checking and found:
+        more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
+        failure = HealthError(found[0] + more)
+    return Outcome(text=core.text(found_status, found), data=core.to_json(found_status, found),
+                   result=RunResult.failed(failure) if failure else None)
+
+
+def _pin_target(inv: Invocation, ref: str) -> tuple[str, str | None]:
+    from relstep import lookup, snapshot
+
+    path = lookup.find(inv.config, ref)
+    loaded = snapshot.read(path).loaded
+    return path.name, loaded.version if loaded else None
+
+
+@command(lock="runner")
+def pin(
+    inv: Invocation,
+    ref: str = typer.Argument(..., metavar="SNAPSHOT|VERSION", help="Snapshot name or path, or a version."),
+    reason: str | None = typer.Option(None, "--reason", help="Why it is kept (shown by list and status)."),
+) -> Outcome:
+    """Keep a snapshot forever: never pruned, locally or off-site, and not counted against the retention."""
+    from relstep import pins
+
+    name, version = _pin_target(inv, ref)
+    done = pins.pin(inv.config.backup_root, name, reason, version)
+    return Outcome(text=f"pinned {name} ({version})" + (f": {reason}" if reason else ""),
+                   data={"pinned": name, "version": version, "reason": reason, "pinned_at": done.pinned_at})
+
+
+@command(lock="runner")
+def unpin(
+    inv: Invocation,
+    ref: str = typer.Argument(..., metavar="SNAPSHOT|VERSION", help="Snapshot name or path, or a version."),
+) -> Outcome:
+    """Remove a pin: the snapshot counts against the retention again (the next prune may remove it)."""
+    from relstep import pins
+
+    root = inv.config.backup_root
+    # A pinned name first: its pin can be removed even if the snapshot is gone.
+    name = ref if ref in pins.names(root) else _pin_target(inv, ref)[0]
+    removed = pins.unpin(root, name)
+    if removed is None:
+        raise InputError(f"{name} is not pinned; `relstep status` lists the pins")
+    return Outcome(text=f"unpinned {name}", data={"unpinned": name, "reason": removed.reason})
 
 
 def _fetched(inv: Invocation, ref: str | None) -> str:

@@ -69,10 +69,11 @@ class EncryptionConfig:
 
 @dataclass(frozen=True)
 class NotifyConfig:
-    webhook: str
+    webhook: str | None                           # None: only the heartbeat (ping_url) is configured
     format: str = "slack"                         # "slack" (Slack-compatible) or "json" (generic body)
     on: tuple[str, ...] = ("failure",)
     project: str | None = None                    # None: derived from CI variables or the folder name
+    ping_url: str | None = None                   # Healthchecks-style heartbeat: <url> on success, <url>/fail
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,8 @@ def _models() -> Any:
         required: StrictBool = False
 
     class Notify(Strict):
-        webhook: StrictStr
+        webhook: StrictStr | None = None
+        ping_url: StrictStr | None = None
         format: Literal["slack", "json"] = "slack"
         on: list[Literal["failure", "success"]] = ["failure"]
         project: StrictStr | None = None
@@ -472,12 +474,16 @@ def _encryption(parsed: Any, base: Path, where: str) -> EncryptionConfig | None:
 def _notify(parsed: Any, where: str) -> NotifyConfig | None:
     if parsed is None:
         return None
-    if not parsed.webhook.startswith(("https://", "http://")):
-        raise ConfigError(f"{where}: notify.webhook must be an http:// or https:// URL")
+    if parsed.webhook is None and parsed.ping_url is None:
+        raise ConfigError(f"{where}: notify needs a webhook, a ping_url or both")
+    for key in ("webhook", "ping_url"):
+        value = getattr(parsed, key)
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ConfigError(f"{where}: notify.{key} must be an http:// or https:// URL")
     if not parsed.on:
         raise ConfigError(f"{where}: notify.on must list failure, success or both")
     return NotifyConfig(webhook=parsed.webhook, format=parsed.format, on=tuple(dict.fromkeys(parsed.on)),
-                        project=parsed.project)
+                        project=parsed.project, ping_url=parsed.ping_url.rstrip("/") if parsed.ping_url else None)
 
 
 def _record_url(url: str | None, database: DatabaseConfig | None, place: _Place) -> str | None:

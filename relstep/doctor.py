@@ -212,7 +212,12 @@ def _notify_check(config: Config) -> Check:
     assert config.notify is not None
     from urllib.parse import urlsplit
 
-    host = urlsplit(config.notify.webhook).hostname or "?"
+    notify = config.notify
     # Not sent: a doctor run must not page anyone.  The host alone, since the URL carries a token.
-    return Check("notify", True, f"{config.notify.format} webhook on {host}, on {', '.join(config.notify.on)} "
-                 "(not sent)")
+    parts = []
+    if notify.webhook:
+        parts.append(f"{notify.format} webhook on {urlsplit(notify.webhook).hostname or '?'}, "
+                     f"on {', '.join(notify.on)}")
+    if notify.ping_url:
+        parts.append(f"heartbeat on {urlsplit(notify.ping_url).hostname or '?'}")
+    return Check("notify", True, "; ".join(parts) + " (not sent)")

@@ -92,6 +92,13 @@ class VerifyError(RelstepError):
     phase = "verify"
 
 
+class HealthError(RelstepError):
+    """`relstep status` with thresholds found a problem (too old, too small, unrecorded, failed verify)."""
+
+    exit_code = 10
+    phase = "status"
+
+
 class LockTimeout(RelstepError):
     exit_code = 3
     phase = "lock"

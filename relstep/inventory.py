@@ -31,8 +31,11 @@ def rows(config: Config) -> list[dict[str, Any]]:
 
 def listing(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
     """(rows, notes): the rows of ``rows`` and lines naming what was left out or is never pruned."""
+    from relstep import pins
+
     recorded = _recorded(config)
     view = lookup.of_config(config)
+    pinned = pins.load(config.backup_root)
     result = []
     for snap in view.visible:
         manifest = snap.loaded
@@ -46,6 +49,8 @@ def listing(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
             "size": manifest.size if manifest else 0,
             "schema_revision": manifest.schema_revision if manifest else None,
             "recorded": None if recorded is None else str(snap.path) in recorded,
+            "pinned": snap.name in pinned,
+            "pin_reason": pinned[snap.name].reason if snap.name in pinned else None,
             **({"problem": snap.problem.message} if snap.problem else {}),
         })
     notes = [note for note in (view.skipped_note(), view.unowned_note()) if note]
@@ -56,12 +61,16 @@ def table(data: list[dict[str, Any]], notes: list[str] | None = None) -> str:
     footer = "".join(f"\n{note}" for note in notes or ())
     if not data:
         return "no snapshots" + footer
-    headers = ("SNAPSHOT", "VERSION", "TYPE", "CREATED", "SIZE", "SCHEMA REVISION", "RECORDED")
-    lines = [
+    headers: tuple[str, ...] = ("SNAPSHOT", "VERSION", "TYPE", "CREATED", "SIZE", "SCHEMA REVISION", "RECORDED")
+    lines: list[tuple[Any, ...]] = [
         (r["name"], r["version"] or "?", r["deployment_type"] or "?", r["created_at"] or "?", human_bytes(r["size"]),
          r["schema_revision"] or "-", {True: "yes", False: "no", None: "?"}[r["recorded"]])
         for r in data
     ]
+    if any(r.get("pinned") for r in data):   # the column appears once something is pinned
+        headers += ("PINNED",)
+        lines = [(*line, (r.get("pin_reason") or "yes") if r.get("pinned") else "")
+                 for line, r in zip(lines, data, strict=True)]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *lines, strict=False)]
     return "\n".join(_row(row, widths) for row in (headers, *lines)) + footer
 

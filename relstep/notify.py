@@ -35,7 +35,9 @@ from relstep.masking import mask_data, mask_text, register_secret
 TIMEOUT = float(os.environ.get("RELSTEP_NOTIFY_TIMEOUT", "5"))
 RETRIES = 2
 BACKOFF = (0.5, 1.5)
-ALERTED_EXIT_CODES = range(3, 10)
+# 3-9: a phase failed; 10: `relstep status` found the backups unhealthy.
+ALERTED_EXIT_CODES = range(3, 11)
+PINGED_COMMANDS = ("run", "verify", "status")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ def send(settings: NotifyConfig, event: Event, *, timeout: float | None = None,
     import urllib.error
     import urllib.request
 
+    assert settings.webhook is not None
     register_secret(settings.webhook)
     # Every field is masked, not only the reason: a version, snapshot path or project name
     # may carry a URL or a key too, and an alert leaves the machine.
@@ -130,8 +133,39 @@ def send(settings: NotifyConfig, event: Event, *, timeout: float | None = None,
                      f" after {attempts} attempt{'s' if attempts > 1 else ''}); the exit code is unchanged")
 
 
+def ping(config: Config | None, ok: bool, *, timeout: float | None = None) -> list[str]:
+    """The heartbeat (``notify.ping_url``): ``<url>`` on success, ``<url>/fail`` on failure.
+
+    Healthchecks-style: the service alerts when pings stop, so a machine that no longer runs
+    relstep at all is noticed too.  One GET, no retries (the next scheduled run pings again);
+    a failure is a note, the exit code is unchanged.  The URL carries the check's key: masked.
+    A POST with an empty body: Healthchecks takes GET, HEAD and POST alike, and a POST is
+    never answered from a cache on the way.
+    """
+    if config is None or config.notify is None or not config.notify.ping_url:
+        return []
+    import urllib.error
+    import urllib.request
+
+    url = config.notify.ping_url + ("" if ok else "/fail")
+    register_secret(config.notify.ping_url)
+    try:
+        request = urllib.request.Request(url, data=b"", method="POST",  # noqa: S310 - http(s) only
+                                         headers={"User-Agent": "relstep"})
+        with urllib.request.urlopen(request, timeout=TIMEOUT if timeout is None else timeout) as response:  # noqa: S310
+            response.read(65536)
+    except urllib.error.HTTPError as exc:
+        return [f"the heartbeat to notify.ping_url failed (HTTP {exc.code}); the exit code is unchanged"]
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return [mask_text(f"the heartbeat to notify.ping_url failed ({reason}); the exit code is unchanged")]
+    return []
+
+
 def _deliver(config: Config, event: Event) -> list[str]:
     assert config.notify is not None
+    if not config.notify.webhook:
+        return []
     wanted = "success" if event.event == "success" else "failure"
     if wanted not in config.notify.on:
         return []

@@ -347,32 +347,36 @@ def push(config: Config, snap: Path, protect: str | None = None, prune: bool = T
     if not prune:
         outcome.pruned = False
         return outcome
+    from relstep import pins
+
     with _failures("pruning off-site copies", remote):
         removed, kept, skipped = prune_remote(remote, offsite.keep, {name} | ({protect} if protect else set()),
-                                              project_of(config))
+                                              project_of(config), pinned=pins.names(config.backup_root))
     outcome.removed, outcome.kept, outcome.skipped = removed, kept, skipped
     return outcome
 
 
-def prune_remote(remote: Remote, keep: int, protect: set[str],
-                 project: str) -> tuple[list[str], list[str], list[str]]:
+def prune_remote(remote: Remote, keep: int, protect: set[str], project: str,
+                 pinned: frozenset[str] | set[str] = frozenset()) -> tuple[list[str], list[str], list[str]]:
     """Remove ``project``'s complete remote copies beyond ``keep`` (the local rule) and incomplete leftovers.
 
     Returns (removed, kept, skipped): copies of other projects, or that record none,
-    are never removed, as locally.  One remote folder belongs to one backup_root:
+    are never removed, as locally; ``pinned`` copies are never removed and do not count
+    against ``keep``.  One remote folder belongs to one backup_root:
     an incomplete folder there is a failed or killed upload from it (uploads run
     under its lock), not another machine's upload in progress.
     """
     everything, leftovers = list_remote(remote)
     complete = [s for s in everything if s.project == project]
     skipped = [s.name for s in everything if s.project != project]
-    doomed = snapshot.beyond_retention(complete, keep, lambda s: s.name in protect)
+    doomed = snapshot.beyond_retention([s for s in complete if s.name not in pinned], keep,
+                                       lambda s: s.name in protect)
     removed = []
     for snap in doomed:
         _remove(remote, snap.name)
         removed.append(snap.name)
     for name in leftovers:
-        if name not in protect:
+        if name not in protect and name not in pinned:
             _remove(remote, name)
             removed.append(name)
     kept = [s.name for s in complete if s not in doomed]

@@ -115,10 +115,17 @@ def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorde
     Other projects' snapshots, and those that record no project, are never removed
     (see relstep.lookup); the outcome's notes name them.  The caller holds the root lock.
     """
+    from relstep import journal, pins
+
     protected = None
     view = lookup.of_config(config)
     notes = [note for note in (view.skipped_note(), view.unowned_note()) if note]
-    doomed = snapshot.to_prune(view.own, keep)
+    # Pinned snapshots are never removed and do not count against `keep`.
+    pinned = pins.names(config.backup_root)
+    candidates = [s for s in view.own if s.name not in pinned]
+    if kept_pins := [s.name for s in view.own if s.name in pinned]:
+        notes.append(f"pinned, never pruned: {', '.join(kept_pins)}")
+    doomed = snapshot.to_prune(candidates, keep)
     # Only ask the record database when something would go: prune must not depend on it otherwise.
     if protect_last_recorded and doomed:
         try:
@@ -131,7 +138,7 @@ def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorde
             ) from exc
         if recorded:
             protected = Path(recorded[-1])
-            doomed = snapshot.to_prune(view.own, keep, {protected})
+            doomed = snapshot.to_prune(candidates, keep, {protected})
     # A set: `s not in doomed` on a list compared 1,000 x 970 dataclasses (0.5 s of a 1,000-snapshot prune).
     doomed_paths = {s.path for s in doomed}
     kept = [s.path for s in view.own if s.path not in doomed_paths]
@@ -141,6 +148,9 @@ def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorde
     removed = []
     for snap in doomed:
         try:
+            # Logged first: status must never take a removal of ours for a snapshot deleted by hand.
+            journal.log_pruned(config.backup_root, snap.name, snap.loaded.version if snap.loaded else None,
+                               snap.project)
             snapshot.remove_snapshot(snap)
         except OSError as exc:
             raise PruneError(f"cannot remove {snap.path}: {exc.strerror or exc}") from exc
@@ -180,6 +190,27 @@ def record_snapshot(config: Config, path: Path) -> tuple[records.RecordOutcome, 
         backup_path=path.resolve(), schema_revision=manifest.schema_revision,
     )
     return outcome, manifest
+
+
+def _changes_since_previous(config: Config, new: Path, result: RunResult) -> None:
+    """Put what changed since this app's previous snapshot into ``result`` (for the CI summaries).
+
+    Computed right after the backup, before prune could remove the previous snapshot.  Only
+    manifests and small files are read; a problem is a note, never a failed run.
+    """
+    from relstep import diff
+
+    older = [s for s in lookup.of_config(config).own if s.path != new]
+    if not older:
+        return
+    try:
+        found = diff.compare(older[0].path, new)
+    except (RelstepError, OSError) as exc:
+        result.notes.append(f"could not compare with the previous snapshot {older[0].name}: {exc}")
+        return
+    result.changes = found.to_json()
+    result.changes_text = diff.text(found)
+    result.changes_markdown = diff.markdown(found)
 
 
 def _deploy(command: Sequence[str], release: Release, snapshot_path: Path) -> str:
@@ -226,6 +257,7 @@ def run(
         outcome = create_snapshot(config, release)
         state["path"] = outcome.path
         result.snapshot, result.schema_revision = str(outcome.path), outcome.schema_revision
+        _changes_since_previous(config, outcome.path, result)
         return str(outcome.path)
 
     def do_record() -> str:

@@ -34,6 +34,10 @@ class RunResult:
     error: str | None = None              # the one-sentence reason, masked
     exit_code: int = 0
     traceback: str | None = field(default=None, repr=False)   # shown with -v only, never serialised
+    # `relstep run`: what changed since the previous snapshot (relstep.diff), as JSON, text and Markdown.
+    changes: dict[str, Any] | None = None
+    changes_text: str | None = field(default=None, repr=False)
+    changes_markdown: str | None = field(default=None, repr=False)
 
     @classmethod
     def failed(cls, exc: RelstepError, traceback: str | None = None) -> RunResult:
@@ -49,7 +53,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["traceback"]
+        del data["traceback"], data["changes_text"], data["changes_markdown"]
         data["ok"] = self.ok
         return data
 

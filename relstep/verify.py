@@ -454,7 +454,23 @@ def verify(
         _check_servers(config, paths, scratch_url)
     reports = [verify_snapshot(config, p, with_restore_test=with_restore_test, scratch_url=scratch_url)
                for p in paths]
+    _log_results(config, reports)
     return VerifyResult(reports, notes)
+
+
+def _log_results(config: Config, reports: list[SnapshotReport]) -> None:
+    """Each result into backup_root's verify log (beside the snapshots, never in them), for `relstep status`."""
+    from relstep import journal
+
+    root = config.backup_root
+    for report in reports:
+        if report.vanished or report.path.parent.resolve() != root.resolve():
+            continue
+        problem = mask_text(str(report.problems[0])) if report.problems else None
+        try:
+            journal.log_verified(root, report.path.name, report.ok, problem)
+        except OSError as exc:
+            report.notes.append(f"could not record this result for `relstep status` in {root}: {exc.strerror or exc}")
 
 
 # --------------------------------------------------------------------------- text

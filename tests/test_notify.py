@@ -154,7 +154,8 @@ def test_bad_input_is_not_alerted_but_a_failed_record_command_is(tmp_path: Path,
     ({"webhook": "https://x", "format": "xml"}, "notify.format: input should be 'slack' or 'json'"),
     ({"webhook": "https://x", "on": ["always"]}, "notify.on.0: input should be 'failure' or 'success'"),
     ({"webhook": "https://x", "on": []}, "notify.on must list failure, success or both"),
-    ({"format": "json"}, "notify.webhook: field required"),
+    ({"format": "json"}, "notify needs a webhook, a ping_url or both"),
+    ({"ping_url": "ftp://x"}, "notify.ping_url must be an http:// or https:// URL"),
 ])
 def test_bad_notify_config(tmp_path: Path, notify: dict[str, Any], message: str) -> None:
     app = sqlite_app(tmp_path, with_git=False)

@@ -36,6 +36,8 @@ def report(result: RunResult, environ: Mapping[str, str] = os.environ, *, stream
         github.report(result, environ, out)
     except (OSError, ValueError, TypeError) as exc:
         _warn(f"could not write the GitHub Actions outputs: {exc}")
+    if environ.get("GITLAB_CI") == "true" and result.changes_text:
+        gitlab.log_changes(result.changes_text, sys.stderr)
     try:
         dropped = gitlab.report(result, environ)
     except (OSError, ValueError) as exc:

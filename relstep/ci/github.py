@@ -8,6 +8,7 @@ writes cannot drift apart.  Every value is masked before it is rendered.
 from __future__ import annotations
 
 import html
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from relstep.ci._mask import mask
 from relstep.result import RunResult
 
 #: The outputs declared in action.yml, in order.  tests/ci checks that the two agree.
-OUTPUT_NAMES = ("version", "deployment-type", "snapshot", "schema-revision", "record-id")
+OUTPUT_NAMES = ("version", "deployment-type", "snapshot", "schema-revision", "record-id", "diff")
 
 DEPLOYMENT_TYPES = frozenset({"release", "patch"})
 
@@ -36,6 +37,7 @@ class GitHubActionsOutput:
     snapshot: str | None = None
     schema_revision: str | None = None
     record_id: int | None = None
+    diff: str | None = None        # `relstep run`: the changes since the previous snapshot, as JSON
 
     def __post_init__(self) -> None:
         for name in ("version", "deployment_type", "snapshot", "schema_revision"):
@@ -56,6 +58,7 @@ class GitHubActionsOutput:
             snapshot=result.snapshot,
             schema_revision=result.schema_revision,
             record_id=result.record_id,
+            diff=json.dumps(result.changes, separators=(",", ":")) if result.changes is not None else None,
         )
 
     def to_dict(self) -> dict[str, str]:
@@ -66,6 +69,7 @@ class GitHubActionsOutput:
             "snapshot": self.snapshot,
             "schema-revision": self.schema_revision,
             "record-id": self.record_id,
+            "diff": self.diff,
         }
         return {name: mask(raw[name]) for name in OUTPUT_NAMES}
 
@@ -143,6 +147,9 @@ def summary_markdown(result: RunResult) -> str:
     for label, value in facts:
         if value is not None and value != "":
             lines.append(f"- **{label}:** {_cell(value)}")
+    changes = getattr(result, "changes_markdown", None)
+    if changes:   # relstep.diff's Markdown: names are in code spans, which render no HTML
+        lines += ["", mask(changes).rstrip("\n")]
     return "\n".join(lines).rstrip("\n") + "\n\n"
 
 

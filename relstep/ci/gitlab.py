@@ -14,6 +14,7 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 from relstep.ci._mask import mask
 from relstep.result import RunResult
@@ -98,3 +99,15 @@ def report(result: RunResult, environ: Mapping[str, str]) -> list[str]:
     dotenv = DotenvReport.from_result(result)
     dotenv.write(path)
     return dotenv.dropped
+
+
+def log_changes(text: str, stream: TextIO) -> None:
+    """`relstep run`'s changes since the previous version, as a collapsible section of the job log."""
+    import time
+
+    stamp = int(time.time())
+    title, *body = mask(text).splitlines()
+    stream.write(f"\x1b[0Ksection_start:{stamp}:relstep_changes[collapsed=false]\r\x1b[0K{title}\n")
+    stream.write("".join(f"{line}\n" for line in body))
+    stream.write(f"\x1b[0Ksection_end:{stamp}:relstep_changes\r\x1b[0K\n")
+    stream.flush()

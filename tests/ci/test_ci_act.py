@@ -17,14 +17,17 @@ from .ci_support import PLANTED_SECRET, git, isolated_env, make_app, offline_pip
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("relstep_cli")]
 
-WORKFLOW = """\
-name: release
+# One job on a tag push, after the checkout; each workflow below adds its steps.
+JOB = """\
 on: push
 jobs:
   release:
     runs-on: ubuntu-latest
     steps:
       - uses: actions/checkout@v4
+"""
+
+WORKFLOW = "name: release\n" + JOB + """\
       - id: relstep
         uses: ./
         with:
@@ -49,6 +52,25 @@ jobs:
 """
 
 
+# Two releases in one job, with a code change between them: the second step's summary and
+# its `diff` output say what changed since the first.
+TWICE = "name: twice\n" + JOB + """\
+      - uses: ./
+        with:
+          working-directory: app
+          version: "1.0.0"
+      - run: echo "new" > app/backend/added.js
+      - id: second
+        uses: ./
+        with:
+          working-directory: app
+          version: "1.0.1"
+      - env:
+          OUT_DIFF: ${{ steps.second.outputs.diff }}
+        run: printf '%s' "$OUT_DIFF" > "$EVIDENCE/diff.json"
+"""
+
+
 @pytest.fixture(scope="module")
 def act_repo(tmp_path_factory: pytest.TempPathFactory, source_tree: Path) -> Path:
     repo = tmp_path_factory.mktemp("act") / "repo"
@@ -61,6 +83,7 @@ def act_repo(tmp_path_factory: pytest.TempPathFactory, source_tree: Path) -> Pat
     (workflows / "deploy-fails.yml").write_text(
         WORKFLOW.format(deploy="'echo partial; exit 9'", version="''", python="'3.11'")
     )
+    (workflows / "twice.yml").write_text(TWICE)
     # An input that a script pasting ${{ inputs.version }} into bash would execute.
     (workflows / "injection.yml").write_text(
         WORKFLOW.format(deploy="''", version="'1.2.3$(touch ../pwned)'", python="''")
@@ -170,3 +193,18 @@ def test_inputs_are_data_not_shell(
     assert "exit status 2" in log  # relstep rejected the version as bad input
     assert "::error title=relstep version failed::" in log  # bad input is annotated like any failure
     assert not list(tmp_path.rglob("pwned")), "an input was executed by the shell"
+
+
+def test_the_second_release_summary_and_diff_output_show_the_changes_since_the_first(
+    act_repo: Path, wheelhouse: Path, tmp_path: Path, setup_python_stand_in: Path
+) -> None:
+    proc, evidence = run_act(act_repo, "twice.yml", wheelhouse, tmp_path, setup_python_stand_in)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    # act prefixes the first line of each summary write with "Summary - " and echoes the rest as they are.
+    assert "\n### Changes since 1.0.0\n" in log
+    assert "\n**code**\n\n- `+ backend/added.js`\n\n**environment**\n" in log
+    diff = json.loads((evidence / "diff.json").read_text())
+    assert (diff["old"]["version"], diff["new"]["version"]) == ("1.0.0", "1.0.1")
+    assert diff["code"] == {"backend": {"added": ["added.js"], "removed": [], "changed": []}}
+    assert diff["migrations"] == {"added": [], "removed": [], "changed": []}

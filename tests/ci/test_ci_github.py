@@ -86,6 +86,7 @@ def test_outputs_use_the_heredoc_syntax_for_every_name(tmp_path: Path) -> None:
         "snapshot": "/srv/app/backups/releases/20261124T010423Z",
         "schema-revision": "20261101_add_users",
         "record-id": "7",
+        "diff": "",
     }
     headers = [line for line in text.splitlines() if "<<" in line]
     assert [h.split("<<")[0] for h in headers] == list(github.OUTPUT_NAMES)

@@ -1,0 +1,68 @@
+"""Pinned snapshots: never pruned (locally or off-site) and not counted against the retention.
+
+The pins live in ``<backup_root>/.relstep-pins.json``, beside the snapshots and outside
+them (a snapshot folder is never changed once finished), keyed by snapshot name, which is
+also the name of its off-site copy.  The file is replaced whole (relstep.journal), so a
+crash while pinning leaves the pins as they were before or after, never lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from relstep import journal
+
+FILENAME = ".relstep-pins.json"
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    reason: str | None
+    pinned_at: str
+    version: str | None = None
+
+
+def _path(root: Path) -> Path:
+    return root / FILENAME
+
+
+def load(root: Path) -> dict[str, Pin]:
+    """The pins of backup_root ``root``, by snapshot name."""
+    data = journal.read_json(_path(root)) or {}
+    found = {}
+    for name, entry in (data.get("pins") or {}).items():
+        if isinstance(entry, dict):
+            found[name] = Pin(name=name, reason=entry.get("reason"), pinned_at=str(entry.get("pinned_at", "")),
+                              version=entry.get("version"))
+    return found
+
+
+def names(root: Path) -> set[str]:
+    return set(load(root))
+
+
+def _save(root: Path, pins: dict[str, Pin]) -> None:
+    journal.replace_json(_path(root), {"format": 1, "pins": {
+        name: {"reason": pin.reason, "pinned_at": pin.pinned_at, "version": pin.version}
+        for name, pin in sorted(pins.items())}})
+
+
+def pin(root: Path, name: str, reason: str | None, version: str | None) -> Pin:
+    """Pin snapshot ``name`` (again: the reason is replaced).  The caller holds the root lock."""
+    pins = load(root)
+    pins[name] = Pin(name=name, reason=reason, version=version,
+                     pinned_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    _save(root, pins)
+    return pins[name]
+
+
+def unpin(root: Path, name: str) -> Pin | None:
+    """Remove the pin of ``name``; the pin that was removed, or None when it was not pinned."""
+    pins = load(root)
+    removed = pins.pop(name, None)
+    if removed is not None:
+        _save(root, pins)
+    return removed
