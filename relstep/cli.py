@@ -285,6 +285,10 @@ def restore(
     from_offsite: bool = typer.Option(False, "--from-offsite", help="Fetch the snapshot (name or version) "
                                       "from offsite.url into backup_root first."),
     lock_timeout: float = LockOpt,
+    lock_wait: float = typer.Option(30.0, "--lock-wait", help="Seconds to wait for the database locks (or "
+                                    "sessions) in the way; then stop, changing nothing, and name them."),
+    terminate_sessions: bool = typer.Option(False, "--terminate-sessions", help="End the database sessions "
+                                            "in the restore's way first (and say whom)."),
 ) -> None:
     """Check schema compatibility, then restore a snapshot's database (and code, with --code-to)."""
     from pathlib import Path
@@ -302,7 +306,8 @@ def restore(
         # Ask only a person at a terminal; piped input never counts as consent.
         confirm = (lambda q: typer.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
         outcome = core.restore(config, chk, force=force, yes=yes, confirm=confirm,
-                               code_to=Path(code_to) if code_to else None, lock_timeout=lock_timeout)
+                               code_to=Path(code_to) if code_to else None, lock_timeout=lock_timeout,
+                               lock_wait=lock_wait, terminate_sessions=terminate_sessions)
     print(core.describe_outcome(outcome))
 
 

@@ -18,6 +18,7 @@ Core functions return data and raise ``RelstepError``s; ``describe_*`` render te
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,16 @@ from typing import Any
 from relstep import compat, inventory, snapshot
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url
-from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
+from relstep.databases.restoring import DEFAULT_LOCK_WAIT, RestoreOptions, RestoreReport
+from relstep.errors import (
+    InputError,
+    RelstepError,
+    RestoreError,
+    RestoreInterrupted,
+    RestoreRefused,
+    Terminated,
+    VerifyError,
+)
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
 from relstep.verify import compare_row_counts, database_entries, engine_module, safe_relative
@@ -211,6 +221,7 @@ class RestoreOutcome:
     seconds: float = 0.0
     code: dict[str, tuple[Path, int]] = field(default_factory=dict)   # name -> (folder, files written)
     notes: list[str] = field(default_factory=list)
+    report: RestoreReport = field(default_factory=RestoreReport)      # what the engine did (swap, ended sessions)
 
     def todo(self) -> list[str]:
         """What the person must still do, in order."""
@@ -233,6 +244,9 @@ class RestoreOutcome:
             steps.append(f"refill the excluded tables, restored empty: {', '.join(excluded)}")
         for name, (folder, _count) in self.code.items():
             steps.append(f"deploy the {name} code from {folder}")
+        if self.report.replaced:
+            steps.append(f"once the app works, drop the previous database {self.report.replaced} "
+                         f"(DROP DATABASE); until then it undoes this restore: {self.report.undo}")
         if self.safety_snapshot is not None:
             steps.append(f"once the app works, keep or delete the safety snapshot {self.safety_snapshot}; "
                          f"to undo this restore: relstep restore {self.safety_snapshot} --yes")
@@ -318,6 +332,8 @@ def restore(
     confirm: Callable[[str], bool] | None = None,
     code_to: Path | None = None,
     lock_timeout: float = 600.0,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    terminate_sessions: bool = False,
 ) -> RestoreOutcome:
     """Restore ``chk``'s snapshot into its target.  Every refusal comes before the first change.
 
@@ -350,7 +366,7 @@ def restore(
                               + "); nothing was restored")
         if not empty:
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
-        _restore_database(chk, outcome)
+        _restore_database(chk, outcome, RestoreOptions(lock_wait=lock_wait, terminate_sessions=terminate_sessions))
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
     for name, summary in code.items():
@@ -366,24 +382,59 @@ def restore(
     return outcome
 
 
-def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome) -> None:
-    undo = (f"; the database as it was before is in {outcome.safety_snapshot}"
-            if outcome.safety_snapshot else "")
-    started = time.monotonic()
-    try:
-        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"))
-        actual = chk.engine.row_counts(chk.target_url)
-    except RelstepError as exc:
-        raise RestoreError(exc.message + undo) from exc
-    outcome.seconds = time.monotonic() - started
+def prove(staged_url: str, chk: RestoreCheck, outcome: RestoreOutcome) -> None:
+    """Raise RestoreError unless the staged database equals the snapshot's entry.
+
+    Today by row counts; the fingerprint comparison (schema and content digests) plugs in here.
+    """
+    actual = chk.engine.row_counts(staged_url)
     outcome.tables = len(actual)
     mismatches = compare_row_counts(chk.entry.get("row_counts") or {}, actual)
     if mismatches and chk.entry.get("row_counts_consistent", True):
-        raise RestoreError(f"the restored database differs from the snapshot ({mismatches[0]}"
-                           + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")" + undo)
+        raise RestoreError(f"the restored copy differs from the snapshot ({mismatches[0]}"
+                           + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")")
     if mismatches:
         outcome.notes.append("row counts differ from the manifest's, which were not taken at the dump's instant: "
                              + "; ".join(str(m) for m in mismatches))
+
+
+def way_back(outcome: RestoreOutcome) -> str:
+    """The exact command that puts the previous database back, or "" when there is nothing to undo."""
+    if outcome.report.undo:
+        return outcome.report.undo
+    if outcome.safety_snapshot is not None:
+        return f"relstep restore {outcome.safety_snapshot} --yes"
+    return ""
+
+
+def _state_and_way_back(chk: RestoreCheck, outcome: RestoreOutcome) -> str:
+    """"<target> is unchanged" (or what happened to it), and the command that puts the old one back."""
+    report = outcome.report
+    if report.put_back:
+        state = f"{chk.target} was changed, so relstep put the safety snapshot back: {report.put_back}"
+    elif report.live_changed:
+        state = f"{chk.target} was changed part-way"
+    else:
+        state = f"{chk.target} is unchanged"
+    back = way_back(outcome)
+    where = f"the safety snapshot {outcome.safety_snapshot}" if outcome.safety_snapshot else "the previous database"
+    return state + (f"; to put back {where}: `{back}`" if back else "")
+
+
+def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
+    started = time.monotonic()
+    options = replace(options, prove=lambda staged: prove(staged, chk, outcome), report=outcome.report)
+    try:
+        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"), options)
+    except RelstepError as exc:
+        kind = type(exc) if isinstance(exc, RestoreError) else RestoreError
+        raise kind(f"{exc.message}; {_state_and_way_back(chk, outcome)}") from exc
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = exc.args[0] if isinstance(exc, Terminated) and exc.args else signal.SIGINT
+        raise RestoreInterrupted(
+            f"stopped by {signal.Signals(signum).name} before the restore finished, and relstep's statements on "
+            f"the server were ended; {_state_and_way_back(chk, outcome)}", 128 + signum) from None
+    outcome.seconds = time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- text
@@ -420,8 +471,14 @@ def describe_outcome(outcome: RestoreOutcome) -> str:
     if outcome.safety_snapshot:
         lines.append(f"safety snapshot of the previous database: {outcome.safety_snapshot}")
     lines += [f"pruned old safety snapshot: {p}" for p in outcome.safety_pruned]
+    lines += [f"ended {session.describe()}" for session in outcome.report.ended]
     lines.append(f"restored {chk.database} from {chk.snapshot.name} into {chk.target}: {outcome.tables} tables, "
                  f"row counts equal the snapshot's ({outcome.seconds:.1f} s)")
+    if outcome.report.method:
+        lines.append(f"how: {outcome.report.method}")
+    if outcome.report.replaced:
+        lines.append(f"the previous database is kept as {outcome.report.replaced}; to put it back: "
+                     f"{outcome.report.undo}")
     for name, (folder, count) in outcome.code.items():
         lines.append(f"extracted code {name}: {count} files into {folder}")
     lines += [f"note: {n}" for n in outcome.notes]

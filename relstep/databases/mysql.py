@@ -65,6 +65,7 @@ from relstep.databases.base import (
     matches_table,
     redacted_value_sql,
 )
+from relstep.databases.restoring import RestoreOptions, RestoreReport
 from relstep.errors import BackupError, RelstepError, RestoreError, VerifyError
 
 if TYPE_CHECKING:
@@ -866,13 +867,15 @@ def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
             pass
 
 
-def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
+            options: RestoreOptions | None = None) -> RestoreReport:
     """Replace the tables, views, routines and events of the database at ``url`` with the snapshot's.
 
     Routines or events that the dump left out (``extra`` says so: the account could not read
     them) are left as the target has them, rather than dropped with nothing to replace them.
     """
     extra = extra or {}
+    options = options or RestoreOptions()
     target = _Target.from_url(url, RestoreError)
     client = _require_tool(CLIENT_TOOLS, RestoreError)
     path = Path(db_dir) / DUMP_FILE
@@ -883,13 +886,13 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> N
     with _connect(target, RestoreError) as conn:
         _drop_everything(conn, target.database, routines="routines_skipped" not in extra,
                          events="events_skipped" not in extra)
-    with _option_file(target, client) as options, tempfile.TemporaryFile() as errors:
+    with _option_file(target, client) as option_file, tempfile.TemporaryFile() as errors:
         # --binary-mode: the dump is data, so the client must not act on backslash commands in it.
-        argv = _client_argv(client, options, "--binary-mode", "--batch", f"--database={target.database}")
+        argv = _client_argv(client, option_file, "--binary-mode", "--batch", f"--database={target.database}")
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=_client_env(),
-                pass_fds=(options.fd,),
+                pass_fds=(option_file.fd,),
             )
         except OSError as exc:
             raise RestoreError(f"cannot start {Path(client).name}: {exc.strerror or exc}") from exc
@@ -905,6 +908,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> N
             lines = [ln.strip() for ln in errors.read().decode("utf-8", "replace").splitlines() if ln.strip()]
             last = lines[-1] if lines else f"exit status {code}"
             raise RestoreError(f"{Path(client).name} failed restoring into {target.where}: {target.mask(last)}")
+    return options.report
 
 
 # --------------------------------------------------------------------------- inspection helpers

@@ -25,6 +25,7 @@ import zstandard
 
 from relstep.databases import sqlalchemy_url
 from relstep.databases.base import Column, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
+from relstep.databases.restoring import RestoreOptions, RestoreReport
 from relstep.errors import BackupError, RestoreError, VerifyError
 
 NAME = "sqlite"
@@ -154,7 +155,9 @@ def _decompress(db_dir: Path, target: Path) -> None:
         raise zstandard.ZstdError(f"{source} is truncated: its zstd stream ends early")
 
 
-def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
+            options: RestoreOptions | None = None) -> RestoreReport:
+    options = options or RestoreOptions()
     target = database_path(url)
     if not target.parent.is_dir():
         raise RestoreError(f"folder {target.parent} for the SQLite database does not exist")
@@ -164,6 +167,8 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> N
         with closing(sqlite3.connect(staging)) as conn:
             if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise RestoreError(f"the SQLite copy in {db_dir} fails its integrity check")
+        options.prove(f"sqlite:///{staging}")
+        options.report.live_changed = True
         # A stale WAL would be replayed onto the restored file: remove it first.
         for suffix in ("-wal", "-shm", "-journal"):
             Path(str(target) + suffix).unlink(missing_ok=True)
@@ -172,6 +177,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> N
         raise RestoreError(f"cannot restore {target}: {exc}") from exc
     finally:
         staging.unlink(missing_ok=True)
+    return options.report
 
 
 def row_counts(url: str) -> dict[str, int]:

@@ -1,0 +1,195 @@
+"""A restore never waits unbounded, never leaves a statement behind, and never changes a database half-way.
+
+Real sessions hold real locks: a PostgreSQL session idle in a transaction that read the table,
+a MariaDB session whose open transaction read it (a metadata lock that blocks DROP TABLE).
+Real signals reach relstep once the restore is seen on the server (pg_stat_activity, the
+processlist), never after a guessed delay.  Afterwards the table is still there with its rows,
+no relstep statement is left on the server, also once the holder commits.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PG_HOST, PG_PORT, PLANTED_DB_PASSWORD, _need
+
+from tests.apps import create_schema
+from tests.helpers import init_repo, relstep, write_config
+from tests.reliability.support import start_relstep, wait_for
+
+# --------------------------------------------------------------------------- PostgreSQL helpers
+
+
+def _pg(dbname: str = "postgres", **kwargs: Any) -> Any:
+    import psycopg
+
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=kwargs.pop("user", "postgres"), dbname=dbname,
+                           autocommit=kwargs.pop("autocommit", True), **kwargs)
+
+
+def _pg_rows(dbname: str) -> dict[str, list[tuple[Any, ...]]]:
+    with _pg(dbname) as conn:
+        return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall() for t in ("User", "Post")}
+
+
+def _relstep_sessions() -> list[tuple[Any, ...]]:
+    """Every session a restore opened (they all carry application_name relstep-restore-<id>)."""
+    with _pg() as conn:
+        return conn.execute("SELECT pid, datname, state, query FROM pg_stat_activity "
+                            "WHERE application_name LIKE 'relstep-restore-%'").fetchall()
+
+
+def _databases_like(prefix: str) -> list[str]:
+    with _pg() as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                           (prefix,)).fetchall()]
+
+
+@pytest.fixture
+def pg_app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Path, str, str]]:
+    """(app, URL, database) on PostgreSQL with snapshot 1.0.0, then one more User row than the snapshot.
+
+    ``request.param`` "owner" connects as a role that owns the database and may create
+    databases (the staged swap); "no-createdb" as one that may not (the one-transaction path).
+    """
+    _need("PostgreSQL", PG_HOST, PG_PORT)
+    kind = getattr(request, "param", "owner")
+    db = f"relstep_lk_{uuid.uuid4().hex[:10]}"
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with _pg() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN {"CREATEDB" if kind == "owner" else "NOCREATEDB"}')
+        conn.execute(f'CREATE DATABASE "{db}" OWNER "{role}"')
+    url = f"postgresql://{role}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{db}"
+    try:
+        create_schema(url)
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / ".gitignore").write_text("backups/\n")
+        init_repo(app)
+        write_config(app, {"database": {"url": url}, "migrations": {"tool": "auto"}})
+        assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
+        with _pg(db) as conn:
+            conn.execute("""INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
+        yield app, url, db
+    finally:
+        with _pg() as conn:
+            for name in [db, *_databases_like(db[:40])]:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def _idle_in_transaction(url: str, name: str = "app-holder") -> Any:
+    """A real app session (the app's role), idle in a transaction that read "User" (ACCESS SHARE on it)."""
+    import psycopg
+
+    conn = psycopg.connect(url, application_name=name)
+    conn.execute('SELECT 1 FROM "User" LIMIT 1').fetchall()
+    return conn
+
+
+def _assert_nothing_left(db: str) -> None:
+    assert _relstep_sessions() == []
+    assert [d for d in _databases_like(db[:40]) if "relstep_staged" in d] == []
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.parametrize("pg_app", ["owner", "no-createdb"], indirect=True)
+def test_pg_a_session_in_the_way_is_named_after_lock_wait_and_nothing_changes(pg_app: tuple[Path, str, str]) -> None:
+    app, url, db = pg_app
+    before = _pg_rows(db)
+    holder = _idle_in_transaction(url)
+    try:
+        holder_pid = holder.info.backend_pid
+
+        ran = relstep("restore", "1.0.0", "--yes", "--lock-wait", "1", cwd=app, input="")
+
+        assert ran.code == 10, ran.err
+        message = ran.last_err
+        assert message.startswith("relstep: restore failed: "), message
+        assert "waited 1 s (--lock-wait)" in message
+        role = url.split("//")[1].split(":")[0]
+        assert f"session {holder_pid} (user '{role}', application 'app-holder', idle in transaction, since " \
+            in message
+        assert "nothing was changed" in message and "--terminate-sessions" in message
+        assert f"{db} is unchanged" in message
+        assert _pg_rows(db) == before
+        _assert_nothing_left(db)
+    finally:
+        holder.commit()
+        holder.close()
+    # Nothing of relstep's was queued behind the holder: once it commits, everything is still there.
+    assert _pg_rows(db) == before
+    _assert_nothing_left(db)
+
+
+@pytest.mark.parametrize("pg_app", ["owner", "no-createdb"], indirect=True)
+def test_pg_terminate_sessions_ends_the_session_in_the_way_and_says_so(pg_app: tuple[Path, str, str]) -> None:
+    import psycopg
+
+    app, url, db = pg_app
+    before = _pg_rows(db)
+    holder = _idle_in_transaction(url)
+    holder_pid = holder.info.backend_pid
+
+    ran = relstep("restore", "1.0.0", "--yes", "--lock-wait", "20", "--terminate-sessions", cwd=app, input="")
+
+    assert ran.code == 0, ran.err
+    role = url.split("//")[1].split(":")[0]
+    assert f"ended session {holder_pid} (user '{role}', application 'app-holder', idle in transaction" in ran.out
+    with pytest.raises(psycopg.OperationalError):
+        holder.execute("SELECT 1")
+    holder.close()
+    after = _pg_rows(db)
+    assert [r[0] for r in after["User"]] == [r[0] for r in before["User"] if r[0] != 77]
+    assert after["Post"] == before["Post"]
+    _assert_nothing_left(db)
+
+
+def _restore_waiting(db: str) -> Any:
+    """The restore's own session, seen on the server waiting: for a lock (one transaction), or for
+    the target's sessions to leave (the swap's rename, retried)."""
+    def check() -> Any:
+        with _pg() as conn:
+            return conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'relstep-restore-%' AND "
+                "((wait_event_type = 'Lock' AND query LIKE 'DROP SCHEMA%%') OR query LIKE 'ALTER DATABASE%%')"
+            ).fetchall()
+    return check
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("pg_app", ["owner", "no-createdb"], indirect=True)
+def test_pg_a_signal_while_the_restore_waits_ends_its_statements_and_changes_nothing(
+    pg_app: tuple[Path, str, str], signum: int
+) -> None:
+    app, url, db = pg_app
+    before = _pg_rows(db)
+    holder = _idle_in_transaction(url)
+    try:
+        proc = start_relstep("restore", "1.0.0", "--yes", "--lock-wait", "120", cwd=app, stdin=subprocess.DEVNULL)
+        wait_for(_restore_waiting(db), 60, "the restore to wait on the server", proc=proc)
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=60)
+        # Checked the moment relstep is gone: nothing of it may still be on the server.
+        left = _relstep_sessions()
+
+        name = signal.Signals(signum).name
+        assert proc.returncode == 128 + signum, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"relstep: restore failed: stopped by {name} before the restore finished"), err
+        assert f"{db} is unchanged" in last and "relstep restore " in last, last
+        assert left == []
+        assert _pg_rows(db) == before
+    finally:
+        holder.commit()
+        holder.close()
+    assert _pg_rows(db) == before
+    _assert_nothing_left(db)
