@@ -411,14 +411,29 @@ def _state_and_way_back(chk: RestoreCheck, outcome: RestoreOutcome) -> str:
     """"<target> is unchanged" (or what happened to it), and the command that puts the old one back."""
     report = outcome.report
     if report.put_back:
-        state = f"{chk.target} was changed, so relstep put the safety snapshot back: {report.put_back}"
-    elif report.live_changed:
-        state = f"{chk.target} was changed part-way"
+        return f"{chk.target} had been changed, so relstep put {report.put_back} back: it is as before"
+    if report.live_changed:
+        state = f"{chk.target} was changed part-way" + "".join(f" ({note})" for note in report.notes)
     else:
         state = f"{chk.target} is unchanged"
     back = way_back(outcome)
     where = f"the safety snapshot {outcome.safety_snapshot}" if outcome.safety_snapshot else "the previous database"
     return state + (f"; to put back {where}: `{back}`" if back else "")
+
+
+def _put_back(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
+    """After a load that failed on the live database (MariaDB's DDL is not transactional): restore
+    the safety snapshot taken just before, so the target is as it was."""
+    assert outcome.safety_snapshot is not None
+    safety = outcome.safety_snapshot
+    try:
+        _name, entry, _described = _pick_database(snapshot.read_manifest(safety), safety, None)
+        chk.engine.restore(safety / entry["path"], chk.target_url, entry.get("extra"),
+                           RestoreOptions(lock_wait=options.lock_wait))
+    except (RelstepError, OSError, ValueError) as exc:
+        outcome.report.notes.append(f"putting the safety snapshot back failed too: {exc}")
+        return
+    outcome.report.put_back = f"the safety snapshot {safety}"
 
 
 def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
@@ -427,6 +442,8 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: Resto
     try:
         chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"), options)
     except RelstepError as exc:
+        if outcome.report.live_changed and outcome.safety_snapshot is not None:
+            _put_back(chk, outcome, options)
         kind = type(exc) if isinstance(exc, RestoreError) else RestoreError
         raise kind(f"{exc.message}; {_state_and_way_back(chk, outcome)}") from exc
     except (KeyboardInterrupt, Terminated) as exc:

@@ -42,7 +42,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -828,33 +827,11 @@ def _dump(
 # --------------------------------------------------------------------------- restore
 
 
-def _drop_everything(conn: Connection, database: str, *, routines: bool, events: bool) -> None:
-    """Drop every view and table of the database (foreign keys would otherwise fix an order), and
-    its routines and events when the dump brings its own (else the target keeps what it has)."""
-    from sqlalchemy import text
-
-    if routines:
-        for kind, name in _routines(conn, database):
-            conn.exec_driver_sql(f"DROP {kind} IF EXISTS {_quote(database)}.{_quote(name)}")
-    if events:
-        for (name,) in conn.execute(text("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :db"),
-                                    {"db": database}).all():
-            conn.exec_driver_sql(f"DROP EVENT IF EXISTS {_quote(database)}.{_quote(name)}")
-    tables = _tables(conn, database)
-    views = [name for name, (kind, _) in tables.items() if kind == "VIEW"]
-    others = [name for name in tables if name not in views]
-    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
-    for statement, names in (("DROP VIEW IF EXISTS", views), ("DROP TABLE IF EXISTS", others)):
-        if names:
-            conn.exec_driver_sql(f"{statement} {', '.join(_quote(n) for n in names)}")
-    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
-    conn.commit()
-
-
-def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
-    """Decompress the dump into the client's stdin without holding it in memory."""
+def _stream_into(proc: subprocess.Popen[bytes], path: Path, first: bytes = b"") -> None:
+    """Decompress the dump into the client's stdin, after ``first``, without holding it in memory."""
     assert proc.stdin is not None
     try:
+        proc.stdin.write(first)
         with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
             while chunk := reader.read(CHUNK):
                 proc.stdin.write(chunk)
@@ -869,46 +846,15 @@ def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
 
 def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
             options: RestoreOptions | None = None) -> RestoreReport:
-    """Replace the tables, views, routines and events of the database at ``url`` with the snapshot's.
+    """Replace the tables, views, routines and events of the database at ``url`` with the snapshot's
+    (see mysql_restore: proven on a staged database first, every lock wait bounded).
 
     Routines or events that the dump left out (``extra`` says so: the account could not read
     them) are left as the target has them, rather than dropped with nothing to replace them.
     """
-    extra = extra or {}
-    options = options or RestoreOptions()
-    target = _Target.from_url(url, RestoreError)
-    client = _require_tool(CLIENT_TOOLS, RestoreError)
-    path = Path(db_dir) / DUMP_FILE
-    try:
-        check_files(Path(db_dir))  # a damaged dump must not cost the target its tables
-    except VerifyError as exc:
-        raise RestoreError(f"refusing to restore: {exc}") from exc
-    with _connect(target, RestoreError) as conn:
-        _drop_everything(conn, target.database, routines="routines_skipped" not in extra,
-                         events="events_skipped" not in extra)
-    with _option_file(target, client) as option_file, tempfile.TemporaryFile() as errors:
-        # --binary-mode: the dump is data, so the client must not act on backslash commands in it.
-        argv = _client_argv(client, option_file, "--binary-mode", "--batch", f"--database={target.database}")
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=_client_env(),
-                pass_fds=(option_file.fd,),
-            )
-        except OSError as exc:
-            raise RestoreError(f"cannot start {Path(client).name}: {exc.strerror or exc}") from exc
-        try:
-            _stream_into(proc, path)
-        except (OSError, zstandard.ZstdError) as exc:
-            proc.kill()
-            raise RestoreError(f"cannot read {path} while restoring into {target.where}: {exc}") from exc
-        finally:
-            code = proc.wait()
-        if code != 0:
-            errors.seek(0)
-            lines = [ln.strip() for ln in errors.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-            last = lines[-1] if lines else f"exit status {code}"
-            raise RestoreError(f"{Path(client).name} failed restoring into {target.where}: {target.mask(last)}")
-    return options.report
+    from relstep.databases import mysql_restore
+
+    return mysql_restore.restore(db_dir, url, extra, options or RestoreOptions())
 
 
 # --------------------------------------------------------------------------- inspection helpers
@@ -921,11 +867,24 @@ def row_counts(url: str) -> dict[str, int]:
         return {table: _count(conn, table) for table in _data_tables(_tables(conn, target.database))}
 
 
+def contents(conn: Connection, database: str) -> dict[str, int]:
+    """How many user objects of each kind the database holds (kinds with none left out)."""
+    from sqlalchemy import text
+
+    counts = {
+        "table or view": len(_tables(conn, database)),
+        "routine": len(_routines(conn, database)),
+        "event": int(conn.execute(text("SELECT count(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :db"),
+                                  {"db": database}).scalar_one()),
+    }
+    return {kind: n for kind, n in counts.items() if n}
+
+
 def is_empty(url: str) -> bool:
-    """True when the database has no tables and no views."""
+    """True only when the database holds no table, view, sequence, routine or event."""
     target = _Target.from_url(url, RestoreError)
     with _connect(target, RestoreError) as conn:
-        return not _tables(conn, target.database)
+        return not contents(conn, target.database)
 
 
 def check_files(db_dir: Path) -> None:

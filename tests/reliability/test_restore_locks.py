@@ -17,11 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_HOST, PG_PORT, PLANTED_DB_PASSWORD, _need
+from conftest import MY_HOST, MY_PORT, MY_USER, PG_HOST, PG_PORT, PLANTED_DB_PASSWORD, _mysql_database, _need
 
 from tests.apps import create_schema
 from tests.helpers import init_repo, relstep, write_config
 from tests.reliability.support import start_relstep, wait_for
+
+
+def _app_with_snapshot(tmp_path: Path, url: str) -> Path:
+    """An app on ``url`` (the tests' small schema) with its snapshot 1.0.0."""
+    create_schema(url)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / ".gitignore").write_text("backups/\n")
+    init_repo(app)
+    write_config(app, {"database": {"url": url}, "migrations": {"tool": "auto"}})
+    assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
+    return app
+
 
 # --------------------------------------------------------------------------- PostgreSQL helpers
 
@@ -67,13 +80,7 @@ def pg_app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Pat
         conn.execute(f'CREATE DATABASE "{db}" OWNER "{role}"')
     url = f"postgresql://{role}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{db}"
     try:
-        create_schema(url)
-        app = tmp_path / "app"
-        app.mkdir()
-        (app / ".gitignore").write_text("backups/\n")
-        init_repo(app)
-        write_config(app, {"database": {"url": url}, "migrations": {"tool": "auto"}})
-        assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
+        app = _app_with_snapshot(tmp_path, url)
         with _pg(db) as conn:
             conn.execute("""INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
         yield app, url, db
@@ -193,3 +200,156 @@ def test_pg_a_signal_while_the_restore_waits_ends_its_statements_and_changes_not
         holder.close()
     assert _pg_rows(db) == before
     _assert_nothing_left(db)
+
+
+# --------------------------------------------------------------------------- MariaDB helpers
+
+
+def _my(database: str | None = None) -> Any:
+    import pymysql
+
+    return pymysql.connect(host=MY_HOST, port=MY_PORT, user=MY_USER, password="", database=database,
+                           autocommit=True)
+
+
+def _my_rows(db: str) -> dict[str, list[tuple[Any, ...]]]:
+    conn = _my(db)
+    try:
+        with conn.cursor() as cur:
+            rows = {}
+            for table in ("User", "Post"):
+                cur.execute(f"SELECT * FROM `{table}` ORDER BY 1")
+                rows[table] = list(cur.fetchall())
+            return rows
+    finally:
+        conn.close()
+
+
+def _my_query(sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = _my()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def _my_restore_statements(db: str) -> list[tuple[Any, ...]]:
+    """Statements of a restore still on the server: its LOCK TABLES / DROP on the database, or a staged copy."""
+    running = _my_query("SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                        "AND (INFO LIKE 'LOCK TABLES%%' OR INFO LIKE 'DROP %%')")
+    staged = _my_query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
+                       f"{db}_relstep_staged%")
+    return running + staged
+
+
+@pytest.fixture
+def my_app(tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
+    """(app, URL, database) on MariaDB with snapshot 1.0.0, then one more User row than the snapshot."""
+    _need("MariaDB", MY_HOST, MY_PORT)
+    gen = _mysql_database(f"relstep_lk_{uuid.uuid4().hex[:10]}")
+    url = next(gen)
+    db = url.rsplit("/", 1)[1]
+    try:
+        app = _app_with_snapshot(tmp_path, url)
+        _my_query(f"INSERT INTO `{db}`.`User` VALUES (77, 'late@example.com', 'pw', NULL)")
+        yield app, url, db
+    finally:
+        for _ in gen:
+            pass
+
+
+def _metadata_lock_holder(db: str) -> Any:
+    """A real app session whose open transaction read `User`: its metadata lock blocks DROP and LOCK TABLES."""
+    conn = _my(db)
+    with conn.cursor() as cur:
+        cur.execute("START TRANSACTION")
+        cur.execute("SELECT * FROM `User` LIMIT 1")
+        cur.fetchall()
+    return conn
+
+
+def _release(holder: Any) -> None:
+    with holder.cursor() as cur:
+        cur.execute("COMMIT")
+    holder.close()
+
+
+# --------------------------------------------------------------------------- MariaDB
+
+
+def test_mysql_a_metadata_lock_holder_is_named_after_lock_wait_and_nothing_changes(
+    my_app: tuple[Path, str, str]
+) -> None:
+    app, _url, db = my_app
+    before = _my_rows(db)
+    holder = _metadata_lock_holder(db)
+    try:
+        holder_id = holder.thread_id()
+
+        ran = relstep("restore", "1.0.0", "--yes", "--lock-wait", "1", cwd=app, input="")
+
+        assert ran.code == 10, ran.err
+        message = ran.last_err
+        assert "locking the tables to replace on " + db + " waited 1 s (--lock-wait)" in message, message
+        assert f"session {holder_id} (user 'root', application 'from 127.0.0.1:" in message
+        assert "sleep, in a transaction, since " in message
+        assert "nothing was changed" in message and f"{db} is unchanged" in message
+        assert _my_rows(db) == before
+        assert _my_restore_statements(db) == []
+    finally:
+        _release(holder)
+    assert _my_rows(db) == before
+    assert _my_restore_statements(db) == []
+
+
+def test_mysql_terminate_sessions_kills_the_holder_and_says_so(my_app: tuple[Path, str, str]) -> None:
+    import pymysql
+
+    app, _url, db = my_app
+    before = _my_rows(db)
+    holder = _metadata_lock_holder(db)
+    holder_id = holder.thread_id()
+
+    ran = relstep("restore", "1.0.0", "--yes", "--lock-wait", "20", "--terminate-sessions", cwd=app, input="")
+
+    assert ran.code == 0, ran.err
+    assert f"ended session {holder_id} (user 'root', application 'from 127.0.0.1:" in ran.out
+    with pytest.raises(pymysql.err.OperationalError):
+        with holder.cursor() as cur:
+            cur.execute("SELECT 1")
+    after = _my_rows(db)
+    assert [r[0] for r in after["User"]] == [r[0] for r in before["User"] if r[0] != 77]
+    assert after["Post"] == before["Post"]
+    assert _my_restore_statements(db) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_mysql_a_signal_while_the_restore_waits_kills_its_queued_statement(
+    my_app: tuple[Path, str, str], signum: int
+) -> None:
+    """The issue's case: a restore killed while it waits on a metadata lock must not leave its
+    statement queued, to drop the table once the app's transaction ends."""
+    app, _url, db = my_app
+    before = _my_rows(db)
+    holder = _metadata_lock_holder(db)
+    try:
+        proc = start_relstep("restore", "1.0.0", "--yes", "--lock-wait", "120", cwd=app, stdin=subprocess.DEVNULL)
+        wait_for(lambda: _my_query("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOCK TABLES%%' "
+                                   "AND STATE = 'Waiting for table metadata lock'"),
+                 60, "the restore to wait for the metadata lock", proc=proc)
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=60)
+        left = _my_restore_statements(db)
+
+        name = signal.Signals(signum).name
+        assert proc.returncode == 128 + signum, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"relstep: restore failed: stopped by {name} before the restore finished"), err
+        assert f"{db} is unchanged" in last and "relstep restore " in last, last
+        assert left == []
+    finally:
+        _release(holder)
+    assert _my_rows(db) == before
+    assert _my_restore_statements(db) == []
