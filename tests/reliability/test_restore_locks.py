@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,20 @@ def _app_with_snapshot(tmp_path: Path, url: str) -> Path:
     write_config(app, {"database": {"url": url}, "migrations": {"tool": "auto"}})
     assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
     return app
+
+
+def _interrupted(proc: subprocess.Popen, signum: int, db: str, left_on_server: Callable[[], list[Any]]) -> list[Any]:
+    """Send ``signum``; check exit code and the last line (target unchanged, the way back named);
+    return what ``left_on_server`` finds the moment relstep is gone."""
+    proc.send_signal(signum)
+    _out, err = proc.communicate(timeout=60)
+    left = left_on_server()
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"relstep: restore failed: stopped by {name} before the restore finished"), err
+    assert f"{db} is unchanged" in last and "relstep restore " in last, last
+    return left
 
 
 # --------------------------------------------------------------------------- PostgreSQL helpers
@@ -183,17 +197,8 @@ def test_pg_a_signal_while_the_restore_waits_ends_its_statements_and_changes_not
     try:
         proc = start_relstep("restore", "1.0.0", "--yes", "--lock-wait", "120", cwd=app, stdin=subprocess.DEVNULL)
         wait_for(_restore_waiting(db), 60, "the restore to wait on the server", proc=proc)
-        proc.send_signal(signum)
-        _out, err = proc.communicate(timeout=60)
         # Checked the moment relstep is gone: nothing of it may still be on the server.
-        left = _relstep_sessions()
-
-        name = signal.Signals(signum).name
-        assert proc.returncode == 128 + signum, err
-        last = err.strip().splitlines()[-1]
-        assert last.startswith(f"relstep: restore failed: stopped by {name} before the restore finished"), err
-        assert f"{db} is unchanged" in last and "relstep restore " in last, last
-        assert left == []
+        assert _interrupted(proc, signum, db, _relstep_sessions) == []
         assert _pg_rows(db) == before
     finally:
         holder.commit()
@@ -238,7 +243,7 @@ def _my_query(sql: str, *args: Any) -> list[tuple[Any, ...]]:
 def _my_restore_statements(db: str) -> list[tuple[Any, ...]]:
     """Statements of a restore still on the server: its LOCK TABLES / DROP on the database, or a staged copy."""
     running = _my_query("SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
-                        "AND (INFO LIKE 'LOCK TABLES%%' OR INFO LIKE 'DROP %%')")
+                        "AND DB = %s AND (INFO LIKE 'LOCK TABLES%%' OR INFO LIKE 'DROP %%')", db)
     staged = _my_query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
                        f"{db}_relstep_staged%")
     return running + staged
@@ -339,16 +344,7 @@ def test_mysql_a_signal_while_the_restore_waits_kills_its_queued_statement(
         wait_for(lambda: _my_query("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOCK TABLES%%' "
                                    "AND STATE = 'Waiting for table metadata lock'"),
                  60, "the restore to wait for the metadata lock", proc=proc)
-        proc.send_signal(signum)
-        _out, err = proc.communicate(timeout=60)
-        left = _my_restore_statements(db)
-
-        name = signal.Signals(signum).name
-        assert proc.returncode == 128 + signum, err
-        last = err.strip().splitlines()[-1]
-        assert last.startswith(f"relstep: restore failed: stopped by {name} before the restore finished"), err
-        assert f"{db} is unchanged" in last and "relstep restore " in last, last
-        assert left == []
+        assert _interrupted(proc, signum, db, lambda: _my_restore_statements(db)) == []
     finally:
         _release(holder)
     assert _my_rows(db) == before
