@@ -190,7 +190,8 @@ def is_empty(url: str) -> bool:
     if not path.exists() or path.stat().st_size == 0:
         return True
     with closing(_open_source(url)) as conn:
-        return not _user_tables(conn)
+        # Any schema object counts (a view, a trigger, an index), not only tables.
+        return not conn.execute("SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' LIMIT 1").fetchone()
 
 
 def tool_versions() -> dict[str, str]:
