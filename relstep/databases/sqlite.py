@@ -26,7 +26,7 @@ import zstandard
 from relstep.databases import sqlalchemy_url
 from relstep.databases.base import Column, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
 from relstep.databases.restoring import RestoreOptions, RestoreReport
-from relstep.errors import BackupError, RestoreError, VerifyError
+from relstep.errors import BackupError, RestoreError, SessionsInTheWay, VerifyError
 
 NAME = "sqlite"
 DUMP_FILE = "database.sqlite3.zst"
@@ -148,7 +148,9 @@ def _decompress(db_dir: Path, target: Path) -> None:
     # copy_stream stops quietly at the end of a truncated frame, and SQLite's
     # integrity check can pass on the shorter file: insist on the frame's end.
     decompressor = zstandard.ZstdDecompressor().decompressobj()
-    with open(source, "rb") as src, open(target, "wb") as out:
+    # O_EXCL, 0600: the staged copy holds the data, and is never an existing file's contents.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
         while chunk := src.read(1 << 20):
             out.write(decompressor.decompress(chunk))
     if not decompressor.eof:
@@ -157,27 +159,56 @@ def _decompress(db_dir: Path, target: Path) -> None:
 
 def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
             options: RestoreOptions | None = None) -> RestoreReport:
+    """Copy the snapshot into the live file through SQLite's backup API, in one write transaction.
+
+    The copy is staged beside the target, checked and proven first.  Writing into the live file
+    (rather than replacing it) keeps its owner, group, mode and inode, and its journal mode; an
+    app's open connection sees the restored data on its next read, and no stale -wal/-shm is left
+    to be replayed.  The write is one journaled transaction: it happens whole or not at all.
+    ``user_version`` and ``application_id`` come back as the snapshot has them.
+    """
     options = options or RestoreOptions()
     target = database_path(url)
     if not target.parent.is_dir():
         raise RestoreError(f"folder {target.parent} for the SQLite database does not exist")
-    staging = target.with_name(f".{target.name}.relstep-restore")
+    staging = target.with_name(f".{target.name}.relstep-restore-{os.getpid()}")
     try:
         _decompress(db_dir, staging)
         with closing(sqlite3.connect(staging)) as conn:
             if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise RestoreError(f"the SQLite copy in {db_dir} fails its integrity check")
         options.prove(f"sqlite:///{staging}")
-        options.report.live_changed = True
-        # A stale WAL would be replayed onto the restored file: remove it first.
-        for suffix in ("-wal", "-shm", "-journal"):
-            Path(str(target) + suffix).unlink(missing_ok=True)
-        os.replace(staging, target)
+        _copy_into(staging, target, options.lock_wait)
     except (OSError, zstandard.ZstdError, sqlite3.Error) as exc:
-        raise RestoreError(f"cannot restore {target}: {exc}") from exc
+        raise RestoreError(f"cannot restore {target}: {exc}; it is unchanged") from exc
     finally:
         staging.unlink(missing_ok=True)
+    options.report.method = "staged beside the file, proven, then copied in by SQLite's backup API"
     return options.report
+
+
+def _copy_into(staging: Path, target: Path, lock_wait: float) -> None:
+    # timeout: wait at most --lock-wait for an app's write transaction to end.
+    with closing(sqlite3.connect(target, timeout=lock_wait)) as live, closing(sqlite3.connect(staging)) as copy:
+        journal = live.execute("PRAGMA journal_mode").fetchone()[0]
+        page_size = live.execute("PRAGMA page_size").fetchone()[0]
+        if journal == "wal" and copy.execute("PRAGMA page_size").fetchone()[0] != page_size:
+            # The backup API cannot change a WAL database's page size: give the copy the target's.
+            copy.execute(f"PRAGMA page_size = {int(page_size)}")
+            copy.execute("VACUUM")
+        try:
+            copy.backup(live)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise SessionsInTheWay(
+                    f"{target} stayed locked by another connection for {lock_wait:g} s (--lock-wait); nothing "
+                    "was changed: stop the app (`fuser -v` names the processes that have the file open) and run "
+                    "the restore again") from exc
+            raise
+        if live.execute("PRAGMA journal_mode").fetchone()[0] != journal:
+            live.execute(f"PRAGMA journal_mode = {journal}")
+        if journal == "wal":
+            live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def row_counts(url: str) -> dict[str, int]:
