@@ -110,7 +110,11 @@ def _prove_on_staged(live: my._Target, client: str, path: Path, options: Restore
     try:
         staged_url = my._with_database(live.url, name)
         staged = my._Target.from_url(staged_url, RestoreError)
-        _load(client, staged, path, options, own)
+        try:
+            _load(client, staged, path, options, own)
+        except RestoreError as exc:
+            raise RestoreError(f"the snapshot does not load, tried on a staged copy of {live.database}, so the "
+                               f"live database was not touched: {exc.message}") from exc
         options.prove(staged_url)
     finally:
         with signals_held(), suppress(RestoreError), my._connect(server, RestoreError) as conn:

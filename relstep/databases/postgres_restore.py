@@ -369,11 +369,23 @@ def _one_transaction(admin: _Admin, live: pg._Target, db_dir: Path, entries: lis
             with admin.connect() as conn:
                 holders = _sessions(conn, live.dbname, admin.tag, lock_holders=True)
             raise sessions_in_the_way(live.dbname, "dropping the old schemas", options.lock_wait, holders)
-        raise RestoreError(live.mask(f"psql failed restoring into {pg.redact_url(live.url)}: "
-                                     f"{pg._last_error_line(stderr)}; the transaction was rolled back, "
-                                     "so the database is unchanged"))
+        raise RestoreError(live.mask(f"the restore into {pg.redact_url(live.url)} failed and was rolled back: "
+                                     f"{_psql_error(stderr)}"))
     report.method = "restored in one transaction (the role may not create databases)"
     return report
+
+
+def _psql_error(stderr: str) -> str:
+    """psql's last ERROR line without its ``psql:<stdin>:N:`` prefix, with the DETAIL that follows it."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    found = [i for i, line in enumerate(lines) if "ERROR:" in line]
+    if not found:
+        return pg._last_error_line(stderr)
+    i = found[-1]
+    message = lines[i].split("ERROR:", 1)[1].strip()
+    if i + 1 < len(lines) and lines[i + 1].startswith("DETAIL:"):
+        message += f" ({lines[i + 1].removeprefix('DETAIL:').strip()})"
+    return message
 
 
 def _conninfo(dbname: str) -> str:

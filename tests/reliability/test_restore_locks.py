@@ -17,23 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MY_HOST, MY_PORT, MY_USER, PG_HOST, PG_PORT, PLANTED_DB_PASSWORD, _mysql_database, _need
+from conftest import MY_HOST, MY_PORT, MY_USER, _mysql_database, _need
 
-from tests.apps import create_schema
-from tests.helpers import init_repo, relstep, write_config
+from tests.helpers import relstep
+from tests.reliability.restore_support import app_with_snapshot as _app_with_snapshot
+from tests.reliability.restore_support import databases_like as _databases_like
+from tests.reliability.restore_support import pg as _pg
+from tests.reliability.restore_support import pg_role_database
+from tests.reliability.restore_support import relstep_sessions as _relstep_sessions
 from tests.reliability.support import start_relstep, wait_for
-
-
-def _app_with_snapshot(tmp_path: Path, url: str) -> Path:
-    """An app on ``url`` (the tests' small schema) with its snapshot 1.0.0."""
-    create_schema(url)
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / ".gitignore").write_text("backups/\n")
-    init_repo(app)
-    write_config(app, {"database": {"url": url}, "migrations": {"tool": "auto"}})
-    assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
-    return app
 
 
 def _interrupted(proc: subprocess.Popen, signum: int, db: str, left_on_server: Callable[[], list[Any]]) -> list[Any]:
@@ -53,29 +45,9 @@ def _interrupted(proc: subprocess.Popen, signum: int, db: str, left_on_server: C
 # --------------------------------------------------------------------------- PostgreSQL helpers
 
 
-def _pg(dbname: str = "postgres", **kwargs: Any) -> Any:
-    import psycopg
-
-    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=kwargs.pop("user", "postgres"), dbname=dbname,
-                           autocommit=kwargs.pop("autocommit", True), **kwargs)
-
-
 def _pg_rows(dbname: str) -> dict[str, list[tuple[Any, ...]]]:
     with _pg(dbname) as conn:
         return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall() for t in ("User", "Post")}
-
-
-def _relstep_sessions() -> list[tuple[Any, ...]]:
-    """Every session a restore opened (they all carry application_name relstep-restore-<id>)."""
-    with _pg() as conn:
-        return conn.execute("SELECT pid, datname, state, query FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'relstep-restore-%'").fetchall()
-
-
-def _databases_like(prefix: str) -> list[str]:
-    with _pg() as conn:
-        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                                           (prefix,)).fetchall()]
 
 
 @pytest.fixture
@@ -85,24 +57,11 @@ def pg_app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Pat
     ``request.param`` "owner" connects as a role that owns the database and may create
     databases (the staged swap); "no-createdb" as one that may not (the one-transaction path).
     """
-    _need("PostgreSQL", PG_HOST, PG_PORT)
-    kind = getattr(request, "param", "owner")
-    db = f"relstep_lk_{uuid.uuid4().hex[:10]}"
-    role = f"app_{uuid.uuid4().hex[:8]}"
-    with _pg() as conn:
-        conn.execute(f'CREATE ROLE "{role}" LOGIN {"CREATEDB" if kind == "owner" else "NOCREATEDB"}')
-        conn.execute(f'CREATE DATABASE "{db}" OWNER "{role}"')
-    url = f"postgresql://{role}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{db}"
-    try:
+    with pg_role_database(getattr(request, "param", "owner")) as (url, db):
         app = _app_with_snapshot(tmp_path, url)
         with _pg(db) as conn:
             conn.execute("""INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
         yield app, url, db
-    finally:
-        with _pg() as conn:
-            for name in [db, *_databases_like(db[:40])]:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def _idle_in_transaction(url: str, name: str = "app-holder") -> Any:
