@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,8 +14,10 @@ from typing import Any
 from relstep import __version__, fsutil, progress, snapshot
 from relstep.capture import code as code_capture
 from relstep.config import Config, DatabaseConfig
-from relstep.databases import engine_for, redact_url, url_password
+from relstep.databases import engine_for, redact_url, spec_for_url, url_password
 from relstep.databases.base import DEFAULT_REDACT, DumpInfo, DumpPlan
+from relstep.databases.registry import engine_errors
+from relstep.databases.tools import DISK_FULL_WORDS
 from relstep.errors import BackupError, ConfigError, RelstepError
 from relstep.masking import register_environment_secrets, register_secret
 from relstep.version import Release
@@ -41,6 +44,9 @@ def check_inputs(config: Config) -> None:
             f"no database to back up; set database.url in {config.where} or the DATABASE_URL environment variable"
         )
     code_capture.check_sources(config.code)
+    with engine_errors(BackupError):  # a missing driver is refused before the snapshot exists
+        for db in config.all_databases:
+            spec_for_url(db.url).require_driver()
 
 
 def _migration_reader(config: Config):
@@ -61,7 +67,7 @@ def _dump_database(config: Config, db: DatabaseConfig, dest: Path) -> DumpInfo:
     inspect = _migration_reader(config) if db == config.database else None
     # Engines stream into dest through their tools; the folder's size is the progress anyone can see.
     with progress.task(f"dumping database {db.name}", unit="bytes") as task, \
-            progress.polling(task, lambda: fsutil.tree_size(dest)):
+            progress.polling(task, lambda: fsutil.tree_size(dest)), engine_errors(BackupError):
         return engine.dump(db.url, dest, plan, inspect=inspect)
 
 
@@ -78,7 +84,7 @@ def _capture_code(config: Config, build: snapshot.Building, hashes: dict[str, di
         with progress.task(f"archiving code {name}", unit="files") as task:
             summaries[name] = code_capture.capture_tree(
                 name, source, build.path, config.code_exclude, [config.backup_root], reuse, hashes,
-                on_file=lambda size, task=task: task.advance(1, size),
+                on_file=functools.partial(task.advance, 1),
             ).to_json()
     return summaries
 
@@ -94,14 +100,12 @@ def _environment(config: Config) -> dict[str, Any]:
         # The defaults are "where the tool exists"; explicitly configured commands are always recorded.
         commands = {k: v for k, v in commands.items() if shutil.which(v.split()[0])}
     tools: dict[str, str] = {}
-    for module in dict.fromkeys(engine_for(db.url) for db in config.all_databases):
-        tools.update(module.tool_versions())
+    with engine_errors(BackupError):
+        for module in dict.fromkeys(engine_for(db.url) for db in config.all_databases):
+            tools.update(module.tool_versions())
     return capture_environment(commands, config.base_dir, tools)
 
 
-# How tools say "the disk is full" when they say it at all (pg_dump's leader often only reports
-# "a worker process died unexpectedly"; SQLite says "database or disk is full").
-_DISK_FULL_WORDS = ("no space left on device", "disk is full", "disk quota exceeded")
 # A write fails with ENOSPC when less than its own size is left: free space under this, measured
 # before the partial snapshot is removed, means the disk filled up whatever the tool reported.
 _NEARLY_FULL = 1 << 20
@@ -114,7 +118,7 @@ def _says_disk_full(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if any(words in str(current).lower() for words in _DISK_FULL_WORDS):
+        if any(words in str(current).lower() for words in DISK_FULL_WORDS):
             return True
         current = current.__cause__ or current.__context__
     return False
@@ -208,6 +212,9 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         dumps = {db.name: _dump_database(config, db, build.path / DATABASES_DIR / db.name) for db in databases}
         code = code_future.result()
         environment = env_future.result()
+    for db in databases:  # the dumps' files were hashed by the codec as they were written
+        folder = f"{DATABASES_DIR}/{db.name}/"
+        hashes.update({folder + relative: entry for relative, entry in dumps[db.name].hashes.items()})
 
     first = dumps[config.database.name]
     state = first.inspected
@@ -232,7 +239,7 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
         "migration_tool": migrations_json.get("tool"),
         "databases": {db.name: _database_entry(db, dumps[db.name]) for db in databases},
         "code": code,
-        "files": snapshot.manifest_files(build.path, hashes),
+        "files": snapshot.manifest_files(build.path, {**hashes, **build.hashes}),
     }
     # Not passed through mask_data: file paths are keys here, and a file named
     # keys.js is not a secret.  The only secret-bearing field, the URL, is redacted above.

@@ -247,18 +247,11 @@ def resolve_retention(
     return DEFAULT_RETENTION
 
 
-def _resolve_sqlite(url: str, base: Path) -> str:
-    """Make a relative SQLite path absolute against the config's folder."""
-    for prefix in ("sqlite:///", "file:"):
-        if url.startswith(prefix):
-            rest = url[len(prefix):]
-            if rest.startswith("//"):
-                return url
-            path_part, sep, query = rest.partition("?")
-            if path_part and not path_part.startswith("/") and path_part != ":memory:":
-                return "sqlite:///" + str((base / path_part).resolve()) + (sep + query)
-            return "sqlite:///" + path_part + (sep + query) if prefix == "file:" else url
-    return url
+def _absolute_url(url: str, base: Path) -> str:
+    """Relative file paths in database URLs (SQLite's) are relative to the config's folder."""
+    from relstep.databases import absolute_url
+
+    return absolute_url(url, base)
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -269,7 +262,7 @@ def _database(entry: Any, url: str, name: str, base: Path) -> DatabaseConfig:
 
     engine_name(url)  # validates the scheme now, as bad input
     return DatabaseConfig(
-        url=_resolve_sqlite(url, base),
+        url=_absolute_url(url, base),
         name=name,
         redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
         exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
@@ -416,7 +409,7 @@ def load_config(
         migrations=MigrationsConfig(
             tool=tool, path=(base / parsed.migrations.path).resolve() if parsed.migrations.path else None
         ),
-        record=RecordConfig(url=_resolve_sqlite(record_url, base) if record_url else None, table=parsed.record.table),
+        record=RecordConfig(url=_absolute_url(record_url, base) if record_url else None, table=parsed.record.table),
         raw=raw,
         databases=databases,
         offsite=_offsite(parsed.offsite, raw, retention, where),

@@ -1,8 +1,8 @@
 """`relstep doctor`: the checks a first run (or a changed server) would otherwise discover the hard way.
 
-One :class:`Check` per line: the config loads; each database answers; its dump tool
-is on PATH and its major version is not older than the server's (pg_dump refuses
-newer servers; an old mariadb-dump silently misses newer syntax); backup_root is
+One :class:`Check` per line: the config loads; each database answers (its driver is
+installed); its dump tool (the registry's) is on PATH and its major version is not older
+than the server's (dump tools refuse newer servers or silently miss newer syntax); backup_root is
 writable with room for twice the last snapshot; the retention value and where it
 came from; the off-site target answers.  Nothing is written except a probe file
 that is removed at once, and no alert is sent.
@@ -21,10 +21,7 @@ from relstep.config import RETENTION_ENV, Config, DatabaseConfig
 from relstep.errors import RelstepError
 from relstep.masking import mask_text
 
-CONNECT_TIMEOUT = 5
 SPACE_FACTOR = 2
-# The tool each engine dumps with (relstep.databases.<engine>.tool_versions() names it).
-DUMP_TOOLS = {"postgres": ("pg_dump",), "mysql": ("mariadb-dump", "mysqldump"), "sqlite": ()}
 
 
 @dataclass(frozen=True)
@@ -53,58 +50,40 @@ def _reason(exc: BaseException) -> str:
 
 
 def server_version(db: DatabaseConfig) -> str:
-    """Connect and ask the server its version; raises with the driver's reason."""
-    from relstep.databases import engine_name
+    """Connect and ask the server its version; raises DatabaseError (or DriverMissing) with the reason."""
+    from relstep.databases import spec_for_url
 
-    engine_kind = engine_name(db.url)
-    if engine_kind == "sqlite":
-        import sqlite3
-        from contextlib import closing
-
-        from relstep.databases.sqlite import database_path
-
-        path = database_path(db.url)
-        if not path.is_file():
-            raise FileNotFoundError(f"SQLite database {path} does not exist")
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return sqlite3.sqlite_version
-    from sqlalchemy import text
-
-    from relstep.databases import create_engine
-
-    engine = create_engine(db.url, connect_args={"connect_timeout": CONNECT_TIMEOUT})
-    try:
-        with engine.connect() as conn:
-            query = "SHOW server_version" if engine_kind == "postgres" else "SELECT VERSION()"
-            return str(conn.execute(text(query)).scalar())
-    finally:
-        engine.dispose()
+    spec = spec_for_url(db.url)
+    spec.require_driver()
+    return spec.load().server_version(db.url)
 
 
 def _database_checks(db: DatabaseConfig) -> list[Check]:
-    from relstep.databases import engine_for, engine_name, redact_url
+    from relstep.databases import redact_url, spec_for_url
+    from relstep.databases.base import DriverMissing
+    from relstep.databases.tools import MISSING
 
     label = f"database {db.name}"
     try:
         version = server_version(db)
+    except DriverMissing as exc:
+        return [Check(label, False, exc.message)]
     except Exception as exc:  # any driver error means "not reachable", with its own words
         return [Check(label, False, f"cannot connect to {redact_url(db.url)}: {_reason(exc)}")]
     checks = [Check(label, True, f"{redact_url(db.url)} answers (server {version})")]
-    kind = engine_name(db.url)
-    tools = DUMP_TOOLS.get(kind, ())
-    if not tools:
-        return [*checks, Check(f"dump tool {db.name}", True, "built in (SQLite online backup API)")]
-    versions = engine_for(db.url).tool_versions()
-    found = next(((name, versions[name]) for name in tools if versions.get(name, "missing") != "missing"), None)
+    spec = spec_for_url(db.url)
+    if not spec.dump_tools:
+        return [*checks, Check(f"dump tool {db.name}", True, spec.builtin_dump)]
+    versions = spec.load().tool_versions()
+    tool = spec.dump_tools[0]  # the one that dumps; the others (if any) are its helpers
+    found = next(((name, versions[name]) for name in tool.names if versions.get(name, MISSING) != MISSING), None)
     if found is None:
-        return [*checks, Check(f"dump tool {db.name}", False, f"{' or '.join(tools)} not found on PATH; "
-                               f"install the {'PostgreSQL' if kind == 'postgres' else 'MariaDB'} client")]
-    tool, tool_version = found
+        return [*checks, Check(f"dump tool {db.name}", False, f"{tool.label} not found on PATH; {tool.install_hint}")]
+    name, tool_version = found
     tool_major, server_major = major_version(tool_version), major_version(version)
     if tool_major is not None and server_major is not None and tool_major < server_major:
         return [*checks, Check(f"dump tool {db.name}", False,
-                               f"{tool} {tool_major} is older than the server ({server_major}); "
+                               f"{name} {tool_major} is older than the server ({server_major}); "
                                f"install the version {server_major} client")]
     return [*checks, Check(f"dump tool {db.name}", True, tool_version)]
 

@@ -67,7 +67,7 @@ def make_private_dir(path: Path) -> None:
 
 
 def privatize_tree(root: Path, skip: tuple[str, ...] = ()) -> None:
-    """Dirs 0700, files 0600, under root (tools like pg_dump pick their own modes).
+    """Dirs 0700, files 0600, under root (dump tools pick their own modes).
 
     ``skip`` names top-level folders of root to leave alone (already private).
     """

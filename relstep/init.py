@@ -333,7 +333,7 @@ def render_config(found: Findings, config_dir: Path | None = None) -> str:
         lines += ["# No backend/frontend/api/web/client folder was found: name your code folders here.",
                   "code: {}"]
     lines += ['code_exclude: [".git", "node_modules", "*.log", ".env", ".env.*"]', ""]
-    commands = {}
+    commands: dict[str, str] = {}
     if found.node:
         commands |= {"node": "node --version", "npm": "npm --version"}
     if found.pm2:

@@ -218,7 +218,7 @@ def task(label: str, unit: str = "bytes", total: int | None = None) -> Iterator[
 def polling(current_task: Task, measure: Callable[[], int], every: float = POLL_SECONDS) -> Iterator[None]:
     """Update ``current_task`` from ``measure()`` in a thread while the block runs.
 
-    For work done by an external tool (pg_dump writing files) whose progress can
+    For work done by an external tool (a dump tool writing files) whose progress can
     only be seen from outside, e.g. the size of the folder it writes into.
     """
     if type(current_task.reporter) is Reporter:

@@ -75,9 +75,13 @@ def _check_columns(inspector: Any, name: str) -> None:
 
 
 def _open(url: str) -> Any:
+    from relstep.databases.base import DriverMissing
+
     try:
         return create_engine(url)
-    except Exception as exc:  # bad URL or missing driver: both are "cannot reach"
+    except DriverMissing as exc:  # its own line, naming the extra to install
+        raise RecordError(exc.message) from exc
+    except Exception as exc:  # a bad URL is "cannot reach"
         raise _unreachable(url, exc) from exc
 
 

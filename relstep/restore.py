@@ -24,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from relstep import compat, inventory, snapshot
 from relstep.config import Config, DatabaseConfig
-from relstep.databases import engine_for, redact_url
+from relstep.databases import engine_for, redact_url, spec_for_url
+from relstep.databases.base import Engine
+from relstep.databases.registry import engine_errors
 from relstep.databases.restoring import DEFAULT_LOCK_WAIT, RestoreOptions, RestoreReport
 from relstep.errors import (
     InputError,
@@ -108,7 +109,7 @@ class RestoreCheck:
         return redact_url(self.target_url)
 
     @property
-    def engine(self) -> ModuleType:
+    def engine(self) -> Engine:
         return engine_module(self.entry["engine"])
 
 
@@ -158,7 +159,9 @@ def _target_state(config: Config, url: str, tool: str) -> tuple[bool | None, str
         engine = create_engine(url)
         try:
             with engine.connect() as conn:
-                if find_table(conn, tool_for(tool).TABLE) is None:
+                module = tool_for(tool)
+                assert module is not None  # tool is not NONE here
+                if find_table(conn, module.TABLE) is None:
                     return empty, None, None
                 return empty, None, read_state(conn, tool, config.migrations.path, config.base_dir)
         finally:
@@ -183,15 +186,18 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
         raise InputError(f"no database to restore {name} into; pass --database-url or set database.url in "
                          f"{config.where}", phase="restore")
     register_secret(url_password(url))
-    if engine_for(url).NAME != entry["engine"]:
+    spec = spec_for_url(url)
+    with engine_errors(RestoreError):  # even --check-only reads the target, through its driver
+        spec.require_driver()
+    if spec.name != entry["engine"]:
         raise InputError(f"{path.name} holds a {entry['engine']} dump; {redact_url(url)} is not a "
                          f"{entry['engine']} database", phase="restore")
     state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
     app_path = None
-    if state.tool != NONE:
-        app_path = resolve_path(tool_for(state.tool), config.migrations.path, config.base_dir)
+    if (module := tool_for(state.tool)) is not None:
+        app_path = resolve_path(module, config.migrations.path, config.base_dir)
     return RestoreCheck(path, manifest, name, entry, url, empty, problem, None if state.tool == NONE else state.tool,
                         app_path, verdict, replace(db_config or DatabaseConfig(url=url, name=name), url=url))
 

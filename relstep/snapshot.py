@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep import fsutil
+from relstep import codec, fsutil
 from relstep.errors import BackupError, ConfigError, InputError, LockTimeout
 
 MANIFEST = "MANIFEST.json"
@@ -156,13 +156,13 @@ class Building:
         self.created = created
         self.path = root / f".{name}{PARTIAL_SUFFIX}"
         self.final_path = root / name
+        # {relative path: manifest entry} of the files written through write_text (the codec's hashes)
+        self.hashes: dict[str, dict[str, Any]] = {}
 
     def write_text(self, relative: str, text: str) -> Path:
         target = self.path / relative
         target.parent.mkdir(parents=True, exist_ok=True, mode=fsutil.PRIVATE_DIR)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fsutil.PRIVATE_FILE)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        self.hashes[relative] = codec.write_bytes(target, text.encode("utf-8")).entry()
         return target
 
     def write_json(self, relative: str, data: Any) -> Path:

@@ -21,13 +21,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from relstep import fsutil, snapshot
 from relstep.config import Config
-from relstep.databases import engine_for, engine_name, redact_url, url_password
-from relstep.errors import InputError, RelstepError
+from relstep.databases import engine_named, redact_url, spec_for_url, url_password
+from relstep.databases.base import Engine
+from relstep.databases.registry import engine_errors, spec_named
+from relstep.errors import InputError, RelstepError, VerifyError
 from relstep.fsutil import human_bytes
 from relstep.masking import mask_text, register_secret
 
@@ -261,7 +262,7 @@ def database_entries(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]
             problems.append(Problem("manifest", snapshot.MANIFEST, f"database {name!r} has no safe 'path'"))
             continue
         try:
-            engine_module(str(entry.get("engine")))
+            spec_named(str(entry.get("engine")))
         except InputError:
             problems.append(Problem("manifest", snapshot.MANIFEST, f"database {name!r} names an unknown engine"))
             continue
@@ -269,12 +270,12 @@ def database_entries(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]
     return good, problems
 
 
-def engine_module(name: str) -> ModuleType:
+def engine_module(name: str) -> Engine:
     """The engine module for a manifest's engine name ("postgresql", "mysql", "sqlite").
 
-    Engine names are URL schemes the registry knows, so the registry resolves them.
+    The registry resolves them.
     """
-    return engine_for(f"{name}://")
+    return engine_named(name)
 
 
 def check_databases(path: Path, databases: dict[str, dict[str, Any]]) -> dict[str, Problem | None]:
@@ -314,7 +315,7 @@ def scratch_server(config: Config, engine: str, scratch_url: str | None, entry: 
     for url in candidates:
         if isinstance(url, str) and url and "***@" not in url:
             try:
-                if engine_module(engine).NAME == engine_for(url).NAME:
+                if spec_for_url(url).name == engine:
                     return url
             except InputError:
                 continue
@@ -324,8 +325,9 @@ def scratch_server(config: Config, engine: str, scratch_url: str | None, entry: 
 def restore_test(path: Path, name: str, entry: dict[str, Any], server: str) -> tuple[RestoreTest, list[Problem]]:
     """Restore one database of the snapshot into a scratch database and compare row counts."""
     engine = engine_module(entry["engine"])
-    if engine_name(server) == "sqlite":
-        scratch_label = "a temporary SQLite file"
+    spec = spec_for_url(server)
+    if not spec.has_server:
+        scratch_label = f"a temporary {spec.label} file"
     else:
         scratch_label = f"a scratch database on {redact_url(server).rsplit('/', 1)[0]}"
     test = RestoreTest(database=name, engine=entry["engine"], scratch=scratch_label)
@@ -429,6 +431,8 @@ def _check_servers(config: Config, paths: list[Path], scratch_url: str | None) -
         except InputError:
             continue  # reported as a verification problem of that snapshot
         for entry in databases.values():
+            with engine_errors(VerifyError):  # a restore test connects: its driver must be installed
+                spec_named(entry["engine"]).require_driver()
             if scratch_server(config, entry["engine"], scratch_url, entry) is None:
                 raise InputError(
                     f"{path.name} holds a {entry['engine']} dump but no {entry['engine']} server is configured "
@@ -448,7 +452,7 @@ def verify(
     if scratch_url is not None and not with_restore_test:
         raise InputError("--scratch-url is only used with --restore-test", phase="verify")
     if scratch_url is not None:
-        engine_for(scratch_url)  # an unsupported scheme is bad input (exit 2), not a failed verify
+        spec_for_url(scratch_url)  # an unsupported scheme is bad input (exit 2), not a failed verify
         register_secret(url_password(scratch_url))
     paths = select(config, ref, every)
     if with_restore_test:

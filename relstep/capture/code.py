@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relstep import fsutil
+from relstep import codec, fsutil
 from relstep.errors import BackupError, ConfigError
 
 CODE_DIR = "code"
@@ -101,31 +101,22 @@ def previous_by_hash(previous: Path | None, files: dict[str, dict[str, Any]]) ->
 
 
 def _write_new(dest: str, chunks: Iterable[bytes | memoryview]) -> None:
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, fsutil.PRIVATE_FILE)
-    try:
+    with codec.create(dest) as out:
         for chunk in chunks:
-            fsutil.write_all(fd, chunk)
-    finally:
-        os.close(fd)
+            out.write(chunk)
 
 
 def _copy_hashing(source: str, dest: str) -> tuple[int, str]:
-    """Copy ``source`` to a new private file ``dest`` in one pass, hashing what was read."""
-    digest = hashlib.sha256()
-    size = 0
+    """Copy ``source`` to a new private file ``dest`` in one pass; the codec hashes what it writes."""
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, fsutil.PRIVATE_FILE)
-        try:
+        with codec.create(dest) as out:
             for chunk in fsutil.read_chunks(src):
-                digest.update(chunk)
-                fsutil.write_all(out, chunk)
-                size += len(chunk)
-        finally:
-            os.close(out)
+                out.write(chunk)
     finally:
         os.close(src)
-    return size, digest.hexdigest()
+    assert out.result is not None
+    return out.result.size, out.result.sha256
 
 
 def _holds(existing: str, size: int, sha: str, held: bytes | None) -> bool:

@@ -1,49 +1,52 @@
-"""Registry: URL scheme -> engine module.  Adding an engine = one module + one line here."""
+"""Database engines: the registry (``registry.py``), the contract (``base.py``), one module each.
+
+This module keeps the URL helpers every engine and caller shares; which engine a URL names,
+and everything about that engine, is the registry's.
+"""
 
 from __future__ import annotations
 
-import importlib
 import re
-from types import ModuleType
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from relstep.errors import ConfigError
+from relstep.databases.registry import ENGINES, EngineSpec, engine_for, engine_named, scheme_of, spec_for_url
 
-# scheme (before any "+driver") -> module name in this package
-ENGINES: dict[str, str] = {
-    "postgresql": "postgres",
-    "postgres": "postgres",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "sqlite": "sqlite",
-    "file": "sqlite",  # Prisma's SQLite URLs: file:./dev.db
-}
-
-# The SQLAlchemy driver each engine is reached through.
-DRIVERS: dict[str, str] = {
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "sqlite": "sqlite",
-}
-
-
-def scheme_of(url: str) -> str:
-    return urlsplit(url).scheme.split("+", 1)[0].lower()
+__all__ = [
+    "ENGINES",
+    "EngineSpec",
+    "absolute_url",
+    "create_engine",
+    "engine_for",
+    "engine_name",
+    "engine_named",
+    "redact_url",
+    "scheme_of",
+    "spec_for_url",
+    "sqlalchemy_url",
+    "url_password",
+    "url_passwords",
+]
 
 
 def engine_name(url: str) -> str:
-    """The engine module name for a URL, or a ConfigError naming the supported schemes."""
-    scheme = scheme_of(url)
-    if scheme not in ENGINES:
-        supported = ", ".join(sorted(f"{s}://" for s in ENGINES if s != "file"))
-        raise ConfigError(
-            f"unsupported database URL scheme {scheme + '://' if scheme else '(none)'}; use one of {supported}"
-        )
-    return ENGINES[scheme]
+    """The registry key of the engine a URL names, or a ConfigError naming the supported schemes."""
+    return spec_for_url(url).key
 
 
-def engine_for(url: str) -> ModuleType:
-    return importlib.import_module(f"relstep.databases.{engine_name(url)}")
+def absolute_url(url: str, base: Path) -> str:
+    """The URL with a relative SQLite file path made absolute against ``base`` (the config's folder);
+    other URLs unchanged.  Prisma's ``file:`` form becomes ``sqlite:///``."""
+    for prefix in ("sqlite:///", "file:"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):]
+            if rest.startswith("//"):
+                return url
+            path_part, sep, query = rest.partition("?")
+            if path_part and not path_part.startswith("/") and path_part != ":memory:":
+                return "sqlite:///" + str((base / path_part).resolve()) + (sep + query)
+            return "sqlite:///" + path_part + (sep + query) if prefix == "file:" else url
+    return url
 
 
 def sqlalchemy_url(url: str):  # -> sqlalchemy.engine.URL
@@ -54,15 +57,15 @@ def sqlalchemy_url(url: str):  # -> sqlalchemy.engine.URL
     """
     from sqlalchemy.engine import make_url
 
-    name = engine_name(url)
-    if name == "sqlite" and scheme_of(url) == "file":
+    spec = spec_for_url(url)
+    if spec.key == "sqlite" and scheme_of(url) == "file":
         path = url.split(":", 1)[1]
         if path.startswith("//"):
             path = urlsplit(url).path
         url = "sqlite:///" + path
     parsed = make_url(url)
     keep = {k: v for k, v in parsed.query.items() if k not in PRISMA_ONLY_PARAMS}
-    return parsed.set(drivername=DRIVERS[name], query=keep)
+    return parsed.set(drivername=spec.sqlalchemy_driver, query=keep)
 
 
 PRISMA_ONLY_PARAMS = {
@@ -74,6 +77,7 @@ def create_engine(url: str, **kwargs):  # -> sqlalchemy.engine.Engine
     from sqlalchemy import create_engine as sa_create_engine
     from sqlalchemy.pool import NullPool
 
+    spec_for_url(url).require_driver()  # one line naming the extra, not SQLAlchemy's import error
     return sa_create_engine(sqlalchemy_url(url), poolclass=NullPool, **kwargs)
 
 

@@ -1,46 +1,63 @@
 """The contract every database engine module fulfils, and the helpers they share.
 
-An engine module (``postgres.py``, ``mysql.py``, ``sqlite.py``) exposes the same
-module-level functions::
-
-    NAME: str                       # "postgresql", "mysql", "sqlite"
-    def dump(url: str, dest_dir: Path, plan: DumpPlan,
-             inspect: Inspect | None = None) -> DumpInfo
-    def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None
-    def row_counts(url: str) -> dict[str, int]
-    def is_empty(url: str) -> bool
-    def tool_versions() -> dict[str, str]
-    def check_files(db_dir: Path) -> None       # raises VerifyError if a dump is unreadable
-    def scratch_database(url: str) -> ContextManager[str]   # a fresh empty database, dropped on exit
+An engine is one module of this package whose module-level functions satisfy :class:`Engine`
+(mypy checks it: ``relstep.databases.registry`` assigns each engine module to an ``Engine``);
+every other fact about it (URL schemes, driver and extra, dump tools) is its
+:class:`~relstep.databases.registry.EngineSpec` in the registry.
 
 ``dump`` writes everything into ``dest_dir`` (which exists and is empty), streams
 (never holds a table in memory), and takes every table, every row count and the
 ``inspect`` callback's view from one point in time.  ``inspect`` receives a
 SQLAlchemy ``Connection`` that sees exactly what the dump sees; its result is
 returned in ``DumpInfo.inspected`` (the backup uses it to read the migration table).
+Files the engine writes itself go through :mod:`relstep.codec`, whose hashes it returns in
+``DumpInfo.hashes``.
 
 ``restore`` leaves the target database holding exactly the snapshot's tables and
 rows (existing tables of the target are dropped first).  ``extra`` is the dump's
 ``DumpInfo.extra`` as the manifest recorded it (what the dump left out, for one).  Redacted columns come
 back as NULL (or '' where NOT NULL).  Passwords reach tools only through their
-environment or a 0600 file, never through argv.
+environment or an inherited pipe, never through argv.
+
+Every expected failure of an engine is a :class:`DatabaseError`; the phase that called it
+(backup, restore, verify, doctor) turns it into its own error class and exit code
+(:func:`relstep.databases.registry.engine_errors`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from relstep.errors import InputError, RelstepError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from sqlalchemy.engine import Connection
+
+    from relstep.databases.restoring import RestoreOptions, RestoreReport
 
 Inspect = Callable[["Connection"], Any]
 
 # Used when the config names no redact patterns: every column with one of these
 # names, in any table, matched case-insensitively.
 DEFAULT_REDACT = ["*.password", "*.passwordHash", "*.password_hash", "*.hashed_password"]
+
+
+class DatabaseError(RelstepError):
+    """An engine could not do what it was asked (server, tool or dump file); the caller's phase
+    re-raises it as its own error class, so the exit code says which phase failed."""
+
+    phase = "database"
+
+
+class DriverMissing(InputError):
+    """The Python driver of an engine is not installed (exit 2: nothing was done)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,46 @@ class DumpInfo:
     consistent: bool = True          # False when row counts could not be taken at the dump's instant
     inspected: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # {path relative to dest_dir: {"size", "sha256"}} for files hashed as they were written (the
+    # codec), so the manifest does not read them a second time.
+    hashes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What every engine module provides (module-level functions; see the module docstring)."""
+
+    NAME: str   # the engine's name in manifests: "postgresql", "mysql", "sqlite"
+
+    def dump(self, url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo: ...
+
+    def restore(self, db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
+                options: RestoreOptions | None = None) -> RestoreReport:
+        """Make the target entirely the snapshot or leave it unchanged (``relstep.databases.restoring``)."""
+
+    def row_counts(self, url: str) -> dict[str, int]: ...
+
+    def is_empty(self, url: str) -> bool: ...
+
+    def check_files(self, db_dir: Path) -> None:
+        """Raise DatabaseError naming the first file of the dump that cannot be read back."""
+
+    def scratch_database(self, url: str) -> AbstractContextManager[str]:
+        """A fresh empty database on the server of ``url``; yields its URL, drops it on exit."""
+
+    def server_version(self, url: str) -> str:
+        """Connect and ask the server its version (doctor)."""
+
+    def tool_versions(self) -> dict[str, str]:
+        """``{tool name: --version line or "missing"}`` for the environment record and doctor."""
+
+    def fingerprint(self, url: str) -> dict[str, Any] | None:
+        """Schema and per-table content digests of the live database, or None where the engine has
+        none yet (see :func:`no_fingerprint`)."""
+
+
+def no_fingerprint(url: str) -> dict[str, Any] | None:
+    """The ``fingerprint`` of an engine that cannot compute one yet: None, meaning "not proven"."""
+    return None
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,14 @@ The URL's TLS parameters (``ssl_ca``, ``ssl_capath``, ``ssl_cert``, ``ssl_key``,
 ``ssl_cipher``, ``ssl_check_hostname``: the names PyMySQL reads through SQLAlchemy) go into
 the same option file, so the dump tool and the client connect as connection A does.
 
-Errors: ``dump`` raises BackupError, ``restore`` and ``is_empty`` RestoreError,
-``row_counts``, ``check_files`` and ``scratch_database`` VerifyError (their callers
-are the verify and restore-test paths).
+Errors: every public function raises DatabaseError; the calling phase gives it its own
+error class (``registry.engine_errors``).  The filter lives in ``mysql_filter.py``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -52,20 +50,22 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import zstandard
-
-from relstep.databases import create_engine, redact_url, sqlalchemy_url
+from relstep import codec
+from relstep.databases import create_engine, redact_url, registry, sqlalchemy_url, tools
 from relstep.databases.base import (
     Column,
+    DatabaseError,
     DumpInfo,
     DumpPlan,
     Inspect,
     columns_to_redact,
     matches_table,
+    no_fingerprint,
     redacted_value_sql,
 )
+from relstep.databases.mysql_filter import DumpFilter
 from relstep.databases.restoring import RestoreOptions, RestoreReport
-from relstep.errors import BackupError, RelstepError, RestoreError, VerifyError
+from relstep.errors import RelstepError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -73,9 +73,6 @@ if TYPE_CHECKING:
 NAME = "mysql"
 FORMAT = "mariadb-dump-sql-zstd"
 DUMP_FILE = "dump.sql.zst"
-DUMP_TOOLS = ("mariadb-dump", "mysqldump")
-CLIENT_TOOLS = ("mariadb", "mysql")
-INSTALL_HINT = "install the MariaDB client (mariadb-client)"
 
 # FLUSH TABLES WITH READ LOCK first waits for running statements; while it waits,
 # new writes queue behind it.  Better a dump marked inconsistent than a stalled site.
@@ -185,7 +182,7 @@ def option_lines(target: _Target, tool: str) -> list[str]:
 def _verify_server_option(tool: str) -> str:
     """MariaDB's clients verify the server with ssl-verify-server-cert; MySQL 8's dropped that option
     for ssl-mode (the Oracle branch is not exercised here: only MariaDB's tools are installed)."""
-    return "ssl-verify-server-cert" if "mariadb" in _tool_version(tool).lower() else "ssl-mode=VERIFY_IDENTITY"
+    return "ssl-verify-server-cert" if "mariadb" in tools.tool_version(tool).lower() else "ssl-mode=VERIFY_IDENTITY"
 
 
 @contextmanager
@@ -222,13 +219,8 @@ def _client_env() -> dict[str, str]:
 
 # --------------------------------------------------------------------------- tools
 
-
-def _which(names: Iterable[str]) -> str | None:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+DUMP_TOOL, = registry.ENGINES["mysql"].dump_tools
+CLIENT_TOOL, = registry.ENGINES["mysql"].restore_tools
 
 
 @dataclass(frozen=True)
@@ -239,28 +231,9 @@ class _Tool:
     version: str
 
 
-def _require_tool(names: tuple[str, ...], error: type[RelstepError]) -> str:
-    path = _which(names)
-    if path is None:
-        raise error(f"{names[0]} not found on PATH; {INSTALL_HINT}")
-    return path
-
-
-def _tool_version(path: str) -> str:
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    return " ".join((done.stdout or done.stderr).split()) or "unknown"
-
-
 def tool_versions() -> dict[str, str]:
     """The dump tool and the client used for restores, keyed by the name found on PATH."""
-    versions: dict[str, str] = {}
-    for names in (DUMP_TOOLS, CLIENT_TOOLS):
-        path = _which(names)
-        versions[Path(path).name if path else names[0]] = _tool_version(path) if path else "missing"
-    return versions
+    return tools.versions((DUMP_TOOL, CLIENT_TOOL))
 
 
 # --------------------------------------------------------------------------- server connection
@@ -269,7 +242,7 @@ def tool_versions() -> dict[str, str]:
 def _driver_error(exc: BaseException) -> tuple[int | None, str]:
     """(MySQL error code, message) of a SQLAlchemy/PyMySQL error."""
     orig = getattr(exc, "orig", exc)
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = getattr(orig, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
         return args[0], str(args[1])
     return None, str(orig)
@@ -364,215 +337,6 @@ def _columns(conn: Connection, database: str, tables: Iterable[str]) -> dict[str
     return result
 
 
-# --------------------------------------------------------------------------- the redacting filter
-
-# One SQL value as mariadb-dump writes it: a quoted string (backslash escapes, as the
-# tool always sets sql_mode='' for itself; '' for a quote is accepted too), a bare token
-# (NULL, 12, -1.5e3, 0x0A), or a prefixed string (b'101', _binary '...').  Possessive
-# quantifiers: no backtracking, even on huge rows.
-_VALUE = re.compile(rb"(?:'(?:[^'\\]++|\\.|'')*+'|[^',()]++)++", re.DOTALL)
-_SPACE = re.compile(rb"[ \t\r\n]*")
-_IDENT = re.compile(rb"`((?:[^`]|``)+)`")
-_INSERT_TABLE = re.compile(rb"(?:INSERT(?: IGNORE)?|REPLACE) INTO `((?:[^`]|``)+)`")
-_COLUMN_LIST = re.compile(rb" \(((?:`(?:[^`]|``)+`(?:, )?)+)\) VALUES ")
-_NO_COLUMN_LIST = re.compile(rb" VALUES ")
-
-
-def _skip_space(line: bytes, pos: int) -> int:
-    match = _SPACE.match(line, pos)
-    return match.end() if match else pos
-
-
-def _unquote(raw: bytes) -> str:
-    return raw.replace(b"``", b"`").decode("utf-8", "surrogateescape")
-
-
-class DumpFormatError(BackupError):
-    """The dump stream is not what the filter can safely rewrite (it never shows row data)."""
-
-
-@functools.lru_cache(maxsize=64)
-def _row_pattern(width: int) -> re.Pattern[bytes]:
-    """A whole row of ``width`` values as one regex: one match per row instead of one per value."""
-    value = b"(" + _VALUE.pattern + b")"
-    return re.compile(rb"\(" + b",".join([value] * width) + rb"\)", re.DOTALL)
-
-
-def parse_row(line: bytes, pos: int) -> tuple[list[tuple[int, int]], int]:
-    """Parse one ``(v1,v2,...)`` row starting at ``line[pos] == '('``.
-
-    Returns the (start, end) span of every value and the position after ``)``.
-    A row must end on its line: the dump tool escapes newlines inside values.
-    """
-    if line[pos : pos + 1] != b"(":
-        raise DumpFormatError(f"expected '(' at byte {pos}")
-    spans: list[tuple[int, int]] = []
-    pos += 1
-    while True:
-        match = _VALUE.match(line, pos)
-        if match is None:
-            raise DumpFormatError(f"unreadable value at byte {pos}")
-        spans.append((pos, match.end()))
-        pos = match.end()
-        delimiter = line[pos : pos + 1]
-        if delimiter == b")":
-            return spans, pos + 1
-        if delimiter != b",":
-            raise DumpFormatError(f"expected ',' or ')' at byte {pos}")
-        pos += 1
-
-
-class _InsertRewriter:
-    """Follows one INSERT statement across lines, replacing values at given positions.
-
-    ``replacements`` maps a column position to the literal written instead;
-    ``None`` drops the statement's rows altogether (an excluded table).
-    """
-
-    def __init__(self, width: int | None, replacements: Mapping[int, bytes] | None) -> None:
-        self.width = width
-        self.drop = replacements is None
-        self.replacements = sorted((replacements or {}).items())  # spliced left to right
-        self.pattern = _row_pattern(width) if width and self.replacements else None
-        self.expect_row = True
-        self.done = False
-
-    def _spans(self, line: bytes, pos: int) -> tuple[list[tuple[int, int]], int]:
-        """Spans of the values to replace, in order, and the position after the row."""
-        match = self.pattern.match(line, pos) if self.pattern else None
-        if match is not None:
-            return [match.span(index + 1) for index, _ in self.replacements], match.end()
-        # Slow path: rows of unknown width (dropped tables), or an exact reason for a bad row.
-        spans, end = parse_row(line, pos)
-        if self.width is not None and len(spans) != self.width:
-            raise DumpFormatError(f"a row has {len(spans)} values for {self.width} columns")
-        return [spans[index] for index, _ in self.replacements], end
-
-    def feed(self, line: bytes, pos: int = 0) -> bytes:
-        pieces: list[bytes] = []
-        copied = 0
-        end = len(line)
-        while not self.done:
-            pos = _skip_space(line, pos)
-            if pos == end:
-                break  # the statement continues on the next line
-            if self.expect_row:
-                spans, pos = self._spans(line, pos)
-                for (start, stop), (_, literal) in zip(spans, self.replacements, strict=True):
-                    pieces += (line[copied:start], literal)
-                    copied = stop
-                self.expect_row = False
-            elif line[pos : pos + 1] == b",":
-                pos, self.expect_row = pos + 1, True
-            elif line[pos : pos + 1] == b";" and not line[pos + 1 :].strip():
-                self.done = True
-            else:
-                raise DumpFormatError(f"expected ',' or ';' after a row at byte {pos}")
-        if self.drop:
-            return b""
-        pieces.append(line[copied:])
-        return b"".join(pieces)
-
-
-class DumpFilter:
-    """Rewrites a mariadb-dump SQL stream line by line.
-
-    ``redact`` maps a table to ``{column: SQL literal}``: in that table's INSERT
-    statements each such column's values become the literal (NULL or '').
-    ``drop_rows_of`` names tables whose INSERT statements are left out entirely.
-    Every other line passes through as the same bytes.  Stored routines and triggers
-    (between ``DELIMITER ;;`` and ``DELIMITER ;``) are code, never row data.
-
-    ``redact_patterns`` guards against a schema that changed after ``redact`` was
-    planned: an INSERT naming a column that matches a pattern but is not planned
-    (a table or column created meanwhile) stops the dump instead of leaking it.
-    """
-
-    def __init__(
-        self,
-        redact: Mapping[str, Mapping[str, bytes]],
-        drop_rows_of: Iterable[str] = (),
-        *,
-        redact_patterns: Iterable[str] = (),
-    ) -> None:
-        self.redact = {table: {c.lower(): v for c, v in cols.items()} for table, cols in redact.items() if cols}
-        self.drop = set(drop_rows_of)
-        self.patterns = tuple(redact_patterns)
-        self._insert: _InsertRewriter | None = None
-        self._table = ""
-        self._in_routine = False
-
-    @property
-    def active(self) -> bool:
-        """False when every line would pass through unchanged (nothing to rewrite or to guard)."""
-        return bool(self.redact or self.drop or self.patterns)
-
-    def feed(self, line: bytes) -> bytes:
-        if self._insert is not None:
-            return self._continue(line, 0)
-        if line.startswith(b"DELIMITER "):
-            self._in_routine = line.split() != [b"DELIMITER", b";"]
-            return line
-        if self._in_routine or not line.startswith((b"INSERT", b"REPLACE")):
-            return line
-        return self._start(line)
-
-    def close(self) -> None:
-        if self._insert is not None:
-            raise DumpFormatError(f"the dump ended inside an INSERT statement of table `{self._table}`")
-
-    def _start(self, line: bytes) -> bytes:
-        match = _INSERT_TABLE.match(line)
-        if match is None:
-            # Unreadable table name: it might be a redacted table, so never pass it on.
-            raise DumpFormatError("cannot read the table name of an INSERT statement in the dump")
-        table = _unquote(match.group(1))
-        columns = _COLUMN_LIST.match(line, match.end())
-        if table in self.drop:
-            values = columns or _NO_COLUMN_LIST.match(line, match.end())
-            if values is None:
-                raise DumpFormatError(f"cannot read an INSERT statement of table `{table}`")
-            return self._begin(table, _InsertRewriter(None, None), line, values.end())
-        if table not in self.redact and not self.patterns:
-            return line
-        if columns is None:
-            raise DumpFormatError(f"cannot read the column list of an INSERT statement of table `{table}`")
-        names = [_unquote(raw).lower() for raw in _IDENT.findall(columns.group(1))]
-        self._check_planned(table, names)
-        if table not in self.redact:
-            return line
-        wanted = self.redact[table]
-        rewriter = _InsertRewriter(len(names), {i: wanted[name] for i, name in enumerate(names) if name in wanted})
-        return self._begin(table, rewriter, line, columns.end())
-
-    def _check_planned(self, table: str, names: list[str]) -> None:
-        matching = columns_to_redact({table: [Column(name, True) for name in names]}, self.patterns)
-        unplanned = sorted({c.name for c in matching.get(table, [])} - set(self.redact.get(table, {})))
-        if unplanned:
-            raise DumpFormatError(
-                f"table `{table}` gained columns to redact during the dump ({', '.join(unplanned)}); "
-                "stopped so that they are not written, run the backup again"
-            )
-
-    def _begin(self, table: str, rewriter: _InsertRewriter, line: bytes, pos: int) -> bytes:
-        self._table, self._insert = table, rewriter
-        return self._continue(line, pos)
-
-    def _continue(self, line: bytes, pos: int) -> bytes:
-        assert self._insert is not None
-        try:
-            out = self._insert.feed(line, pos)
-        except DumpFormatError as exc:
-            # The message names the table and a byte offset, never the line's content.
-            raise DumpFormatError(
-                f"cannot parse the dump's INSERT statement of table `{self._table}` ({exc}); "
-                "stopped so that no redacted value is written"
-            ) from None
-        if self._insert.done:
-            self._insert = None
-        return out
-
-
 # --------------------------------------------------------------------------- dump
 
 
@@ -587,13 +351,7 @@ class _DumpProcess:
     def __init__(self, argv: list[str], target: _Target, options: _Options) -> None:
         self.name = Path(argv[0]).name
         self.target = target
-        try:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_client_env(),
-                pass_fds=(options.fd,),
-            )
-        except OSError as exc:
-            raise BackupError(f"cannot start {self.name}: {exc.strerror or exc}") from exc
+        self.proc = tools.popen(argv, env=_client_env(), pass_fds=(options.fd,))
         self.snapshot_open = threading.Event()
         self.errors: deque[str] = deque(maxlen=20)
         self._reader = threading.Thread(target=self._read_stderr, name="relstep-mysql-stderr", daemon=True)
@@ -618,19 +376,19 @@ class _DumpProcess:
         self.snapshot_open.set()
 
     def finish(self) -> None:
-        """Wait for the tool; a failure becomes BackupError with its last stderr line."""
+        """Wait for the tool; a failure becomes DatabaseError with its last stderr line."""
         code = self.proc.wait()
         self._reader.join()
         if code != 0:
             last = self.errors[-1] if self.errors else f"exit status {code}"
-            raise BackupError(f"{self.name} failed on {self.target.where}: {self.target.mask(last)}")
+            raise DatabaseError(f"{self.name} failed on {self.target.where}: {self.target.mask(last)}")
 
     def __enter__(self) -> _DumpProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
+            tools.kill_group(self.proc)
         self.proc.wait()
         self._reader.join()
         self.stdout.close()
@@ -722,20 +480,17 @@ def _dump_argv(tool: _Tool, options: _Options, target: _Target, excluded: Iterab
     return _client_argv(tool.path, options, *flags, "--", target.database)
 
 
-def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path) -> None:
-    """Stream ``source`` through the filter into a 0600 zstd file, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, threads=-1)
-    with open(fd, "wb") as raw:
-        with compressor.stream_writer(raw, closefd=False) as out:
-            if dump_filter.active:
-                for line in source:
-                    out.write(dump_filter.feed(line))
-                dump_filter.close()
-            else:
-                shutil.copyfileobj(source, out, CHUNK)
-        raw.flush()
-        os.fsync(raw.fileno())
+def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path) -> codec.Written:
+    """Stream ``source`` through the filter into a private zstd file (the codec hashes it meanwhile)."""
+    with codec.create(path, compress=True, level=ZSTD_LEVEL, threads=-1) as out:
+        if dump_filter.active:
+            for line in source:
+                out.write(dump_filter.feed(line))
+            dump_filter.close()
+        else:
+            shutil.copyfileobj(source, out, CHUNK)
+    assert out.result is not None
+    return out.result
 
 
 @dataclass
@@ -764,12 +519,12 @@ class _Plan:
 
 def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
     """Dump the database at ``url`` into ``dest_dir/dump.sql.zst`` (see the module docstring)."""
-    target = _Target.from_url(url, BackupError)
-    tool = _require_tool(DUMP_TOOLS, BackupError)
+    target = _Target.from_url(url, DatabaseError)
+    tool = DUMP_TOOL.require()
     path = Path(dest_dir) / DUMP_FILE
     try:
-        with _connect(target, BackupError) as conn:
-            info = _dump(conn, target, _Tool(tool, _tool_version(tool)), path, plan, inspect)
+        with _connect(target, DatabaseError) as conn:
+            info = _dump(conn, target, _Tool(tool, tools.tool_version(tool)), path, plan, inspect)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -801,7 +556,7 @@ def _dump(
             # tables wait for the backup instead of changing a table under the dump.
             counts = {t: 0 if t in resolved.excluded else _count(conn, t) for t in resolved.tables}
             inspected = inspect(conn) if inspect is not None else None
-            _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path)
+            written = _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path)
             proc.finish()
     conn.rollback()
     if resolved.non_transactional:
@@ -813,6 +568,7 @@ def _dump(
         engine=NAME,
         format=FORMAT,
         files=[DUMP_FILE],
+        hashes={DUMP_FILE: written.entry()},
         row_counts=counts,
         redacted={t: [c.name for c in cols] for t, cols in resolved.redacted.items()},
         excluded_tables=resolved.excluded,
@@ -832,9 +588,8 @@ def _stream_into(proc: subprocess.Popen[bytes], path: Path, first: bytes = b"") 
     assert proc.stdin is not None
     try:
         proc.stdin.write(first)
-        with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
-            while chunk := reader.read(CHUNK):
-                proc.stdin.write(chunk)
+        for chunk in codec.read_chunks(path, compressed=True):
+            proc.stdin.write(chunk)
     except BrokenPipeError:
         pass  # the client stopped reading; its exit status and stderr say why
     finally:
@@ -860,10 +615,19 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
 # --------------------------------------------------------------------------- inspection helpers
 
 
+def server_version(url: str) -> str:
+    target = _Target.from_url(url, DatabaseError, need_database=False)
+    with _connect(target, DatabaseError) as conn:
+        return str(_scalar(conn, "SELECT VERSION()"))
+
+
+fingerprint = no_fingerprint  # the schema and content digests come with the restore proof (issue 12)
+
+
 def row_counts(url: str) -> dict[str, int]:
     """Exact row count of every table (views excluded)."""
-    target = _Target.from_url(url, VerifyError)
-    with _connect(target, VerifyError) as conn:
+    target = _Target.from_url(url, DatabaseError)
+    with _connect(target, DatabaseError) as conn:
         return {table: _count(conn, table) for table in _data_tables(_tables(conn, target.database))}
 
 
@@ -882,29 +646,25 @@ def contents(conn: Connection, database: str) -> dict[str, int]:
 
 def is_empty(url: str) -> bool:
     """True only when the database holds no table, view, sequence, routine or event."""
-    target = _Target.from_url(url, RestoreError)
-    with _connect(target, RestoreError) as conn:
+    target = _Target.from_url(url, DatabaseError)
+    with _connect(target, DatabaseError) as conn:
         return not contents(conn, target.database)
 
 
 def check_files(db_dir: Path) -> None:
-    """Decompress the dump fully; VerifyError if it is missing, corrupt or truncated."""
+    """Decompress the dump fully; DatabaseError if it is missing, corrupt or truncated."""
     path = Path(db_dir) / DUMP_FILE
     if not path.is_file():
-        raise VerifyError(f"{path} is missing")
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+        raise DatabaseError(f"{path} is missing")
     tail = b""
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 16):  # small reads bound the decompressed piece held
-                tail = (tail + decompressor.decompress(chunk)[-256:])[-256:]
-    except zstandard.ZstdError as exc:
-        raise VerifyError(f"{path} is corrupt: {exc}") from exc
-    if not decompressor.eof:
-        raise VerifyError(f"{path} is truncated: its zstd stream ends early")
+        for chunk in codec.read_chunks(path, compressed=True):
+            tail = (tail + chunk[-256:])[-256:]
+    except codec.UnreadableFile as exc:
+        raise DatabaseError(str(exc)) from exc
     last_line = tail.rstrip().rpartition(b"\n")[2]
     if not last_line.startswith(TRAILER):
-        raise VerifyError(f"{path} is incomplete: it lacks the dump tool's '{TRAILER.decode()}' trailer")
+        raise DatabaseError(f"{path} is incomplete: it lacks the dump tool's '{TRAILER.decode()}' trailer")
 
 
 def _with_database(url: str, database: str) -> str:
@@ -915,11 +675,11 @@ def _with_database(url: str, database: str) -> str:
 def scratch_database(url: str) -> Iterator[str]:
     """A new empty database on the server of ``url`` (same credentials), dropped on exit."""
     name = f"relstep_scratch_{secrets.token_hex(6)}"
-    server = _Target.from_url(_with_database(url, ""), VerifyError, need_database=False)
-    with _connect(server, VerifyError) as conn:
+    server = _Target.from_url(_with_database(url, ""), DatabaseError, need_database=False)
+    with _connect(server, DatabaseError) as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {_quote(name)} CHARACTER SET utf8mb4")
     try:
         yield _with_database(url, name)
     finally:
-        with _connect(server, VerifyError) as conn:
+        with _connect(server, DatabaseError) as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {_quote(name)}")

@@ -31,11 +31,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import zstandard
-
+from relstep import codec
 from relstep.databases import mysql as my
+from relstep.databases import tools
+from relstep.databases.base import DatabaseError
 from relstep.databases.restoring import RestoreOptions, RestoreReport, Session, sessions_in_the_way, signals_held
-from relstep.errors import RestoreError, VerifyError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -59,13 +59,13 @@ ORDER BY p.ID
 
 def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: RestoreOptions) -> RestoreReport:
     extra = extra or {}
-    live = my._Target.from_url(url, RestoreError)
-    client = my._require_tool(my.CLIENT_TOOLS, RestoreError)
+    live = my._Target.from_url(url, DatabaseError)
+    client = my.CLIENT_TOOL.require()
     path = Path(db_dir) / my.DUMP_FILE
     try:
         my.check_files(Path(db_dir))  # a damaged dump must not cost the target its tables
-    except VerifyError as exc:
-        raise RestoreError(f"refusing to restore: {exc}") from exc
+    except DatabaseError as exc:
+        raise DatabaseError(f"refusing to restore: {exc}") from exc
     own: set[int] = set()          # connection ids of this restore's sessions, KILLed if it ends early
     try:
         _prove_on_staged(live, client, path, options, own)
@@ -88,7 +88,7 @@ def _kill(live: my._Target, ids: set[int]) -> None:
     if not ids:
         return
     server = dataclasses.replace(live, url=my._with_database(live.url, ""), database="")
-    with suppress(RestoreError), my._connect(server, RestoreError) as conn:
+    with suppress(DatabaseError), my._connect(server, DatabaseError) as conn:
         for session_id in sorted(ids):
             with suppress(Exception):
                 conn.exec_driver_sql(f"KILL {int(session_id)}")
@@ -102,22 +102,22 @@ def _prove_on_staged(live: my._Target, client: str, path: Path, options: Restore
 
     name = _derived_name(live.database, f"relstep_staged_{secrets.token_hex(3)}")
     server = dataclasses.replace(live, url=my._with_database(live.url, ""), database="")
-    with my._connect(server, RestoreError) as conn:
+    with my._connect(server, DatabaseError) as conn:
         charset, collation = conn.execute(text(
             "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
             "WHERE SCHEMA_NAME = :db"), {"db": live.database}).one()
         conn.exec_driver_sql(f"CREATE DATABASE {my._quote(name)} CHARACTER SET {charset} COLLATE {collation}")
     try:
         staged_url = my._with_database(live.url, name)
-        staged = my._Target.from_url(staged_url, RestoreError)
+        staged = my._Target.from_url(staged_url, DatabaseError)
         try:
             _load(client, staged, path, options, own)
-        except RestoreError as exc:
-            raise RestoreError(f"the snapshot does not load, tried on a staged copy of {live.database}, so the "
+        except DatabaseError as exc:
+            raise DatabaseError(f"the snapshot does not load, tried on a staged copy of {live.database}, so the "
                                f"live database was not touched: {exc.message}") from exc
         options.prove(staged_url)
     finally:
-        with signals_held(), suppress(RestoreError), my._connect(server, RestoreError) as conn:
+        with signals_held(), suppress(DatabaseError), my._connect(server, DatabaseError) as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {my._quote(name)}")
 
 
@@ -149,7 +149,7 @@ def _replace_live(live: my._Target, client: str, path: Path, extra: Mapping[str,
                   own: set[int]) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    with my._connect(live, RestoreError) as conn:
+    with my._connect(live, DatabaseError) as conn:
         own.add(int(my._scalar(conn, "SELECT CONNECTION_ID()")))
         conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, round(options.lock_wait))}")
         if options.terminate_sessions:
@@ -213,24 +213,21 @@ def _load(client: str, target: my._Target, path: Path, options: RestoreOptions, 
         argv = my._client_argv(client, option_file, "--binary-mode", "--batch", "--skip-column-names",
                                f"--init-command=SET SESSION lock_wait_timeout = {wait}",
                                f"--database={target.database}")
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                                    env=my._client_env(), pass_fds=(option_file.fd,))
-        except OSError as exc:
-            raise RestoreError(f"cannot start {Path(client).name}: {exc.strerror or exc}") from exc
+        proc = tools.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                           env=my._client_env(), pass_fds=(option_file.fd,))
         with _client_session(proc, own):
             try:
                 my._stream_into(proc, path, first=b"SELECT CONNECTION_ID();\n")
-            except (OSError, zstandard.ZstdError) as exc:
-                proc.kill()
-                raise RestoreError(f"cannot read {path} while restoring into {target.where}: {exc}") from exc
+            except (OSError, codec.UnreadableFile) as exc:
+                tools.kill_group(proc)
+                raise DatabaseError(f"cannot read {path} while restoring into {target.where}: {exc}") from exc
             finally:
                 code = proc.wait()
         if code != 0:
             errors.seek(0)
             lines = [ln.strip() for ln in errors.read().decode("utf-8", "replace").splitlines() if ln.strip()]
             last = lines[-1] if lines else f"exit status {code}"
-            raise RestoreError(f"{Path(client).name} failed restoring into {target.where}: {target.mask(last)}")
+            raise DatabaseError(f"{Path(client).name} failed restoring into {target.where}: {target.mask(last)}")
 
 
 @contextmanager
@@ -249,7 +246,7 @@ def _client_session(proc: subprocess.Popen[bytes], own: set[int]) -> Iterator[No
     try:
         yield
     except BaseException:
-        proc.kill()
+        tools.kill_group(proc)  # interrupted: the client must not go on loading half a dump
         raise
     finally:
         reader.join(timeout=5)

@@ -26,9 +26,8 @@ Why this shape:
   every row is in place.
 
 The password reaches ``pg_dump``/``pg_restore`` only through ``PGPASSWORD``; the other connection
-parameters travel in ``PG*`` variables as well.  Each public function raises the error of the
-phase it serves: ``dump`` BackupError; ``restore`` and ``is_empty`` RestoreError; ``row_counts``,
-``check_files`` and ``scratch_database`` VerifyError.
+parameters travel in ``PG*`` variables as well.  Every public function raises DatabaseError;
+the calling phase gives it its own error class (``registry.engine_errors``).
 
 Known limits: a redacted NOT NULL column must be text-like or bytea (others have no empty value
 and the dump refuses them); a CHECK or UNIQUE constraint on a redacted column may reject the
@@ -43,54 +42,57 @@ import json
 import os
 import re
 import secrets
-import shutil
-import signal
 import subprocess
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit
 
-import zstandard
-
-try:  # ISA-L inflates pg_dump's .dat.gz files about 3x faster than zlib (bench/README.md, verify)
-    from isal import igzip as _gzip
-    from isal.isal_zlib import error as _InflateError
-except ImportError:  # the same files, read by the standard library
-    _gzip = gzip  # type: ignore[misc]
-    _InflateError = zlib.error  # type: ignore[misc]
-
-from relstep.databases import create_engine, redact_url, sqlalchemy_url
+from relstep import codec
+from relstep.databases import create_engine, redact_url, registry, sqlalchemy_url, tools
 from relstep.databases.base import (
     Column,
+    DatabaseError,
     DumpInfo,
     DumpPlan,
     Inspect,
     columns_to_redact,
     matches_table,
+    no_fingerprint,
     redacted_value_sql,
 )
 from relstep.databases.restoring import RestoreOptions, RestoreReport
-from relstep.errors import BackupError, RelstepError, RestoreError, VerifyError
+from relstep.errors import RelstepError
+
+_gzip: Any  # gzip's interface, from ISA-L when it is installed
+_INFLATE_ERRORS: tuple[type[Exception], ...]
+try:  # ISA-L inflates pg_dump's .dat.gz files about 3x faster than zlib (bench/README.md, verify)
+    from isal import igzip as _isal_gzip
+    from isal.isal_zlib import error as _isal_error
+
+    _gzip, _INFLATE_ERRORS = _isal_gzip, (zlib.error, cast(type[Exception], _isal_error))
+except ImportError:  # the same files, read by the standard library
+    _gzip, _INFLATE_ERRORS = gzip, (zlib.error,)
+_GZIP_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *_INFLATE_ERRORS)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 NAME = "postgresql"
+PG_DUMP, = registry.ENGINES["postgres"].dump_tools
+PG_RESTORE, PSQL = registry.ENGINES["postgres"].restore_tools
 FORMAT = "pg_dump-directory"
 DUMP_DIR = "pg_dump"
 REDACTED_DIR = "redacted"
 REDACTED_INDEX = "redacted.json"
-TOOLS = ("pg_dump", "pg_restore")
 JOBS = 2                  # pg_dump/pg_restore --jobs: 2 measured fastest on the 2-core machines
 COMPRESSION = 1           # pg_dump --compress: level 1 is several times faster than 6 for little size
 ZSTD_LEVEL = 3
 CHUNK = 1 << 18
-CONNECT_TIMEOUT = 10      # seconds, unless the URL says otherwise: a backup must fail, never hang
 READ_ONLY_SNAPSHOT = "REPEATABLE READ"
 
 ErrorType = type[RelstepError]
@@ -184,7 +186,7 @@ class _Target:
             env["PGHOST"] = parsed.host
         if parsed.port:
             env["PGPORT"] = str(parsed.port)
-        env.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT))
+        env.setdefault("PGCONNECT_TIMEOUT", str(tools.CONNECT_TIMEOUT))
         env.update(PGUSER=user, PGDATABASE=dbname)
         password = None if parsed.password is None else str(parsed.password)
         if password is not None:
@@ -197,7 +199,7 @@ class _Target:
             dbname=dbname,
             password=password,
             env=env,
-            connect_args={} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT},
+            connect_args={} if "connect_timeout" in query else {"connect_timeout": tools.CONNECT_TIMEOUT},
         )
 
     def tool_env(self) -> dict[str, str]:
@@ -258,8 +260,8 @@ def _connect(target: _Target, error: ErrorType, isolation_level: str = "READ COM
 
     A ``REPEATABLE READ`` connection is also read-only: it is only used to read one snapshot.
     """
+    engine = create_engine(target.url, connect_args=target.connect_args)  # first: a missing driver is one line
     db_errors = _db_errors()
-    engine = create_engine(target.url, connect_args=target.connect_args)
     try:
         try:
             conn = engine.connect()
@@ -329,67 +331,25 @@ def _count_rows(conn: Connection, table: _Table) -> int:
 # --------------------------------------------------------------------------- external tools
 
 
-def _find_tool(name: str, error: ErrorType) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise error(f"{name} not found on PATH; install the PostgreSQL client")
-    return path
-
-
-def _tool_version(path: str) -> str:
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
 def _major(version: str) -> int | None:
     """15 from "pg_dump (PostgreSQL) 15.20 (Debian ...)"."""
     found = re.search(r"\)\s*(\d+)", version)
     return int(found.group(1)) if found else None
 
 
-@contextmanager
-def _started(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    """``args`` running while the caller works; if the caller fails, the tool's process group dies."""
-    # umask 077: pg_dump's files hold the data, so only their owner may read them.  Its own process
-    # group: on any exception (SIGINT/SIGTERM included) the whole group dies, pg_dump's -j workers
-    # too, which would otherwise keep dumping after relstep has removed the partial snapshot and exited.
-    with subprocess.Popen(
-        args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        errors="replace", umask=0o077, start_new_session=True,
-    ) as proc:
-        try:
-            yield proc
-        except BaseException:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise
-
-
-def _finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    stdout, stderr = proc.communicate()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
-def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    with _started(args, env) as proc:
-        return _finish(proc)
+# pg_restore -j ends with "a worker process died unexpectedly" after the worker's own error.
+_ERROR_LINE = re.compile(r"\berror:|\bFATAL:")
+_FOLLOW_ON = re.compile(r"worker process died unexpectedly")
+_TOOL_PREFIX = re.compile(r"^pg_\w+: (error: )?")
 
 
 def _last_error_line(stderr: str) -> str:
     """The tool's own reason: its last error line, not a trailing hint or "Command was: ..."."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if re.search(r"\berror:|\bFATAL:", line)]
-    # pg_restore -j ends with "a worker process died unexpectedly" after the worker's own error.
-    specific = [line for line in errors if "worker process died unexpectedly" not in line]
-    line = (specific or errors or lines or ["exited without a message"])[-1]
-    return " ".join(re.sub(r"^pg_\w+: (error: )?", "", line).split())
+    return tools.error_line(stderr, errors=_ERROR_LINE, noise=_FOLLOW_ON, prefix=_TOOL_PREFIX)
 
 
 def _run_tool(args: list[str], target: _Target, error: ErrorType) -> None:
-    _check_tool(_run(args, target.tool_env()), target, error)
+    _check_tool(tools.run(args, target.tool_env()), target, error)
 
 
 def _check_tool(done: subprocess.CompletedProcess[str], target: _Target, error: ErrorType) -> None:
@@ -404,27 +364,13 @@ def _check_tool(done: subprocess.CompletedProcess[str], target: _Target, error: 
 # --------------------------------------------------------------------------- compressed files
 
 
-def _create_private(path: Path) -> BinaryIO:
-    """A new file only its owner can read: it holds the database's data."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
-
-
 def _zstd_chunks(path: Path, size: int, error: ErrorType) -> Iterator[bytes]:
-    """Decompressed chunks of at most CHUNK bytes of a zstd file written by ``_write_redacted``.
-
-    The frame checksum catches changed bytes, but the reader ends quietly on a cut-off frame, so
-    the uncompressed size recorded at dump time is compared at the end.
-    """
-    total = 0
+    """Decompressed chunks of a zstd file written by ``_write_redacted``, checked by the codec
+    (against the uncompressed size recorded at dump time, too: a cut-off frame reads back short)."""
     try:
-        with path.open("rb") as source, zstandard.ZstdDecompressor().stream_reader(source) as reader:
-            while chunk := reader.read(CHUNK):
-                total += len(chunk)
-                yield chunk
-    except (OSError, zstandard.ZstdError) as exc:
-        raise error(f"{path} is unreadable: {exc}") from exc
-    if total != size:
-        raise error(f"{path} is truncated: it holds {total} of {size} bytes")
+        yield from codec.read_chunks(path, compressed=True, expected_size=size)
+    except codec.UnreadableFile as exc:
+        raise error(str(exc)) from exc
 
 
 def _check_gzip(path: Path) -> None:
@@ -432,8 +378,8 @@ def _check_gzip(path: Path) -> None:
         with _gzip.open(path, "rb") as stream:
             while stream.read(CHUNK):
                 pass
-    except (OSError, EOFError, zlib.error, _InflateError) as exc:
-        raise VerifyError(f"{path} is corrupt or truncated: {exc}") from exc
+    except _GZIP_READ_ERRORS as exc:
+        raise DatabaseError(f"{path} is corrupt or truncated: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- redaction
@@ -463,21 +409,25 @@ def _plan_redactions(tables: Iterable[_Table], patterns: Iterable[str]) -> list[
     for plan in plans:
         for column in plan.table.columns:
             if column.name in plan.redacted and not column.nullable and not column.is_text:
-                raise BackupError(
+                raise DatabaseError(
                     f"cannot redact {plan.table.key}.{column.name}: it is NOT NULL and of type {column.type_sql}, "
                     "which has no empty value; make it nullable or leave it out of database.redact"
                 )
     return plans
 
 
-def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -> None:
-    """Write each planned table's rows, then the index that tells ``restore`` where they go."""
+def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -> dict[str, dict[str, Any]]:
+    """Write each planned table's rows, then the index that tells ``restore`` where they go; return
+    the codec's manifest entries of the files written."""
     entries = []
+    written: dict[str, dict[str, Any]] = {}
     if plans:
         (dest_dir / REDACTED_DIR).mkdir(mode=0o700)
     for number, plan in enumerate(plans):
         relative = f"{REDACTED_DIR}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', plan.table.key)[:60]}.copy.zst"
-        size = _copy_out(conn, plan, dest_dir / relative)
+        copied = _copy_out(conn, plan, dest_dir / relative)
+        written[relative] = copied.entry()
+        size = copied.content_size
         entries.append({
             "schema": plan.table.schema,
             "table": plan.table.name,
@@ -486,24 +436,22 @@ def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -
             "file": relative,
             "bytes": size,
         })
-    with _create_private(dest_dir / REDACTED_INDEX) as index:
-        index.write(json.dumps({"version": 1, "tables": entries}, indent=2).encode())
+    index = json.dumps({"version": 1, "tables": entries}, indent=2).encode()
+    written[REDACTED_INDEX] = codec.write_bytes(dest_dir / REDACTED_INDEX, index).entry()
+    return written
 
 
-def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> int:
-    """Stream one table's rows, as the snapshot sees them, through zstd; return the uncompressed size."""
-    size = 0
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> codec.Written:
+    """Stream one table's rows, as the snapshot sees them, through the codec (zstd)."""
     with (
-        _create_private(path) as raw_file,
-        compressor.stream_writer(raw_file) as out,
+        codec.create(path, compress=True, level=ZSTD_LEVEL) as out,
         _driver(conn).cursor() as cursor,
         cursor.copy(f"COPY ({plan.select_sql()}) TO STDOUT") as copy,
     ):
         for block in copy:
             out.write(block)
-            size += len(block)
-    return size
+    assert out.result is not None
+    return out.result
 
 
 def _read_index(db_dir: Path, error: ErrorType) -> list[dict[str, Any]]:
@@ -527,10 +475,10 @@ def _read_index(db_dir: Path, error: ErrorType) -> list[dict[str, Any]]:
 
 def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
     """Dump the database at one point in time into ``dest_dir`` (see the module docstring)."""
-    pg_dump = _find_tool("pg_dump", BackupError)
-    tool = _tool_version(pg_dump)
+    pg_dump = PG_DUMP.require()
+    tool = tools.tool_version(pg_dump)
     target = _Target.parse(url)
-    with _connect(target, BackupError, READ_ONLY_SNAPSHOT) as conn:
+    with _connect(target, DatabaseError, READ_ONLY_SNAPSHOT) as conn:
         snapshot = _sql(conn, "SELECT pg_export_snapshot()").scalar_one()
         # Like pg_dump's own sessions: a role's timeouts must not cut a long count, or end this
         # transaction while it idles during pg_dump, before the redacted COPYs have run.
@@ -545,12 +493,16 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         counts = {t.key: 0 if t in excluded else _count_rows(conn, t) for t in tables}
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
-        _run_tool(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target, BackupError)
-        _write_redacted(conn, dest_dir, redactions)
+        _run_tool(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target, DatabaseError)
+        written = _write_redacted(conn, dest_dir, redactions)
+    files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
+    # pg_dump wrote its directory itself, so the codec could not hash it on the way: read once now.
+    hashes = {**codec.hash_files(dest_dir, (f for f in files if f not in written)), **written}
     return DumpInfo(
         engine=NAME,
         format=FORMAT,
-        files=sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file()),
+        files=files,
+        hashes=hashes,
         row_counts=counts,
         redacted={r.table.key: list(r.redacted) for r in redactions},
         excluded_tables=[t.key for t in excluded],
@@ -565,7 +517,7 @@ def _require_client(tool: str, server_major: int, target: _Target) -> None:
     """pg_dump refuses a newer server; say which client to install instead of its generic abort."""
     client_major = _major(tool)
     if client_major is not None and client_major < server_major:
-        raise BackupError(
+        raise DatabaseError(
             f"pg_dump {client_major} is older than the PostgreSQL {server_major} server at "
             f"{target.host}:{target.port}; install a PostgreSQL client of version {server_major} or newer"
         )
@@ -633,7 +585,7 @@ def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:
     table = f"{_quote_ident(entry['schema'])}.{_quote_ident(entry['table'])}"
     columns = ", ".join(_quote_ident(c) for c in entry["columns"])
     with _driver(conn).cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for chunk in _zstd_chunks(db_dir / entry["file"], entry["bytes"], RestoreError):
+        for chunk in _zstd_chunks(db_dir / entry["file"], entry["bytes"], DatabaseError):
             copy.write(chunk)
 
 
@@ -642,7 +594,7 @@ def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:
 
 def row_counts(url: str) -> dict[str, int]:
     """Exact rows per user table, all counted in one snapshot."""
-    with _connect(_Target.parse(url), VerifyError, READ_ONLY_SNAPSHOT) as conn:
+    with _connect(_Target.parse(url), DatabaseError, READ_ONLY_SNAPSHOT) as conn:
         return {t.key: _count_rows(conn, t) for t in _list_tables(conn)}
 
 
@@ -682,36 +634,40 @@ def contents(conn: Connection) -> dict[str, int]:
 
 def is_empty(url: str) -> bool:
     """True only when the database holds no user object of any kind (a restore would overwrite nothing)."""
-    with _connect(_Target.parse(url), RestoreError) as conn:
+    with _connect(_Target.parse(url), DatabaseError) as conn:
         return not contents(conn)
 
 
+def server_version(url: str) -> str:
+    with _connect(_Target.parse(url), DatabaseError) as conn:
+        return str(_sql(conn, "SHOW server_version").scalar_one())
+
+
+fingerprint = no_fingerprint  # the schema and content digests come with the restore proof (issue 12)
+
+
 def tool_versions() -> dict[str, str]:
-    return {name: _tool_version(path) if (path := shutil.which(name)) else "missing" for name in TOOLS}
+    return tools.versions((PG_DUMP, PG_RESTORE, PSQL))
 
 
 def check_files(db_dir: Path) -> None:
-    """Raise VerifyError naming the first file of the dump that pg_restore or a decompressor cannot read."""
-    pg_restore = _find_tool("pg_restore", VerifyError)
-    entries = _read_index(db_dir, VerifyError)
+    """Raise DatabaseError naming the first file of the dump that pg_restore or a decompressor cannot read."""
+    pg_restore = PG_RESTORE.require()
+    entries = _read_index(db_dir, DatabaseError)
     dump_dir = db_dir / DUMP_DIR
-    listed = _run([pg_restore, "--list", str(dump_dir)])
+    listed = tools.run([pg_restore, "--list", str(dump_dir)])
     if listed.returncode != 0:
-        raise VerifyError(f"{dump_dir / 'toc.dat'} is unreadable: {_last_error_line(listed.stderr)}")
+        raise DatabaseError(f"{dump_dir / 'toc.dat'} is unreadable: {_last_error_line(listed.stderr)}")
     for dump_id in _TABLE_DATA_TOC.findall(listed.stdout):
         if not (dump_dir / f"{dump_id}.dat.gz").is_file():
-            raise VerifyError(f"{dump_dir / f'{dump_id}.dat.gz'} is missing from the dump")
+            raise DatabaseError(f"{dump_dir / f'{dump_id}.dat.gz'} is missing from the dump")
     # ISA-L (or zlib) and zstd release the GIL, so two threads read two files at once.
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         checks = [pool.submit(_check_gzip, path) for path in sorted(dump_dir.glob("*.gz"))]
-        checks += [pool.submit(_drain, _zstd_chunks(db_dir / e["file"], e["bytes"], VerifyError)) for e in entries]
+        checks += [pool.submit(codec.drain, _zstd_chunks(db_dir / e["file"], e["bytes"], DatabaseError))
+                   for e in entries]
         for check in checks:
             check.result()
-
-
-def _drain(chunks: Iterator[bytes]) -> None:
-    for _ in chunks:
-        pass
 
 
 @contextmanager
@@ -728,5 +684,5 @@ def scratch_database(url: str) -> Iterator[str]:
 
 def _admin(target: _Target, statement: str) -> None:
     """CREATE/DROP DATABASE, which cannot run inside a transaction."""
-    with _connect(target, VerifyError, "AUTOCOMMIT") as conn:
+    with _connect(target, DatabaseError, "AUTOCOMMIT") as conn:
         _sql(conn, statement)

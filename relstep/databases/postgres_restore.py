@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from relstep.databases import postgres as pg
+from relstep.databases import tools
+from relstep.databases.base import DatabaseError
 from relstep.databases.restoring import (
     RestoreOptions,
     RestoreReport,
@@ -44,7 +46,6 @@ from relstep.databases.restoring import (
     sessions_in_the_way,
     signals_held,
 )
-from relstep.errors import RestoreError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -61,8 +62,8 @@ _LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries"
 
 
 def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: RestoreOptions) -> RestoreReport:
-    pg_restore = pg._find_tool("pg_restore", RestoreError)
-    entries = pg._read_index(db_dir, RestoreError)
+    pg_restore = pg.PG_RESTORE.require()
+    entries = pg._read_index(db_dir, DatabaseError)
     tag = f"relstep-restore-{secrets.token_hex(4)}"
     live = _tagged(pg._Target.parse(url), tag)
     admin = _Admin(live, tag)
@@ -139,31 +140,31 @@ class _Admin:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        last: RestoreError | None = None
+        last: DatabaseError | None = None
         for name in ([self.database] if self.database else MAINTENANCE_DATABASES):
             target = dataclasses.replace(pg._Target.parse(pg._database_url(self.live.url, name)),
                                          connect_args=self.live.connect_args)
             try:
-                with pg._connect(target, RestoreError, "AUTOCOMMIT") as conn:
+                with pg._connect(target, DatabaseError, "AUTOCOMMIT") as conn:
                     self.database = name
                     yield conn
                     return
-            except RestoreError as exc:
+            except DatabaseError as exc:
                 if self.database == name:
                     raise
                 last = exc
         assert last is not None
-        raise RestoreError(f"cannot reach a maintenance database (postgres or template1) on the server of "
+        raise DatabaseError(f"cannot reach a maintenance database (postgres or template1) on the server of "
                            f"{pg.redact_url(self.live.url)} to stage the restore: {last.message}")
 
     def end_own_sessions(self) -> None:
         """End every session of this restore still on the server (after an error or a signal)."""
-        with suppress(RestoreError), self.connect() as conn:
+        with suppress(DatabaseError), self.connect() as conn:
             pg._sql(conn, "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                           f"WHERE application_name = '{self.tag}' AND pid <> pg_backend_pid()")
 
     def drop(self, name: str) -> None:
-        with suppress(RestoreError), self.connect() as conn:
+        with suppress(DatabaseError), self.connect() as conn:
             pg._sql(conn, f"DROP DATABASE IF EXISTS {pg._quote_ident(name)} WITH (FORCE)")
 
 
@@ -185,7 +186,7 @@ def _staged_swap(admin: _Admin, live: pg._Target, db_dir: Path, entries: list[di
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
     staged_name = _derived_name(live.dbname, f"relstep_staged_{secrets.token_hex(3)}")
     replaced_name = _derived_name(live.dbname, f"before_restore_{stamp}")
-    with pg._connect(live, RestoreError) as conn:
+    with pg._connect(live, DatabaseError) as conn:
         live_empty = not pg.contents(conn)
     with admin.connect() as conn:
         _create_like(conn, live.dbname, staged_name)
@@ -222,7 +223,7 @@ def _create_like(conn: Connection, live: str, staged: str) -> None:
                        (live,))
         row = cursor.fetchone()
         if row is None:
-            raise RestoreError(f"database {live} does not exist on the server; create it or fix the URL")
+            raise DatabaseError(f"database {live} does not exist on the server; create it or fix the URL")
         info, owner, encoding, tablespace, comment = row
         cursor.execute("SELECT coalesce(r.rolname, ''), s.setconfig FROM pg_db_role_setting s "
                        "LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = %s", (info["oid"],))
@@ -275,16 +276,17 @@ def _setting_value(name: str, value: str) -> str:
 
 def _load_parallel(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str) -> None:
     dump_dir = db_dir / pg.DUMP_DIR
-    pg._run_tool(pg._pg_restore_args(pg_restore, staged, dump_dir, "pre-data"), staged, RestoreError)
+    pg._run_tool(pg._pg_restore_args(pg_restore, staged, dump_dir, "pre-data"), staged, DatabaseError)
     # pg_dump left the redacted tables' rows out, so pg_restore's data step and the COPY of those
     # rows never touch the same table: they load at the same time (bench/README.md, restore).
-    with pg._started(pg._pg_restore_args(pg_restore, staged, dump_dir, "data"), staged.tool_env()) as data:
-        with pg._connect(staged, RestoreError) as conn, conn.begin():
+    data_args = pg._pg_restore_args(pg_restore, staged, dump_dir, "data")
+    with tools.owned(tools.popen(data_args, env=staged.tool_env(), text=True)) as data:
+        with pg._connect(staged, DatabaseError) as conn, conn.begin():
             for entry in entries:
                 pg._copy_in(conn, db_dir, entry)
-        loaded = pg._finish(data)
-    pg._check_tool(loaded, staged, RestoreError)
-    pg._run_tool(pg._pg_restore_args(pg_restore, staged, dump_dir, "post-data"), staged, RestoreError)
+        loaded = tools.finish(data)
+    pg._check_tool(loaded, staged, DatabaseError)
+    pg._run_tool(pg._pg_restore_args(pg_restore, staged, dump_dir, "post-data"), staged, DatabaseError)
 
 
 def _swap(conn: Connection, live: str, staged: str, replaced: str, tag: str, options: RestoreOptions) -> None:
@@ -328,32 +330,17 @@ def _undo_command(live: pg._Target, replaced: str) -> str:
 # --------------------------------------------------------------------------- one transaction
 
 
-@contextmanager
-def _process(argv: list[str], env: dict[str, str], **streams: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """A client tool in its own process group, killed with its group if the caller fails or is interrupted."""
-    import os
-    import signal
-
-    with subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, start_new_session=True, **streams) as proc:
-        try:
-            yield proc
-        except BaseException:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise
-
-
 def _one_transaction(admin: _Admin, live: pg._Target, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str,
                      options: RestoreOptions) -> RestoreReport:
-    psql = pg._find_tool("psql", RestoreError)
+    psql = pg.PSQL.require()
     report = options.report
     if options.terminate_sessions:
         with admin.connect() as conn:
             report.ended += _terminate(conn, _sessions(conn, live.dbname, admin.tag))
-    with pg._connect(live, RestoreError) as conn:
+    with pg._connect(live, DatabaseError) as conn:
         preamble = _clear_script(conn, options.lock_wait)
     argv = [psql, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", f"--dbname={_conninfo(live.dbname)}"]
-    with _process(argv, live.tool_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as proc:
+    with tools.owned(tools.popen(argv, env=live.tool_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)) as proc:
         assert proc.stdin is not None and proc.stderr is not None
         try:
             _feed(proc.stdin, preamble, db_dir, entries, pg_restore, live)
@@ -369,7 +356,7 @@ def _one_transaction(admin: _Admin, live: pg._Target, db_dir: Path, entries: lis
             with admin.connect() as conn:
                 holders = _sessions(conn, live.dbname, admin.tag, lock_holders=True)
             raise sessions_in_the_way(live.dbname, "dropping the old schemas", options.lock_wait, holders)
-        raise RestoreError(live.mask(f"the restore into {pg.redact_url(live.url)} failed and was rolled back: "
+        raise DatabaseError(live.mask(f"the restore into {pg.redact_url(live.url)} failed and was rolled back: "
                                      f"{_psql_error(stderr)}"))
     report.method = "restored in one transaction (the role may not create databases)"
     return report
@@ -418,7 +405,7 @@ def _feed(stdin: IO[bytes], preamble: bytes, db_dir: Path, entries: list[dict[st
         table = f"{pg._quote_ident(entry['schema'])}.{pg._quote_ident(entry['table'])}"
         columns = ", ".join(pg._quote_ident(c) for c in entry["columns"])
         stdin.write(f"COPY {table} ({columns}) FROM stdin;\n".encode())
-        for chunk in pg._zstd_chunks(db_dir / entry["file"], entry["bytes"], RestoreError):
+        for chunk in pg._zstd_chunks(db_dir / entry["file"], entry["bytes"], DatabaseError):
             stdin.write(chunk)
         stdin.write(b"\\.\n")
     _script(stdin, pg_restore, dump_dir, "post-data", live)
@@ -428,12 +415,12 @@ def _feed(stdin: IO[bytes], preamble: bytes, db_dir: Path, entries: list[dict[st
 def _script(stdin: IO[bytes], pg_restore: str, dump_dir: Path, section: str, live: pg._Target) -> None:
     """pg_restore's SQL for one section, streamed into psql."""
     argv = [pg_restore, f"--section={section}", "--no-owner", "--no-privileges", "--file=-", str(dump_dir)]
-    with _process(argv, live.tool_env(), stdout=subprocess.PIPE) as proc:
+    with tools.owned(tools.popen(argv, env=live.tool_env())) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         while chunk := proc.stdout.read(pg.CHUNK):
             stdin.write(chunk)
         errors = proc.stderr.read().decode("utf-8", "replace")
         if proc.wait() != 0:
-            raise RestoreError(f"pg_restore could not read {dump_dir}: {pg._last_error_line(errors)}; "
+            raise DatabaseError(f"pg_restore could not read {dump_dir}: {pg._last_error_line(errors)}; "
                                "nothing was restored")
 

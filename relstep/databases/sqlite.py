@@ -21,12 +21,11 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from relstep.databases import sqlalchemy_url
-from relstep.databases.base import Column, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
+from relstep import codec
+from relstep.databases import base, sqlalchemy_url
+from relstep.databases.base import Column, DatabaseError, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
 from relstep.databases.restoring import RestoreOptions, RestoreReport
-from relstep.errors import BackupError, RestoreError, SessionsInTheWay, VerifyError
+from relstep.errors import SessionsInTheWay
 
 NAME = "sqlite"
 DUMP_FILE = "database.sqlite3.zst"
@@ -36,7 +35,7 @@ ZSTD_LEVEL = 3
 def database_path(url: str) -> Path:
     path = sqlalchemy_url(url).database
     if not path or path == ":memory:":
-        raise BackupError(f"SQLite URL {url} names no database file; use sqlite:///path/to/app.db")
+        raise DatabaseError(f"SQLite URL {url} names no database file; use sqlite:///path/to/app.db")
     return Path(path)
 
 
@@ -66,11 +65,11 @@ def _count(conn: sqlite3.Connection, tables: list[str]) -> dict[str, int]:
 def _open_source(url: str) -> sqlite3.Connection:
     path = database_path(url)
     if not path.is_file():
-        raise BackupError(f"SQLite database {path} does not exist; check database.url")
+        raise DatabaseError(f"SQLite database {path} does not exist; check database.url")
     try:
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise BackupError(f"cannot open SQLite database {path}: {exc}") from exc
+        raise DatabaseError(f"cannot open SQLite database {path}: {exc}") from exc
 
 
 def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded: list[str]) -> None:
@@ -89,11 +88,11 @@ def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded:
             copy.execute(sql)
 
 
-def _compress(source: Path, dest: Path) -> None:
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-        compressor.copy_stream(src, out)
+def _compress(source: Path, dest: Path) -> codec.Written:
+    with codec.create(dest, compress=True, level=ZSTD_LEVEL, threads=-1) as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+    assert out.result is not None
+    return out.result
 
 
 def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo:
@@ -104,7 +103,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
             try:
                 source.backup(copy)
             except sqlite3.Error as exc:
-                raise BackupError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
+                raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
             copy.execute("PRAGMA journal_mode = DELETE")
             tables = _user_tables(copy)
             columns = {t: _columns(copy, t) for t in tables}
@@ -125,15 +124,16 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
             _redact(copy, redact, excluded)
             counts = _count(copy, tables)
             copy.execute("VACUUM INTO ?", (str(compact),))
-        _compress(compact, dest_dir / DUMP_FILE)
+        written = _compress(compact, dest_dir / DUMP_FILE)
     except sqlite3.Error as exc:  # redacting or compacting the copy (a full disk, say): still one clear line
-        raise BackupError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
+        raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DumpInfo(
         engine=NAME,
         format="sqlite-zstd",
         files=[DUMP_FILE],
+        hashes={DUMP_FILE: written.entry()},
         row_counts=counts,
         redacted={t: [c.name for c in cols] for t, cols in redact.items()},
         excluded_tables=excluded,
@@ -144,17 +144,11 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
 
 
 def _decompress(db_dir: Path, target: Path) -> None:
-    source = db_dir / DUMP_FILE
-    # copy_stream stops quietly at the end of a truncated frame, and SQLite's
-    # integrity check can pass on the shorter file: insist on the frame's end.
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    # The codec insists on the zstd frame's end: a truncated copy could pass SQLite's integrity check.
     # O_EXCL, 0600: the staged copy holds the data, and is never an existing file's contents.
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-        while chunk := src.read(1 << 20):
-            out.write(decompressor.decompress(chunk))
-    if not decompressor.eof:
-        raise zstandard.ZstdError(f"{source} is truncated: its zstd stream ends early")
+    with os.fdopen(codec.create_private(target), "wb") as out:
+        for chunk in codec.read_chunks(db_dir / DUMP_FILE, compressed=True):
+            out.write(chunk)
 
 
 def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
@@ -170,17 +164,17 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
     options = options or RestoreOptions()
     target = database_path(url)
     if not target.parent.is_dir():
-        raise RestoreError(f"folder {target.parent} for the SQLite database does not exist")
+        raise DatabaseError(f"folder {target.parent} for the SQLite database does not exist")
     staging = target.with_name(f".{target.name}.relstep-restore-{os.getpid()}")
     try:
         _decompress(db_dir, staging)
         with closing(sqlite3.connect(staging)) as conn:
             if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-                raise RestoreError(f"the SQLite copy in {db_dir} fails its integrity check")
+                raise DatabaseError(f"the SQLite copy in {db_dir} fails its integrity check")
         options.prove(f"sqlite:///{staging}")
         _copy_into(staging, target, options.lock_wait)
-    except (OSError, zstandard.ZstdError, sqlite3.Error) as exc:
-        raise RestoreError(f"cannot restore {target}: {exc}; it is unchanged") from exc
+    except (OSError, codec.UnreadableFile, sqlite3.Error) as exc:
+        raise DatabaseError(f"cannot restore {target}: {exc}; it is unchanged") from exc
     finally:
         staging.unlink(missing_ok=True)
     options.report.method = "staged beside the file, proven, then copied in by SQLite's backup API"
@@ -225,6 +219,19 @@ def is_empty(url: str) -> bool:
         return not conn.execute("SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' LIMIT 1").fetchone()
 
 
+def server_version(url: str) -> str:
+    """SQLite has no server: the library's version, once the file is known to open as a database."""
+    with closing(_open_source(url)) as conn:
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot read SQLite database {database_path(url)}: {exc}") from exc
+    return sqlite3.sqlite_version
+
+
+fingerprint = base.no_fingerprint  # the schema and content digests come with the restore proof (issue 12)
+
+
 def tool_versions() -> dict[str, str]:
     return {"sqlite": sqlite3.sqlite_version}
 
@@ -236,10 +243,10 @@ def check_files(db_dir: Path) -> None:
             _decompress(db_dir, copy)
             with closing(sqlite3.connect(copy)) as conn:
                 result = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        except (OSError, zstandard.ZstdError, sqlite3.Error) as exc:
-            raise VerifyError(f"{db_dir / DUMP_FILE} is not a readable SQLite copy: {exc}") from exc
+        except (OSError, codec.UnreadableFile, sqlite3.Error) as exc:
+            raise DatabaseError(f"{db_dir / DUMP_FILE} is not a readable SQLite copy: {exc}") from exc
         if result != "ok":
-            raise VerifyError(f"{db_dir / DUMP_FILE} fails SQLite's integrity check: {result}")
+            raise DatabaseError(f"{db_dir / DUMP_FILE} fails SQLite's integrity check: {result}")
 
 
 @contextmanager

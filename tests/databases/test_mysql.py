@@ -30,9 +30,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymysql.converters import escape_string
 
-from relstep.databases import mysql, sqlalchemy_url
-from relstep.databases.base import DumpPlan
-from relstep.errors import BackupError, RestoreError, VerifyError
+from relstep.databases import mysql, mysql_filter, sqlalchemy_url
+from relstep.databases.base import DatabaseError, DumpPlan
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -381,7 +380,7 @@ def test_restore_of_a_damaged_dump_leaves_the_target_alone(app_url: str, mysql_u
     dump_file.write_bytes(dump_file.read_bytes()[:-200])
     _execute(mysql_url2, "CREATE TABLE `Keep` (id INT PRIMARY KEY)")
 
-    with pytest.raises(RestoreError, match=r"refusing to restore: .*dump\.sql\.zst is truncated"):
+    with pytest.raises(DatabaseError, match=r"refusing to restore: .*dump\.sql\.zst is truncated"):
         mysql.restore(dest, mysql_url2)
     assert _objects(mysql_url2) == {"Keep": "BASE TABLE"}
 
@@ -545,7 +544,7 @@ def test_option_file_carries_awkward_passwords(app_url: str, tmp_path: Path) -> 
 
 def test_missing_dump_tool(app_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(BackupError) as caught:
+    with pytest.raises(DatabaseError) as caught:
         mysql.dump(app_url, _dest(tmp_path), DumpPlan())
     assert str(caught.value) == "mariadb-dump not found on PATH; install the MariaDB client (mariadb-client)"
     assert mysql.tool_versions() == {"mariadb-dump": "missing", "mariadb": "missing"}
@@ -555,13 +554,13 @@ def test_missing_client_for_restore(app_url: str, mysql_url2: str, tmp_path: Pat
     dest = _dest(tmp_path)
     mysql.dump(app_url, dest, DumpPlan())
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(RestoreError, match=r"^mariadb not found on PATH; install the MariaDB client"):
+    with pytest.raises(DatabaseError, match=r"^mariadb not found on PATH; install the MariaDB client"):
         mysql.restore(dest, mysql_url2)
 
 
 def _dump_error(url: str, tmp_path: Path) -> str:
     dest = _dest(tmp_path)
-    with pytest.raises(BackupError) as caught:
+    with pytest.raises(DatabaseError) as caught:
         mysql.dump(url, dest, DumpPlan())
     assert list(dest.iterdir()) == []
     message = str(caught.value)
@@ -620,7 +619,7 @@ def test_dump_tool_failure_reports_its_last_stderr_line_masked(
 
 
 def test_url_without_database(tmp_path: Path) -> None:
-    with pytest.raises(BackupError, match=r"names no database; add /DBNAME"):
+    with pytest.raises(DatabaseError, match=r"names no database; add /DBNAME"):
         mysql.dump(f"mysql://root:{PLANTED_DB_PASSWORD}@127.0.0.1:3306", _dest(tmp_path), DumpPlan())
 
 
@@ -651,12 +650,12 @@ def test_check_files_catches_damage(app_url: str, tmp_path: Path, damage: Any, r
     mysql.check_files(dest)
     dump_file = dest / "dump.sql.zst"
     dump_file.write_bytes(damage(dump_file.read_bytes()))
-    with pytest.raises(VerifyError, match=re.escape(str(dump_file)) + " " + reason):
+    with pytest.raises(DatabaseError, match=re.escape(str(dump_file)) + " " + reason):
         mysql.check_files(dest)
 
 
 def test_check_files_missing_dump(tmp_path: Path) -> None:
-    with pytest.raises(VerifyError, match=r"dump\.sql\.zst is missing"):
+    with pytest.raises(DatabaseError, match=r"dump\.sql\.zst is missing"):
         mysql.check_files(tmp_path)
 
 
@@ -708,7 +707,7 @@ TRICKY_LITERALS = [
 ]
 
 
-def _run_filter(dump_filter: mysql.DumpFilter, text: bytes) -> bytes:
+def _run_filter(dump_filter: mysql_filter.DumpFilter, text: bytes) -> bytes:
     out = b"".join(dump_filter.feed(line) for line in text.splitlines(keepends=True))
     dump_filter.close()
     return out
@@ -719,20 +718,20 @@ def test_filter_replaces_only_redacted_positions(literal: bytes) -> None:
     row = b"(1," + literal + b"," + literal + b"," + literal + b")"
     statement = HEAD + row + b",\n" + row + b";\n"
     expected = HEAD + b"(1,'',NULL," + literal + b"),\n(1,'',NULL," + literal + b");\n"
-    assert _run_filter(mysql.DumpFilter(REDACT), statement) == expected
+    assert _run_filter(mysql_filter.DumpFilter(REDACT), statement) == expected
 
 
 @pytest.mark.parametrize("literal", TRICKY_LITERALS)
 def test_parse_row_spans_each_literal(literal: bytes) -> None:
     line = b"(" + literal + b"," + literal + b")\n"
-    spans, end = mysql.parse_row(line, 0)
+    spans, end = mysql_filter.parse_row(line, 0)
     assert [line[a:b] for a, b in spans] == [literal, literal]
     assert line[end:] == b"\n"
 
 
 def test_filter_handles_single_line_extended_inserts_and_spacing() -> None:
     statement = HEAD + b"(1,'a','b','c'),(2,'d','e','f') , (3,'g',NULL,'i') ;\n"
-    out = _run_filter(mysql.DumpFilter(REDACT), statement)
+    out = _run_filter(mysql_filter.DumpFilter(REDACT), statement)
     assert out == HEAD + b"(1,'',NULL,'c'),(2,'',NULL,'f') , (3,'',NULL,'i') ;\n"
 
 
@@ -743,7 +742,7 @@ def test_filter_passes_other_lines_through_unchanged() -> None:
         b"INSERT INTO `Users` (`id`, `password`) VALUES (1,'keep');\n"
         b"CREATE TABLE `User` (\n  `password` varchar(9) NOT NULL DEFAULT 'x'\n);\n"
     )
-    assert _run_filter(mysql.DumpFilter(REDACT), text) == text
+    assert _run_filter(mysql_filter.DumpFilter(REDACT), text) == text
 
 
 def test_filter_leaves_routine_bodies_alone() -> None:
@@ -752,11 +751,11 @@ def test_filter_leaves_routine_bodies_alone() -> None:
         b"INSERT INTO `User` (id, password) VALUES (5, 'code');\nEND\n;;\nDELIMITER ;\n"
     )
     after = HEAD + b"(1,'s','h','n');\n"
-    assert _run_filter(mysql.DumpFilter(REDACT), text + after) == text + HEAD + b"(1,'',NULL,'n');\n"
+    assert _run_filter(mysql_filter.DumpFilter(REDACT), text + after) == text + HEAD + b"(1,'',NULL,'n');\n"
 
 
 def test_filter_matches_columns_case_insensitively_and_unquotes_names() -> None:
-    dump_filter = mysql.DumpFilter({"we`ird": {"PassWord": b"NULL"}})
+    dump_filter = mysql_filter.DumpFilter({"we`ird": {"PassWord": b"NULL"}})
     statement = b"INSERT INTO `we``ird` (`a``b`, `PASSWORD`) VALUES (1,'secret');\n"
     assert _run_filter(dump_filter, statement) == b"INSERT INTO `we``ird` (`a``b`, `PASSWORD`) VALUES (1,NULL);\n"
 
@@ -768,15 +767,15 @@ def test_filter_drops_rows_of_excluded_tables() -> None:
         b"INSERT INTO `AuditLog` VALUES (3,'z');\n"
         b"UNLOCK TABLES;\n"
     )
-    dump_filter = mysql.DumpFilter({}, drop_rows_of=["AuditLog"])
+    dump_filter = mysql_filter.DumpFilter({}, drop_rows_of=["AuditLog"])
     assert dump_filter.active
     assert _run_filter(dump_filter, text) == b"LOCK TABLES `AuditLog` WRITE;\nUNLOCK TABLES;\n"
 
 
 def test_inactive_filter() -> None:
-    assert not mysql.DumpFilter({}, ()).active
-    assert not mysql.DumpFilter({"User": {}}).active
-    assert mysql.DumpFilter({}, redact_patterns=["*.password"]).active
+    assert not mysql_filter.DumpFilter({}, ()).active
+    assert not mysql_filter.DumpFilter({"User": {}}).active
+    assert mysql_filter.DumpFilter({}, redact_patterns=["*.password"]).active
 
 
 GUARD = ("*.password", "*.passwordHash")
@@ -788,7 +787,7 @@ def test_filter_guard_lets_planned_statements_through() -> None:
         b"INSERT INTO `Post` (`id`, `title`) VALUES (1,'password');\n"
         b"INSERT INTO `Empty` (`id`) VALUES (1);\n"
     )
-    out = _run_filter(mysql.DumpFilter(REDACT, redact_patterns=GUARD), text)
+    out = _run_filter(mysql_filter.DumpFilter(REDACT, redact_patterns=GUARD), text)
     assert out == HEAD + b"(1,'',NULL,'n');\n" + text.split(b"\n", 1)[1]
 
 
@@ -809,8 +808,8 @@ def test_filter_guard_lets_planned_statements_through() -> None:
 )
 def test_filter_guard_stops_on_unplanned_columns_to_redact(statement: bytes, columns: str) -> None:
     patterns = (*GUARD, "*.password_hash")
-    with pytest.raises(mysql.DumpFormatError, match=r"gained columns to redact during the dump") as caught:
-        _run_filter(mysql.DumpFilter(REDACT, redact_patterns=patterns), statement)
+    with pytest.raises(mysql_filter.DumpFormatError, match=r"gained columns to redact during the dump") as caught:
+        _run_filter(mysql_filter.DumpFilter(REDACT, redact_patterns=patterns), statement)
     assert columns in str(caught.value) and "SECRETVALUE" not in str(caught.value)
 
 
@@ -830,10 +829,10 @@ def test_filter_guard_stops_on_unplanned_columns_to_redact(statement: bytes, col
     ],
 )
 def test_filter_fails_closed_without_echoing_data(text: bytes) -> None:
-    with pytest.raises(mysql.DumpFormatError) as caught:
-        _run_filter(mysql.DumpFilter(REDACT), text)
+    with pytest.raises(mysql_filter.DumpFormatError) as caught:
+        _run_filter(mysql_filter.DumpFilter(REDACT), text)
     assert "SECRETVALUE" not in str(caught.value)
-    assert isinstance(caught.value, BackupError)
+    assert isinstance(caught.value, DatabaseError)
 
 
 # Hypothesis: render rows the way mariadb-dump does (mysql_real_escape_string is what
@@ -901,14 +900,14 @@ def test_filter_round_trip(rows: list[list[Any]], redacted: set[int], one_row_pe
     rendered = [b"(" + b",".join(_literal(v, doubled) for v in row) + b")" for row in rows]
     text = head + (b",\n" if one_row_per_line else b",").join(rendered) + b";\n"
     replacement = {i: (b"NULL" if i % 2 else b"''") for i in redacted}
-    dump_filter = mysql.DumpFilter({"T": {names[i]: literal for i, literal in replacement.items()}})
+    dump_filter = mysql_filter.DumpFilter({"T": {names[i]: literal for i, literal in replacement.items()}})
 
     out = _run_filter(dump_filter, text)
 
     assert out.startswith(head) and out.endswith(b";\n")
     pos, parsed = len(head), []
     while out[pos : pos + 1] == b"(":
-        spans, pos = mysql.parse_row(out, pos)
+        spans, pos = mysql_filter.parse_row(out, pos)
         parsed.append([out[a:b] for a, b in spans])
         pos += 2 if out[pos : pos + 2] == b",\n" else 1
     assert len(parsed) == len(rows)
@@ -925,6 +924,6 @@ def test_filter_round_trip(rows: list[list[Any]], redacted: set[int], one_row_pe
 def test_filter_never_crashes_on_arbitrary_rows(junk: bytes) -> None:
     """Arbitrary bytes after VALUES: either parsed or DumpFormatError, nothing else."""
     try:
-        _run_filter(mysql.DumpFilter(REDACT), HEAD + junk.replace(b"\n", b" ") + b"\n")
-    except mysql.DumpFormatError:
+        _run_filter(mysql_filter.DumpFilter(REDACT), HEAD + junk.replace(b"\n", b" ") + b"\n")
+    except mysql_filter.DumpFormatError:
         pass

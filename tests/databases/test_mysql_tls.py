@@ -23,8 +23,7 @@ import pymysql
 import pytest
 
 from relstep.databases import mysql
-from relstep.databases.base import DumpPlan
-from relstep.errors import BackupError
+from relstep.databases.base import DatabaseError, DumpPlan
 from tests.reliability.support import free_port, need
 
 PASSWORD = "tls-Pw-31e8"
@@ -138,7 +137,7 @@ def test_dump_and_restore_through_a_client_certificate(tls_server: TlsServer, tm
 
 def test_without_the_client_certificate_the_account_is_refused(tls_server: TlsServer, tmp_path: Path) -> None:
     """The server really demands the certificate (or the test above would prove nothing)."""
-    with pytest.raises(BackupError, match="access denied for user 'x509user'"):
+    with pytest.raises(DatabaseError, match="access denied for user 'x509user'"):
         mysql.dump(tls_server.url("app", ssl_ca=str(tls_server.certs / "ca.pem")), tmp_path, DumpPlan())
 
 
@@ -155,7 +154,7 @@ def test_without_the_client_certificate_the_account_is_refused(tls_server: TlsSe
 )
 def test_the_option_file_carries_the_urls_tls_parameters(params: dict[str, str], verifies: bool) -> None:
     query = "&".join(f"{key}={value}" for key, value in params.items())
-    target = mysql._Target.from_url(f"mysql://u:p@db.example:3306/app?{query}", BackupError)
+    target = mysql._Target.from_url(f"mysql://u:p@db.example:3306/app?{query}", DatabaseError)
     lines = mysql.option_lines(target, shutil.which("mariadb-dump") or "mariadb-dump")
     expected = [f'{option}="{params[key]}"' for key, option in (("ssl_ca", "ssl-ca"), ("ssl_cert", "ssl-cert"),
                                                                  ("ssl_key", "ssl-key")) if key in params]
@@ -168,7 +167,7 @@ def test_the_tools_check_the_server_certificate_against_the_urls_ca(tls_server: 
     results = {}
     for ca in ("ca", "other-ca"):
         params = {**tls_server.client_params(), "ssl_ca": str(tls_server.certs / f"{ca}.pem")}
-        target = mysql._Target.from_url(tls_server.url("app", **params), BackupError)
+        target = mysql._Target.from_url(tls_server.url("app", **params), DatabaseError)
         options = tmp_path / f"{ca}.cnf"
         options.write_text("\n".join(mysql.option_lines(target, shutil.which("mariadb") or "mariadb")) + "\n")
         done = subprocess.run(["mariadb", f"--defaults-extra-file={options}", "--batch", "--skip-column-names",
