@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PLANTED_DB_PASSWORD
 
 from tests.helpers import relstep
 from tests.reliability.restore_support import app_with_snapshot, pg, pg_role_database, relstep_sessions
@@ -136,3 +137,29 @@ def test_mysql_a_dump_that_does_not_load_never_touches_the_live_database(tmp_pat
             assert staged.all() == []
     finally:
         engine.dispose()
+
+
+def test_the_printed_way_back_puts_the_replaced_postgres_database_back(tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+
+    with pg_role_database("owner") as (url, db):
+        app = app_with_snapshot(tmp_path, url)
+        _as_role(url, """INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
+        before = _state(db)
+
+        ran = relstep("restore", "1.0.0", "--yes", cwd=app, input="")
+
+        assert ran.code == 0, ran.err
+        [kept_line] = [line for line in ran.out.splitlines() if line.startswith("the previous database is kept as ")]
+        kept, _, command = kept_line.removeprefix("the previous database is kept as ").partition("; to put it back: ")
+        assert kept.startswith(f"{db}_before_restore_")
+        assert 77 not in [row[0] for row in _state(db)["rows"]["User"]]
+        assert _state(kept) == before
+        argv = shlex.split(command)
+        assert argv[0] == "psql" and PLANTED_DB_PASSWORD not in command
+
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+
+        assert done.returncode == 0, done.stderr
+        assert _state(db) == before
