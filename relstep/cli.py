@@ -289,6 +289,10 @@ def restore(
                                     "sessions) in the way; then stop, changing nothing, and name them."),
     terminate_sessions: bool = typer.Option(False, "--terminate-sessions", help="End the database sessions "
                                             "in the restore's way first (and say whom)."),
+    no_owner: bool = typer.Option(False, "--no-owner", help="PostgreSQL, into another environment: leave the "
+                                  "snapshot's object owners out (says what it left out)."),
+    no_privileges: bool = typer.Option(False, "--no-privileges", help="PostgreSQL, into another environment: "
+                                       "leave the snapshot's GRANTs and default privileges out."),
 ) -> None:
     """Check schema compatibility, then restore a snapshot's database (and code, with --code-to)."""
     from pathlib import Path
@@ -307,7 +311,8 @@ def restore(
         confirm = (lambda q: typer.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
         outcome = core.restore(config, chk, force=force, yes=yes, confirm=confirm,
                                code_to=Path(code_to) if code_to else None, lock_timeout=lock_timeout,
-                               lock_wait=lock_wait, terminate_sessions=terminate_sessions)
+                               lock_wait=lock_wait, terminate_sessions=terminate_sessions,
+                               no_owner=no_owner, no_privileges=no_privileges)
     print(core.describe_outcome(outcome))
 
 

@@ -340,6 +340,8 @@ def restore(
     lock_timeout: float = 600.0,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     terminate_sessions: bool = False,
+    no_owner: bool = False,
+    no_privileges: bool = False,
 ) -> RestoreOutcome:
     """Restore ``chk``'s snapshot into its target.  Every refusal comes before the first change.
 
@@ -372,7 +374,8 @@ def restore(
                               + "); nothing was restored")
         if not empty:
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
-        _restore_database(chk, outcome, RestoreOptions(lock_wait=lock_wait, terminate_sessions=terminate_sessions))
+        _restore_database(chk, outcome, RestoreOptions(lock_wait=lock_wait, terminate_sessions=terminate_sessions,
+                                                       no_owner=no_owner, no_privileges=no_privileges))
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
     for name, summary in code.items():
@@ -450,8 +453,10 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: Resto
     except RelstepError as exc:
         if outcome.report.live_changed and outcome.safety_snapshot is not None:
             _put_back(chk, outcome, options)
-        kind = type(exc) if isinstance(exc, RestoreError) else RestoreError
-        raise kind(f"{exc.message}; {_state_and_way_back(chk, outcome)}") from exc
+        message = f"{exc.message}; {_state_and_way_back(chk, outcome)}"
+        if isinstance(exc, InputError):  # refused before any change (a role the snapshot needs): exit 2
+            raise InputError(message, phase="restore") from exc
+        raise (type(exc) if isinstance(exc, RestoreError) else RestoreError)(message) from exc
     except (KeyboardInterrupt, Terminated) as exc:
         signum = exc.args[0] if isinstance(exc, Terminated) and exc.args else signal.SIGINT
         raise RestoreInterrupted(
@@ -504,7 +509,7 @@ def describe_outcome(outcome: RestoreOutcome) -> str:
                      f"{outcome.report.undo}")
     for name, (folder, count) in outcome.code.items():
         lines.append(f"extracted code {name}: {count} files into {folder}")
-    lines += [f"note: {n}" for n in outcome.notes]
+    lines += [f"note: {n}" for n in [*outcome.report.notes, *outcome.notes]]
     todo = outcome.todo()
     if todo:
         lines.append("still to do:")

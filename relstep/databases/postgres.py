@@ -545,8 +545,8 @@ def _pg_dump_args(pg_dump: str, snapshot: str, out: Path, no_data: list[_Table])
         f"--jobs={JOBS}",
         f"--compress={COMPRESSION}",
         f"--snapshot={snapshot}",
-        "--no-owner",
-        "--no-privileges",
+        # Owners and privileges (GRANTs, default privileges, the public schema's ACL) are kept: a
+        # restore brings them back unless told --no-owner/--no-privileges.
         "--no-password",  # fail rather than prompt when no password is given
         f"--file={out}",
         *(f"--exclude-table-data={t.sql}" for t in no_data),
@@ -562,23 +562,6 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
     from relstep.databases import postgres_restore
 
     return postgres_restore.restore(db_dir, url, extra, options or RestoreOptions())
-
-
-def _pg_restore_args(pg_restore: str, target: _Target, dump_dir: Path, section: str) -> list[str]:
-    # pg_restore writes a script to stdout unless given --dbname; the name is quoted as a
-    # conninfo value so that no database name is mistaken for a connection string.
-    dbname = "dbname='" + target.dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return [
-        pg_restore,
-        f"--section={section}",
-        "--no-owner",
-        "--no-privileges",
-        "--no-password",
-        "--exit-on-error",
-        f"--dbname={dbname}",
-        *([f"--jobs={JOBS}"] if section != "pre-data" else []),
-        str(dump_dir),
-    ]
 
 
 def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ from relstep.databases.restoring import (
     sessions_in_the_way,
     signals_held,
 )
+from relstep.errors import InputError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -69,6 +70,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: Re
     admin = _Admin(live, tag)
     try:
         with admin.connect() as conn:
+            _check_roles(conn, db_dir / pg.DUMP_DIR, pg_restore, live, options)
             swappable = _may_swap(conn, live.dbname)
         if swappable:
             return _staged_swap(admin, live, db_dir, entries, pg_restore, options)
@@ -168,6 +170,74 @@ class _Admin:
             pg._sql(conn, f"DROP DATABASE IF EXISTS {pg._quote_ident(name)} WITH (FORCE)")
 
 
+# The statements of pg_restore's script that name a role, and where the role names are.
+_ROLE_STATEMENTS = [
+    ("owner", re.compile(r"^ALTER .* OWNER TO (?P<roles>.+);$")),
+    ("privilege", re.compile(r"^GRANT .* TO (?P<roles>.+?)(?: WITH GRANT OPTION)?(?: GRANTED BY .+)?;$")),
+    ("privilege", re.compile(r"^REVOKE .* FROM (?P<roles>.+?)(?: CASCADE)?;$")),
+    ("privilege", re.compile(r"^ALTER DEFAULT PRIVILEGES FOR ROLE (?P<roles>[^ ]+) ")),
+    ("privilege", re.compile(r"^ALTER DEFAULT PRIVILEGES .* (?:TO|FROM) (?P<roles>.+?)(?: WITH GRANT OPTION)?;$")),
+]
+
+
+def _role_names(listed: str) -> list[str]:
+    names = [m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2)
+             for m in re.finditer(r'\s*(?:"((?:[^"]|"")*)"|([^,\s]+))\s*(?:,|$)', listed)]
+    return [n for n in names if n and n.upper() != "PUBLIC"]
+
+
+def _role_references(pg_restore: str, dump_dir: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
+    """{"owner": {role: objects}, "privilege": {role: statements}} from the dump's schema script."""
+    done = tools.run([pg_restore, "--schema-only", "--file=-", str(dump_dir)], env)
+    if done.returncode != 0:
+        raise DatabaseError(f"pg_restore could not read {dump_dir}: {pg._last_error_line(done.stderr)}")
+    found: dict[str, dict[str, int]] = {"owner": {}, "privilege": {}}
+    for line in done.stdout.splitlines():
+        for kind, pattern in _ROLE_STATEMENTS:
+            # Each pattern counts its own roles: a default-privilege line names its grantor and grantee.
+            if match := pattern.match(line):
+                for role in _role_names(match.group("roles")):
+                    found[kind][role] = found[kind].get(role, 0) + 1
+    return found
+
+
+def _check_roles(conn: Connection, dump_dir: Path, pg_restore: str, live: pg._Target,
+                 options: RestoreOptions) -> None:
+    """Name the roles the snapshot needs and the server lacks, before anything changes (exit 2);
+    note what --no-owner / --no-privileges leave out."""
+    references = _role_references(pg_restore, dump_dir, live.tool_env())
+    needed = {*([] if options.no_owner else references["owner"]),
+              *([] if options.no_privileges else references["privilege"])}
+    with pg._driver(conn).cursor() as cursor:
+        cursor.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (sorted(needed),))
+        existing = {row[0] for row in cursor.fetchall()}
+    missing = sorted(needed - existing)
+    owners = sorted(set() if options.no_owner else {*references["owner"]} & existing)
+    with pg._driver(conn).cursor() as cursor:
+        cursor.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND NOT pg_has_role(rolname, 'MEMBER')",
+                       (owners,))
+        foreign = [row[0] for row in cursor.fetchall()]
+    if foreign and not missing:
+        raise InputError(
+            f"the snapshot's objects belong to role(s) {', '.join(foreign)}, which {live.user} may not act for; "
+            f"nothing was changed: restore as a role that may (a superuser, or GRANT {foreign[0]} TO {live.user}), "
+            "or pass --no-owner to make them belong to the restoring role", phase="restore")
+    if missing:
+        raise InputError(
+            f"the snapshot needs role(s) {', '.join(missing)}, which the server {live.host}:{live.port} lacks; "
+            "nothing was changed: create them (CREATE ROLE ...), or pass --no-owner --no-privileges to restore "
+            "into another environment without the snapshot's owners and privileges", phase="restore")
+    for flag, left_out, kind, what in (("--no-owner", options.no_owner, "owner", "ownership of"),
+                                       ("--no-privileges", options.no_privileges, "privilege",
+                                        "privilege statements for")):
+        # The connecting role's own objects and grants are no loss: it ends up holding them anyway.
+        left = {role: n for role, n in references[kind].items() if role != live.user}
+        if left_out and left:
+            roles = ", ".join(f"{role} ({n})" for role, n in sorted(left.items()))
+            options.report.notes.append(f"{flag} left out {what} these roles: {roles}"
+                                        + (f"; their objects belong to {live.user}" if kind == "owner" else ""))
+
+
 def _may_swap(conn: Connection, db: str) -> bool:
     """Whether this role may create a database and rename the target (owner with CREATEDB, or superuser)."""
     with pg._driver(conn).cursor() as cursor:
@@ -193,7 +263,7 @@ def _staged_swap(admin: _Admin, live: pg._Target, db_dir: Path, entries: list[di
     swapped = False
     try:
         staged = _tagged(pg._Target.parse(pg._database_url(live.url, staged_name)), admin.tag)
-        _load_parallel(staged, db_dir, entries, pg_restore)
+        _load_parallel(staged, db_dir, entries, pg_restore, options)
         options.prove(pg._database_url(live.url, staged_name))
         with admin.connect() as conn:
             _swap(conn, live.dbname, staged_name, replaced_name, admin.tag, options)
@@ -274,19 +344,40 @@ def _setting_value(name: str, value: str) -> str:
     return ", ".join(_literal(item) for item in items if item)
 
 
-def _load_parallel(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str) -> None:
+def _leave_out(options: RestoreOptions) -> list[str]:
+    return [*(["--no-owner"] if options.no_owner else []), *(["--no-privileges"] if options.no_privileges else [])]
+
+
+def _pg_restore_args(pg_restore: str, target: pg._Target, dump_dir: Path, section: str,
+                     options: RestoreOptions) -> list[str]:
+    # pg_restore writes a script to stdout unless given --dbname; the name is quoted as a
+    # conninfo value so that no database name is mistaken for a connection string.
+    return [
+        pg_restore,
+        f"--section={section}",
+        *_leave_out(options),
+        "--no-password",
+        "--exit-on-error",
+        f"--dbname={_conninfo(target.dbname)}",
+        *([f"--jobs={pg.JOBS}"] if section != "pre-data" else []),
+        str(dump_dir),
+    ]
+
+
+def _load_parallel(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str,
+                   options: RestoreOptions) -> None:
     dump_dir = db_dir / pg.DUMP_DIR
-    pg._run_tool(pg._pg_restore_args(pg_restore, staged, dump_dir, "pre-data"), staged, DatabaseError)
+    pg._run_tool(_pg_restore_args(pg_restore, staged, dump_dir, "pre-data", options), staged, DatabaseError)
     # pg_dump left the redacted tables' rows out, so pg_restore's data step and the COPY of those
     # rows never touch the same table: they load at the same time (bench/README.md, restore).
-    data_args = pg._pg_restore_args(pg_restore, staged, dump_dir, "data")
+    data_args = _pg_restore_args(pg_restore, staged, dump_dir, "data", options)
     with tools.owned(tools.popen(data_args, env=staged.tool_env(), text=True)) as data:
         with pg._connect(staged, DatabaseError) as conn, conn.begin():
             for entry in entries:
                 pg._copy_in(conn, db_dir, entry)
         loaded = tools.finish(data)
     pg._check_tool(loaded, staged, DatabaseError)
-    pg._run_tool(pg._pg_restore_args(pg_restore, staged, dump_dir, "post-data"), staged, DatabaseError)
+    pg._run_tool(_pg_restore_args(pg_restore, staged, dump_dir, "post-data", options), staged, DatabaseError)
 
 
 def _swap(conn: Connection, live: str, staged: str, replaced: str, tag: str, options: RestoreOptions) -> None:
@@ -343,7 +434,7 @@ def _one_transaction(admin: _Admin, live: pg._Target, db_dir: Path, entries: lis
     with tools.owned(tools.popen(argv, env=live.tool_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)) as proc:
         assert proc.stdin is not None and proc.stderr is not None
         try:
-            _feed(proc.stdin, preamble, db_dir, entries, pg_restore, live)
+            _feed(proc.stdin, preamble, db_dir, entries, pg_restore, live, options)
         except BrokenPipeError:
             pass  # psql stopped at an error: its stderr says which
         finally:
@@ -395,12 +486,12 @@ def _clear_script(conn: Connection, lock_wait: float) -> bytes:
 
 
 def _feed(stdin: IO[bytes], preamble: bytes, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str,
-          live: pg._Target) -> None:
+          live: pg._Target, options: RestoreOptions) -> None:
     """Write the whole restore into psql: clear, pre-data, data, the redacted rows, post-data, COMMIT."""
     dump_dir = db_dir / pg.DUMP_DIR
     stdin.write(preamble)
     for section in ("pre-data", "data"):
-        _script(stdin, pg_restore, dump_dir, section, live)
+        _script(stdin, pg_restore, dump_dir, section, live, options)
     for entry in entries:
         table = f"{pg._quote_ident(entry['schema'])}.{pg._quote_ident(entry['table'])}"
         columns = ", ".join(pg._quote_ident(c) for c in entry["columns"])
@@ -408,13 +499,14 @@ def _feed(stdin: IO[bytes], preamble: bytes, db_dir: Path, entries: list[dict[st
         for chunk in pg._zstd_chunks(db_dir / entry["file"], entry["bytes"], DatabaseError):
             stdin.write(chunk)
         stdin.write(b"\\.\n")
-    _script(stdin, pg_restore, dump_dir, "post-data", live)
+    _script(stdin, pg_restore, dump_dir, "post-data", live, options)
     stdin.write(b"COMMIT;\n")
 
 
-def _script(stdin: IO[bytes], pg_restore: str, dump_dir: Path, section: str, live: pg._Target) -> None:
+def _script(stdin: IO[bytes], pg_restore: str, dump_dir: Path, section: str, live: pg._Target,
+            options: RestoreOptions) -> None:
     """pg_restore's SQL for one section, streamed into psql."""
-    argv = [pg_restore, f"--section={section}", "--no-owner", "--no-privileges", "--file=-", str(dump_dir)]
+    argv = [pg_restore, f"--section={section}", *_leave_out(options), "--file=-", str(dump_dir)]
     with tools.owned(tools.popen(argv, env=live.tool_env())) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         while chunk := proc.stdout.read(pg.CHUNK):

@@ -75,6 +75,9 @@ class RestoreOptions:
     lock_wait: float = DEFAULT_LOCK_WAIT
     terminate_sessions: bool = False
     prove: Prove = _no_proof
+    # Restores into another environment: leave the snapshot's owners / privileges out (PostgreSQL).
+    no_owner: bool = False
+    no_privileges: bool = False
     report: RestoreReport = field(default_factory=RestoreReport)
 
 
