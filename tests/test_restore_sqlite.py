@@ -50,3 +50,28 @@ def test_a_sqlite_restore_keeps_the_files_identity_and_the_apps_connection_sees_
     assert [p.name for p in app.iterdir() if "relstep-restore" in p.name] == []
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_sqlite_file_locked_by_the_app_is_waited_for_at_most_lock_wait(tmp_path: Path) -> None:
+    app = sqlite_app(tmp_path)
+    db = app / "app.db"
+    assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("""DELETE FROM "User" WHERE id > 2""")
+    # Read before the app's lock is taken: closing any descriptor of the file in this process
+    # would drop the process's POSIX locks on it, the app's included.
+    before = db.read_bytes()
+    writer = sqlite3.connect(db, isolation_level=None)   # the app, in the middle of a write transaction
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("""DELETE FROM "User" WHERE id > 1""")
+
+        ran = relstep("restore", "1.0.0", "--yes", "--lock-wait", "1", cwd=app, input="")
+
+        assert ran.code == 10, ran.out + ran.err
+        assert f"{db} stayed locked by another connection for 1 s (--lock-wait); nothing was changed" in ran.last_err
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    assert db.read_bytes() == before
+    assert [row[0] for row in sqlite_rows(db, "User")] == [1, 2]

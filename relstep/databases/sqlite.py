@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -181,6 +182,14 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
     return options.report
 
 
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+LOCK_RETRY = 0.05   # seconds between attempts to write into a locked target
+
+
+class _StillLocked(Exception):
+    """The target stayed locked past --lock-wait (raised inside the backup's progress callback)."""
+
+
 def _copy_into(staging: Path, target: Path, lock_wait: float) -> None:
     # timeout: wait at most --lock-wait for an app's write transaction to end.
     with closing(sqlite3.connect(target, timeout=lock_wait)) as live, closing(sqlite3.connect(staging)) as copy:
@@ -190,15 +199,20 @@ def _copy_into(staging: Path, target: Path, lock_wait: float) -> None:
             # The backup API cannot change a WAL database's page size: give the copy the target's.
             copy.execute(f"PRAGMA page_size = {int(page_size)}")
             copy.execute("VACUUM")
+        deadline = time.monotonic() + lock_wait
+
+        def give_up_when_locked_too_long(status: int, remaining: int, total: int) -> None:
+            # Python's backup retries a locked target for ever; raising here aborts it, target unchanged.
+            if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() >= deadline:
+                raise _StillLocked
+
         try:
-            copy.backup(live)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise SessionsInTheWay(
-                    f"{target} stayed locked by another connection for {lock_wait:g} s (--lock-wait); nothing "
-                    "was changed: stop the app (`fuser -v` names the processes that have the file open) and run "
-                    "the restore again") from exc
-            raise
+            copy.backup(live, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
+        except _StillLocked:
+            raise SessionsInTheWay(
+                f"{target} stayed locked by another connection for {lock_wait:g} s (--lock-wait); nothing "
+                "was changed: stop the app (`fuser -v` names the processes that have the file open) and run "
+                "the restore again") from None
         if live.execute("PRAGMA journal_mode").fetchone()[0] != journal:
             live.execute(f"PRAGMA journal_mode = {journal}")
         if journal == "wal":
