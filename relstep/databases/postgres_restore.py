@@ -65,8 +65,9 @@ _LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries"
 def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: RestoreOptions) -> RestoreReport:
     pg_restore = pg.PG_RESTORE.require()
     entries = pg._read_index(db_dir, DatabaseError)
-    tag = f"relstep-restore-{secrets.token_hex(4)}"
-    live = _tagged(pg._Target.parse(url), tag)
+    parsed = pg._Target.parse(url)
+    tag = _session_tag(parsed.env.get("PGAPPNAME"))
+    live = _tagged(parsed, tag)
     admin = _Admin(live, tag)
     try:
         with admin.connect() as conn:
@@ -82,6 +83,14 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: Re
 
 
 # --------------------------------------------------------------------------- sessions and names
+
+
+def _session_tag(application: str | None) -> str:
+    """The application_name of every session of this restore: unique, and keeping the URL's own name."""
+    own = f"relstep-restore-{secrets.token_hex(4)}"
+    if not application:
+        return own
+    return f"{application[:NAME_LIMIT - len(own) - 3]} ({own})"
 
 
 def _tagged(target: pg._Target, tag: str) -> pg._Target:
@@ -162,8 +171,9 @@ class _Admin:
     def end_own_sessions(self) -> None:
         """End every session of this restore still on the server (after an error or a signal)."""
         with suppress(DatabaseError), self.connect() as conn:
-            pg._sql(conn, "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                          f"WHERE application_name = '{self.tag}' AND pid <> pg_backend_pid()")
+            with pg._driver(conn).cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                               "WHERE application_name = %s AND pid <> pg_backend_pid()", (self.tag,))
 
     def drop(self, name: str) -> None:
         with suppress(DatabaseError), self.connect() as conn:

@@ -32,7 +32,7 @@ def relstep_sessions() -> list[tuple[Any, ...]]:
     """Every session a restore opened (they all carry application_name relstep-restore-<id>)."""
     with pg() as conn:
         return conn.execute("SELECT pid, datname, state, query FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'relstep-restore-%'").fetchall()
+                            "WHERE application_name LIKE '%relstep-restore-%'").fetchall()
 
 
 @contextmanager

@@ -139,7 +139,7 @@ def _restore_waiting(db: str) -> Any:
     def check() -> Any:
         with _pg() as conn:
             return conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'relstep-restore-%' AND "
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE '%relstep-restore-%' AND "
                 "((wait_event_type = 'Lock' AND query LIKE 'DROP SCHEMA%%') OR query LIKE 'ALTER DATABASE%%')"
             ).fetchall()
     return check
