@@ -1,17 +1,36 @@
-"""Typer CLI: parse options, call the core, render its result, map errors to exit codes.  Nothing else."""
+"""Typer CLI: parse options, run each command through the one command runner, print what it returns.
+
+Every command is declared with :func:`command`.  It adds the options commands share (``--config/-c``
+and ``--verbose/-v`` after the command name too, ``--json``, ``--lock-timeout``, ``--keep``) and hands
+the call to :func:`_execute`, the one path that loads the config, takes the backup_root lock where the
+command needs it, renders the :class:`~relstep.result.Outcome` as text or JSON, writes the CI outputs,
+sends alerts and turns every failure, expected or not, into one stderr line and its exit code.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import math
+import shlex
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, NoReturn
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
+from typer.core import TyperCommand
 
-from relstep.errors import RelstepError, Terminated
+from relstep.defaults import DEFAULT_LOCK_TIMEOUT
+from relstep.errors import InputError, InternalError, RelstepError, Terminated
+from relstep.result import Outcome, RunResult
+
+if TYPE_CHECKING:
+    from relstep.restore import RestoreCheck
 
 app = typer.Typer(
     name="relstep",
@@ -26,89 +45,214 @@ app = typer.Typer(
 class State:
     config_path: str | None = None
     verbose: bool = False
-    config: Any = None        # the loaded Config, so a failure can be alerted (notify:)
 
 
 state = State()
 
-VersionOpt = typer.Option(None, "--version", help="Release version (default: RELSTEP_VERSION, CI tag, tag at HEAD).")
-TypeOpt = typer.Option(None, "--type", help="release or patch (default: RELSTEP_DEPLOYMENT_TYPE, else inferred).")
-KeepOpt = typer.Option(None, "--keep", help="Snapshots to keep (default: RELEASE_BACKUP_RETENTION_COUNT, config, 30).")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else there.")
-LockOpt = typer.Option(600.0, "--lock-timeout", help="Seconds to wait for another run on the same backup_root.")
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _out(text: str) -> None:
+    from relstep.masking import mask_text
+
+    print(mask_text(text), flush=True)
 
 
 def _err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _publish(result: Any, as_json: bool = False) -> None:
-    """Hand a result to the CI writers (GitHub outputs/summary/annotation, GitLab dotenv).
-
-    Every command calls this on success and on failure.  Under --json the annotation
-    goes to stderr so stdout stays one JSON object.
-    """
-    from relstep import ci
-
-    ci.report(result, stream=sys.stderr if as_json else None)
-
-
-def _fail(exc: RelstepError) -> NoReturn:
     from relstep.masking import mask_text
-    from relstep.result import RunResult
 
-    if state.verbose:
-        import traceback
+    print(mask_text(line), file=sys.stderr, flush=True)
 
-        # Masked like the pipeline's tracebacks: a driver's error text can carry part of a password.
-        _err(mask_text(traceback.format_exc()).rstrip())
-    if state.config is not None and state.config.notify is not None:
-        from relstep import notify
 
-        for note in notify.after_failure(state.config, exc.phase, mask_text(exc.message), exc.exit_code):
-            _err(f"relstep: note: {note}")
-    _publish(RunResult(failed_phase=exc.phase, error=mask_text(exc.message), exit_code=exc.exit_code))
-    _err(f"relstep: {exc.phase} failed: {mask_text(exc.message)}")
-    raise typer.Exit(exc.exit_code)
+# --- options every command shares ---------------------------------------------------------------
+
+
+def _seconds(value: str) -> float:
+    """--lock-timeout: a finite number of seconds, 0 (try once) or more."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds; give 0 or more, e.g. 600") from None
+    # nan would never time out (every comparison is false) and inf waits forever: neither is a bound.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds; give 0 or more, e.g. 600")
+    return seconds
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", metavar="PATH",
+                         help="Path to relstep.yml (default: ./relstep.yml, RELSTEP_CONFIG).")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show tracebacks for failures.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else there.")
+LockOpt = typer.Option(DEFAULT_LOCK_TIMEOUT, "--lock-timeout", parser=_seconds, metavar="SECONDS",
+                       help="Seconds to wait for another run on the same backup_root (0 or more).")
+KeepOpt = typer.Option(None, "--keep", help="Snapshots to keep (default: RELEASE_BACKUP_RETENTION_COUNT, config, 30).")
+VersionOpt = typer.Option(None, "--version", help="Release version (default: RELSTEP_VERSION, CI tag, tag at HEAD).")
+TypeOpt = typer.Option(None, "--type", help="release or patch (default: RELSTEP_DEPLOYMENT_TYPE, else inferred).")
+
+Lock = Literal["runner", "core"]
+
+
+@dataclass
+class Invocation:
+    """One command's call as the runner sees it; the command's body reads what it needs from it."""
+
+    command: str
+    as_json: bool = False
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    keep: str | None = None
+    config: Any = None            # the loaded Config, for commands that load one
+
+    def say(self, text: str) -> None:
+        """Text for people that must appear now (before a prompt or a long step); nothing under --json."""
+        if not self.as_json:
+            _out(text)
+
+
+Body = Callable[..., Outcome]
+
+
+def command(
+    name: str | None = None,
+    *,
+    loads_config: bool = True,
+    json_output: bool = True,
+    lock: Lock | None = None,
+    keep: bool = False,
+    cls: type[TyperCommand] | None = None,
+    **settings: Any,
+) -> Callable[[Body], Body]:
+    """Register ``body(inv, **own_options) -> Outcome`` as a command run by :func:`_execute`.
+
+    The shared options are added here, once, so no command can lack one: ``--config/-c`` and
+    ``--verbose/-v`` always (people type them after the command name); ``--json`` for every
+    reporting command; ``--lock-timeout`` when the command waits for the backup_root lock (taken by
+    the runner with ``lock="runner"``, by the core with ``lock="core"``); ``--keep`` where the
+    retention can be overridden (it is part of loading the config).
+    """
+    shared: list[tuple[str, Any, Any]] = [("config_path", str | None, ConfigOpt), ("verbose", bool, VerboseOpt)]
+    if json_output:
+        shared.append(("as_json", bool, JsonOpt))
+    if lock is not None:
+        shared.append(("lock_timeout", float, LockOpt))
+    if keep:
+        shared.append(("keep", str | None, KeepOpt))
+
+    def decorate(body: Body) -> Body:
+        command_name = name or body.__name__.replace("_", "-")
+
+        @functools.wraps(body)
+        def callback(**kwargs: Any) -> None:
+            common = {key: kwargs.pop(key) for key, _, _ in shared}
+            if common["config_path"] is not None:
+                state.config_path = common["config_path"]
+            state.verbose = state.verbose or common["verbose"]
+            inv = Invocation(command_name, as_json=common.get("as_json", False),
+                             lock_timeout=common.get("lock_timeout", DEFAULT_LOCK_TIMEOUT), keep=common.get("keep"))
+            raise typer.Exit(_execute(inv, lambda: body(inv, **kwargs), loads_config=loads_config,
+                                      holds_lock=lock == "runner"))
+
+        own = list(inspect.signature(body).parameters.values())[1:]   # without `inv`
+        added = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                 for key, kind, option in shared]
+        callback.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
+        # Typer resolves the body's (string) annotations through these; `inv` and `return` are not options.
+        callback.__annotations__ = {key: value for key, value in body.__annotations__.items()
+                                    if key in {p.name for p in own}} | {key: kind for key, kind, _ in shared}
+        app.command(command_name, cls=cls, **settings)(callback)
+        return body
+
+    return decorate
+
+
+# --- the runner ---------------------------------------------------------------------------------
+
+
+def _load_config(keep: str | None) -> Any:
+    from relstep.config import load_config
+
+    return load_config(state.config_path, keep=keep)
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """The one place expected failures become a message and an exit code."""
+def _root_lock(inv: Invocation) -> Iterator[None]:
+    from relstep import snapshot
+
+    with snapshot.root_lock(inv.config.backup_root, inv.lock_timeout):
+        yield
+
+
+def _execute(inv: Invocation, body: Callable[[], Outcome], *, loads_config: bool, holds_lock: bool) -> int:
+    """The one path of every command: config, lock, body, then :func:`_deliver`; returns the exit code."""
+    try:
+        with _failures(inv.command):
+            if loads_config:
+                inv.config = _load_config(inv.keep)
+            with _root_lock(inv) if holds_lock else nullcontext():
+                outcome = body()
+    except _Failed as failed:
+        outcome = Outcome(result=failed.result)
+    except _Interrupted as interrupted:
+        return interrupted.code
+    return _deliver(inv, outcome)
+
+
+class _Failed(Exception):
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+class _Interrupted(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@contextmanager
+def _failures(command_name: str) -> Iterator[None]:
+    """Every way a command can fail, as a result (`_Failed`) or an interruption (`_Interrupted`).
+
+    Expected failures keep their class's exit code; anything else is an :class:`InternalError`
+    (exit 70): one masked line, the traceback only with -v.
+    """
     try:
         yield
     except RelstepError as exc:
-        _fail(exc)
+        raise _Failed(RunResult.failed(exc, traceback.format_exc())) from None
     except (KeyboardInterrupt, Terminated) as exc:
-        code, name = _interruption(exc)
-        _err(f"relstep: interrupted: stopped by {name}; no partial snapshot was left behind")
-        raise typer.Exit(code) from None
+        code, signame = _interruption(exc)
+        _err(f"relstep: interrupted: stopped by {signame}; no partial snapshot was left behind")
+        raise _Interrupted(code) from None
+    except typer.Exit:
+        raise   # a command's own exit code (`relstep hook run` ends this way), not a failure
+    except typer.Abort:
+        # A prompt that got end-of-file: no answer is no consent.
+        raise _Failed(RunResult.failed(InputError("no answer at the prompt; nothing was changed",
+                                                  phase=command_name))) from None
+    except Exception as exc:
+        raise _Failed(RunResult.failed(InternalError.wrapping(command_name, exc), traceback.format_exc())) from None
 
 
-def _config(keep: str | None = None) -> Any:
-    from relstep.config import load_config
+def _deliver(inv: Invocation, outcome: Outcome) -> int:
+    """Alerts, CI outputs, stdout (text or JSON), then stderr's warnings, notes and failure line."""
+    result = outcome.result
+    if result is not None:
+        if inv.config is not None and inv.config.notify is not None:
+            from relstep import notify
 
-    state.config = load_config(state.config_path, keep=keep)
-    return state.config
+            result.notes += notify.after_run(inv.config, result, success_alert=inv.command == "run")
+        from relstep import ci
 
-
-def _release(config: Any, version: str | None, kind: str | None) -> Any:
-    from relstep.version import resolve_release
-
-    return resolve_release(version, kind, config.base_dir, config.tag_prefix)
-
-
-def _report(result: Any, as_json: bool, title: str) -> NoReturn:
-    """Print a RunResult (text or JSON), hand it to the CI writers, exit with its code."""
-    if state.config is not None and state.config.notify is not None:
-        from relstep import notify
-
-        result.notes += notify.after_run(state.config, result, success_alert=title == "run")
-    _publish(result, as_json)
-    if as_json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        _print_summary(result, title)
+        # Under --json the ::error annotation goes to stderr, so stdout stays one JSON object.
+        ci.report(result, stream=sys.stderr if inv.as_json else None)
+    if inv.as_json:
+        data = outcome.data if outcome.data is not None else (result.to_json() if result is not None else {})
+        _out(json.dumps(data, indent=2, default=str))
+    elif outcome.text:
+        _out(outcome.text)
+    if result is None:
+        return 0
     for warning in result.warnings:
         _err(f"relstep: warning: {warning}")
     for note in result.notes:
@@ -117,174 +261,183 @@ def _report(result: Any, as_json: bool, title: str) -> NoReturn:
         if state.verbose and result.traceback:
             _err(result.traceback.rstrip())
         _err(f"relstep: {result.failed_phase} failed: {result.error}")
-    raise typer.Exit(result.exit_code)
+    return result.exit_code
 
 
-def _print_summary(result: Any, title: str) -> None:
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _release(config: Any, version: str | None, kind: str | None) -> Any:
+    from relstep.version import resolve_release
+
+    return resolve_release(version, kind, config.base_dir, config.tag_prefix)
+
+
+def _summary(result: RunResult, title: str) -> str:
+    lines = []
     if result.version:
-        print(f"relstep {title}: {result.version} ({result.deployment_type})")
+        lines.append(f"relstep {title}: {result.version} ({result.deployment_type})")
     for phase in result.phases:
         outcome = "ok" if phase.ok else ("FAILED" if phase.exit_code else "WARNING")
-        print(f"  {phase.name:<8} {outcome:<7} {phase.seconds:7.2f}s  {phase.detail}")
+        lines.append(f"  {phase.name:<8} {outcome:<7} {phase.seconds:7.2f}s  {phase.detail}")
     if result.snapshot:
-        print(f"snapshot:        {result.snapshot}")
+        lines.append(f"snapshot:        {result.snapshot}")
     if result.ok and result.version:
-        print(f"schema revision: {result.schema_revision or '(none)'}")
+        lines.append(f"schema revision: {result.schema_revision or '(none)'}")
+    return "\n".join(lines)
 
 
 @app.callback()
-def _main(
-    config: str | None = typer.Option(
-        None, "--config", "-c", help="Path to relstep.yml (default: ./relstep.yml, RELSTEP_CONFIG)."
-    ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for failures."),
-) -> None:
-    state.config_path = config
+def _main(config_path: str | None = ConfigOpt, verbose: bool = VerboseOpt) -> None:
+    state.config_path = config_path
     state.verbose = verbose
     from relstep import progress
 
     progress.install(progress.choose())
 
 
-@app.command()
-def backup(
-    version: str | None = VersionOpt,
-    kind: str | None = TypeOpt,
-    as_json: bool = JsonOpt,
-    lock_timeout: float = LockOpt,
-) -> None:
+@command(lock="core")
+def backup(inv: Invocation, version: str | None = VersionOpt, kind: str | None = TypeOpt) -> Outcome:
     """Write one snapshot under backup_root and print its path."""
     from relstep import pipeline
 
-    with _errors():
-        config = _config()
-        release = _release(config, version, kind)
-        result = pipeline.run(config, release, lock_timeout=lock_timeout, phases=("backup",))
-    if not as_json and result.ok:
-        _publish(result)
-        print(result.snapshot)
-        raise typer.Exit(0)
-    _report(result, as_json, "backup")
+    result = pipeline.run(inv.config, _release(inv.config, version, kind), lock_timeout=inv.lock_timeout,
+                          phases=("backup",))
+    return Outcome(text=result.snapshot if result.ok else _summary(result, "backup"), result=result)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def run(
-    deploy: list[str] | None = typer.Argument(None, help="Deploy command, after --."),
-    version: str | None = VersionOpt,
-    kind: str | None = TypeOpt,
-    keep: str | None = KeepOpt,
-    as_json: bool = JsonOpt,
-    lock_timeout: float = LockOpt,
-) -> None:
+class _DeployCommand(TyperCommand):
+    """``relstep run [OPTIONS] -- COMMAND...``: only what follows ``--`` is the deploy command.
+
+    Everything before ``--`` is parsed as relstep's options wherever it stands, so an unknown
+    option is an error before anything runs, and a word that is not an option is refused rather
+    than guessed to be the deploy command (``relstep run ./deploy.sh`` says to add ``--``).
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        cut = args.index("--") if "--" in args else len(args)
+        ctx.meta["relstep.deploy"] = args[cut + 1:]
+        rest = super().parse_args(ctx, args[:cut])
+        if ctx.args:
+            raise _click_exceptions().UsageError(
+                f"the deploy command goes after `--`: relstep run [OPTIONS] -- {shlex.join(ctx.args)}", ctx)
+        return rest
+
+
+@command(lock="core", keep=True, cls=_DeployCommand, context_settings={"allow_extra_args": True},
+         options_metavar="[OPTIONS] [-- DEPLOY COMMAND...]")
+def run(inv: Invocation, ctx: typer.Context, version: str | None = VersionOpt, kind: str | None = TypeOpt) -> Outcome:
     """Backup, then the deploy command (after --), then record, then prune; stops at the first failure."""
     from relstep import pipeline
 
-    with _errors():
-        config = _config(keep)
-        release = _release(config, version, kind)
-        result = pipeline.run(config, release, deploy=deploy or (), lock_timeout=lock_timeout)
-    _report(result, as_json, "run")
+    deploy = ctx.meta.get("relstep.deploy", [])
+    result = pipeline.run(inv.config, _release(inv.config, version, kind), deploy=deploy,
+                          lock_timeout=inv.lock_timeout)
+    return Outcome(text=_summary(result, "run"), result=result)
 
 
-@app.command()
+@command(lock="runner")
 def record(
-    snapshot_ref: str | None = typer.Option(
-        None, "--snapshot", help="Snapshot name or path (default: newest unrecorded)."
-    ),
-    as_json: bool = JsonOpt,
-    lock_timeout: float = LockOpt,
-) -> None:
+    inv: Invocation,
+    snapshot_ref: str | None = typer.Option(None, "--snapshot", help="Snapshot name or path "
+                                            "(default: newest unrecorded)."),
+) -> Outcome:
     """Insert the ReleaseRecord row for a snapshot (once; recording again adds nothing)."""
     from relstep import pipeline, snapshot
-    from relstep.result import RunResult
 
-    with _errors():
-        config = _config()
-        with snapshot.root_lock(config.backup_root, lock_timeout):
-            path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
-                    else pipeline.newest_unrecorded(config))
-            outcome, manifest = pipeline.record_snapshot(config, path)
-    _publish(RunResult(version=manifest["version"], deployment_type=manifest["deployment_type"], snapshot=str(path),
-                       schema_revision=manifest.get("schema_revision"), record_id=outcome.id), as_json)
-    if as_json:
-        print(json.dumps({"id": outcome.id, "snapshot": str(path), "version": manifest["version"],
-                          "already_recorded": outcome.already_recorded, "created_table": outcome.created_table}))
-    else:
-        verb = "already recorded as" if outcome.already_recorded else "recorded as"
-        print(f"{path.name} ({manifest['version']}) {verb} ReleaseRecord id {outcome.id}")
+    config = inv.config
+    path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
+            else pipeline.newest_unrecorded(config))
+    outcome, manifest = pipeline.record_snapshot(config, path)
+    result = RunResult(version=manifest.version, deployment_type=manifest.deployment_type, snapshot=str(path),
+                       schema_revision=manifest.schema_revision, record_id=outcome.id)
     if outcome.created_table:
-        _err("relstep: note: " + pipeline.CREATED_TABLE_HINT.format(table=config.record.table))
+        result.notes.append(pipeline.CREATED_TABLE_HINT.format(table=config.record.table))
+    verb = "already recorded as" if outcome.already_recorded else "recorded as"
+    return Outcome(
+        text=f"{path.name} ({manifest.version}) {verb} ReleaseRecord id {outcome.id}",
+        data={"id": outcome.id, "snapshot": str(path), "version": manifest.version,
+              "already_recorded": outcome.already_recorded, "created_table": outcome.created_table},
+        result=result,
+    )
 
 
-@app.command()
+@command(lock="runner", keep=True)
 def prune(
-    keep: str | None = KeepOpt,
+    inv: Invocation,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed; delete nothing."),
-    lock_timeout: float = LockOpt,
-) -> None:
+) -> Outcome:
     """Keep the newest N snapshots and remove the rest (nothing else in backup_root is touched)."""
-    from relstep import pipeline, snapshot
-    from relstep.result import RunResult
+    from relstep import pipeline
 
-    with _errors():
-        config = _config(keep)
-        with snapshot.root_lock(config.backup_root, lock_timeout):
-            outcome = pipeline.prune(config, config.retention, dry_run=dry_run)
-    _publish(RunResult(pruned=[] if dry_run else [str(p) for p in outcome.removed]))
+    retention = inv.config.retention
+    outcome = pipeline.prune(inv.config, retention, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    for path in outcome.removed:
-        print(f"{verb} {path}")
-    for path in outcome.partials_removed:
-        print(f"{verb} leftover {path}")
-    print(f"kept {len(outcome.kept)} snapshot(s) (retention {config.retention})")
+    lines = [f"{verb} {path}" for path in outcome.removed]
+    lines += [f"{verb} leftover {path}" for path in outcome.partials_removed]
+    lines.append(f"kept {len(outcome.kept)} snapshot(s) (retention {retention})")
+    lines += outcome.notes
+    result = RunResult(pruned=[] if dry_run else [str(p) for p in outcome.removed])
+    result.warnings += [f"could not remove leftover {path}: {reason}; remove it by hand"
+                        for path, reason in outcome.partials_left]
+    data = {"dry_run": dry_run, "retention": retention, "removed": [str(p) for p in outcome.removed],
+            "kept": [str(p) for p in outcome.kept], "leftovers_removed": [str(p) for p in outcome.partials_removed],
+            "leftovers_left": [{"path": str(p), "reason": r} for p, r in outcome.partials_left],
+            "notes": outcome.notes}
+    return Outcome(text="\n".join(lines), data=data, result=result)
 
 
-@app.command("list")
-def list_snapshots(as_json: bool = JsonOpt) -> None:
+@command("list")
+def list_snapshots(inv: Invocation) -> Outcome:
     """Snapshots, newest first: name, version, type, created, size, schema revision, recorded."""
     from relstep import inventory
 
-    with _errors():
-        rows = inventory.rows(_config())
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    print(inventory.table(rows))
+    rows, notes = inventory.listing(inv.config)
+    return Outcome(text=inventory.table(rows, notes), data=rows)
 
 
-@app.command()
-def show(ref: str = typer.Argument(..., help="Snapshot name, path or version."), as_json: bool = JsonOpt) -> None:
+@command()
+def show(inv: Invocation, ref: str = typer.Argument(..., help="Snapshot name, path or version.")) -> Outcome:
     """One snapshot's manifest in readable form."""
     from relstep import inventory
 
-    with _errors():
-        config = _config()
-        path = inventory.find(config, ref)
-        manifest = inventory.manifest_summary(path)
-    print(json.dumps(manifest, indent=2) if as_json else inventory.describe(path, manifest))
+    path = inventory.find(inv.config, ref)
+    manifest = inventory.manifest_summary(path)
+    return Outcome(text=inventory.describe(path, manifest), data=manifest)
 
 
-def _fetched(config: Any, ref: str | None, lock_timeout: float) -> str:
+def _fetched(inv: Invocation, ref: str | None) -> str:
     """--from-offsite: copy the snapshot into backup_root first; the local name to use from then on."""
     from relstep import offsite
 
-    return offsite.fetch_into_backup_root(config, ref, lock_timeout).name
+    return offsite.fetch_into_backup_root(inv.config, ref, inv.lock_timeout).name
 
 
-@app.command()
+def _restore_check_json(chk: RestoreCheck) -> dict[str, Any]:
+    manifest = chk.manifest
+    return {"snapshot": str(chk.snapshot), "version": manifest.version,
+            "deployment_type": manifest.deployment_type, "database": chk.database, "target": chk.target,
+            "target_empty": chk.target_empty, "target_problem": chk.target_problem,
+            "migration_tool": chk.migration_tool,
+            "app_migrations": str(chk.app_migrations) if chk.app_migrations else None,
+            "verdict": chk.verdict.to_json(), "summary": chk.verdict.summary()}
+
+
+@command(lock="core")
 def restore(
+    inv: Invocation,
     ref: str = typer.Argument(..., metavar="SNAPSHOT|VERSION", help="Snapshot name or path, or a version."),
     database_url: str | None = typer.Option(None, "--database-url", help="Restore into this database "
                                             "(default: database.url)."),
     database: str | None = typer.Option(None, "--database", help="Which of the snapshot's databases to restore "
                                         "(needed when it holds several)."),
-    code_to: str | None = typer.Option(None, "--code-to", help="Also extract the code trees into this folder."),
+    code_to: str | None = typer.Option(None, "--code-to", help="Also restore the code trees: built beside this "
+                                       "folder, then swapped in whole (the old one kept and named)."),
     check_only: bool = typer.Option(False, "--check-only", help="Print the compatibility verdict and stop (0 or 7)."),
     force: bool = typer.Option(False, "--force", help="Restore even when the schema verdict is incompatible."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite a non-empty database or --code-to folder."),
     from_offsite: bool = typer.Option(False, "--from-offsite", help="Fetch the snapshot (name or version) "
                                       "from offsite.url into backup_root first."),
-    lock_timeout: float = LockOpt,
     lock_wait: float = typer.Option(30.0, "--lock-wait", help="Seconds to wait for the database locks (or "
                                     "sessions) in the way; then stop, changing nothing, and name them."),
     terminate_sessions: bool = typer.Option(False, "--terminate-sessions", help="End the database sessions "
@@ -293,31 +446,44 @@ def restore(
                                   "snapshot's object owners out (says what it left out)."),
     no_privileges: bool = typer.Option(False, "--no-privileges", help="PostgreSQL, into another environment: "
                                        "leave the snapshot's GRANTs and default privileges out."),
-) -> None:
+) -> Outcome:
     """Check schema compatibility, then restore a snapshot's database (and code, with --code-to)."""
     from pathlib import Path
 
     from relstep import restore as core
 
-    with _errors():
-        config = _config()
-        ref = _fetched(config, ref, lock_timeout) if from_offsite else ref
-        chk = core.check(config, ref, database_url, database)
-        print(core.describe_check(chk), flush=True)
-        core.refuse_if_incompatible(chk, force)
-        if check_only:
-            raise typer.Exit(0)
-        # Ask only a person at a terminal; piped input never counts as consent.
-        confirm = (lambda q: typer.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
-        outcome = core.restore(config, chk, force=force, yes=yes, confirm=confirm,
-                               code_to=Path(code_to) if code_to else None, lock_timeout=lock_timeout,
-                               lock_wait=lock_wait, terminate_sessions=terminate_sessions,
-                               no_owner=no_owner, no_privileges=no_privileges)
-    print(core.describe_outcome(outcome))
+    ref = _fetched(inv, ref) if from_offsite else ref
+    chk = core.check(inv.config, ref, database_url, database)
+    inv.say(core.describe_check(chk))   # before the verdict can refuse and before any prompt
+    data: dict[str, Any] = {"check": _restore_check_json(chk), "restored": None}
+    core.refuse_if_incompatible(chk, force)
+    if check_only:
+        return Outcome(data=data)
+    # Ask only a person at a terminal; piped input never counts as consent.
+    confirm = (lambda q: typer.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
+    outcome = core.restore(inv.config, chk, force=force, yes=yes, confirm=confirm,
+                           code_to=Path(code_to) if code_to else None, lock_timeout=inv.lock_timeout,
+                           lock_wait=lock_wait, terminate_sessions=terminate_sessions,
+                           no_owner=no_owner, no_privileges=no_privileges)
+    data["restored"] = {
+        "tables": outcome.tables, "seconds": round(outcome.seconds, 3), "forced": outcome.forced,
+        "safety_snapshot": str(outcome.safety_snapshot) if outcome.safety_snapshot else None,
+        "safety_pruned": [str(p) for p in outcome.safety_pruned],
+        "code": None if outcome.code is None else {
+            "folder": str(outcome.code.folder), "files": outcome.code.files,
+            "previous": str(outcome.code.previous) if outcome.code.previous else None,
+            "undo": outcome.code.undo_command(),
+        },
+        "database": {"method": outcome.report.method, "replaced": outcome.report.replaced,
+                     "undo": outcome.report.undo, "ended_sessions": [s.describe() for s in outcome.report.ended]},
+        "notes": [*outcome.report.notes, *outcome.notes], "todo": outcome.todo(),
+    }
+    return Outcome(text=core.describe_outcome(outcome), data=data)
 
 
-@app.command()
+@command(lock="core")
 def verify(
+    inv: Invocation,
     ref: str | None = typer.Argument(None, metavar="[SNAPSHOT|VERSION]", help="Default: the newest snapshot."),
     every: bool = typer.Option(False, "--all", help="Verify every snapshot in backup_root."),
     restore_test: bool = typer.Option(False, "--restore-test", help="Also restore into a scratch database "
@@ -326,67 +492,70 @@ def verify(
                                            "(default: database.url's server)."),
     from_offsite: bool = typer.Option(False, "--from-offsite", help="Fetch the snapshot (name or version) "
                                       "from offsite.url into backup_root first."),
-    as_json: bool = JsonOpt,
-) -> None:
+) -> Outcome:
     """Check every file against MANIFEST.json and that each dump is readable; exit 8 naming what failed."""
     from relstep import verify as core
     from relstep.errors import VerifyError
 
-    with _errors():
-        config = _config()
-        ref = _fetched(config, ref, LockOpt.default) if from_offsite else ref
-        result = core.verify(config, ref, every=every, with_restore_test=restore_test, scratch_url=scratch_url)
-        print(json.dumps(result.to_json(), indent=2) if as_json else core.describe(result), flush=True)
-        if not result.reports:
-            raise VerifyError("there is no snapshot to verify; run `relstep backup` first")
-        if not result.ok:
-            raise VerifyError(result.failure())
+    ref = _fetched(inv, ref) if from_offsite else ref
+    result = core.verify(inv.config, ref, every=every, with_restore_test=restore_test, scratch_url=scratch_url)
+    failure = None
+    if not result.reports:
+        failure = VerifyError("there is no snapshot to verify; run `relstep backup` first")
+    elif not result.ok:
+        failure = VerifyError(result.failure())
+    return Outcome(text=core.describe(result), data=result.to_json(),
+                   result=RunResult.failed(failure) if failure else None)
 
 
-@app.command("offsite")
+@command("offsite", lock="runner")
 def offsite_copy(
+    inv: Invocation,
     snapshot_ref: str | None = typer.Option(None, "--snapshot", help="Snapshot name or path (default: newest)."),
-    lock_timeout: float = LockOpt,
-) -> None:
+) -> Outcome:
     """Copy a snapshot to offsite.url, verify it and prune remote copies beyond offsite.keep (exit 6 on failure)."""
+    from dataclasses import asdict
+
     from relstep import pipeline, snapshot
 
-    with _errors():
-        config = _config()
-        with snapshot.root_lock(config.backup_root, lock_timeout):
-            path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
-                    else pipeline.newest_snapshot(config))
-            outcome = pipeline.offsite_copy(config, path)
-    print(outcome.summary())
-    for name in outcome.removed:
-        print(f"removed off-site {name}")
+    config = inv.config
+    path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
+            else pipeline.newest_snapshot(config))
+    outcome = pipeline.offsite_copy(config, path)
+    lines = [outcome.summary(), *(f"removed off-site {name}" for name in outcome.removed)]
+    return Outcome(text="\n".join(lines), data=asdict(outcome))
 
 
-@app.command()
+@command(loads_config=False)
 def init(
+    inv: Invocation,
     prisma: bool = typer.Option(False, "--prisma", help="Also add the ReleaseRecord model and its migration "
                                 "to the Prisma schema."),
-) -> None:
+) -> Outcome:
     """Inspect this repository and write a commented relstep.yml (never overwrites one)."""
     from pathlib import Path
 
     from relstep import init as core
 
-    with _errors():
-        outcome = core.init(Path.cwd(), Path(state.config_path) if state.config_path else None, prisma=prisma)
-    for line in outcome.lines():
-        print(line)
+    outcome = core.init(Path.cwd(), Path(state.config_path) if state.config_path else None, prisma=prisma)
+    data = {"config": str(outcome.config) if outcome.config else None, "written": [str(p) for p in outcome.written],
+            "found": outcome.findings.described(), "notes": outcome.notes}
+    return Outcome(text="\n".join(outcome.lines()), data=data)
 
 
-@app.command()
-def doctor() -> None:
+@command(loads_config=False)
+def doctor(inv: Invocation) -> Outcome:
     """Check the config, each database, the dump tools, backup_root and retention; one line per check."""
     from relstep import doctor as core
 
     checks = core.run_checks(state.config_path)
-    for check in checks:
-        print(check.line(), flush=True)
-    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+    failed = [c for c in checks if not c.ok]
+    data = {"ok": not failed, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]}
+    result = None
+    if failed:
+        result = RunResult(failed_phase="doctor", exit_code=1,
+                           error=f"{len(failed)} of {len(checks)} checks failed: {', '.join(c.name for c in failed)}")
+    return Outcome(text="\n".join(c.line() for c in checks), data=data, result=result)
 
 
 from relstep.hooks_cli import hook_app  # noqa: E402 - registered after the core commands, for --help order
@@ -394,8 +563,26 @@ from relstep.hooks_cli import hook_app  # noqa: E402 - registered after the core
 app.add_typer(hook_app, name="hook")
 
 
+# --- process entry ------------------------------------------------------------------------------
+
+
+def guarded(command_name: str, func: Callable[[], int]) -> int:
+    """For commands outside the runner (``relstep hook ...``): the same failure lines and exit codes."""
+    try:
+        with _failures(command_name):
+            return func()
+    except _Failed as failed:
+        result = failed.result
+        if state.verbose and result.traceback:
+            _err(result.traceback.rstrip())
+        _err(f"relstep: {result.failed_phase} failed: {result.error}")
+        return result.exit_code
+    except _Interrupted as interrupted:
+        return interrupted.code
+
+
 def _on_signal(signum: int, frame: Any) -> None:
-    # SIGINT too: click turns a KeyboardInterrupt outside `_errors()` into "Aborted!" and exit 1.
+    # SIGINT too: click turns a KeyboardInterrupt outside the runner into "Aborted!" and exit 1.
     raise Terminated(signum)
 
 
@@ -408,20 +595,56 @@ def _interruption(exc: BaseException) -> tuple[int, str]:
     return 128 + signum, signal.Signals(signum).name
 
 
-def main() -> None:
+def _click_exceptions() -> Any:
+    """The click exceptions typer raises: its vendored copy (typer >= 0.28, which no longer uses click) or click's."""
+    import importlib
+
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ModuleNotFoundError:
+        return importlib.import_module("click.exceptions")
+
+
+def _usage_error(exc: Any) -> int:
+    """Click's usage errors (unknown option, bad value, missing argument) as relstep's one line, exit 2."""
+    if isinstance(exc, _click_exceptions().NoArgsIsHelpError):
+        exc.show()   # `relstep` alone: the help, as click prints it
+        return exc.exit_code
+    where = exc.ctx.command_path if exc.ctx is not None else "relstep"
+    message = " ".join(exc.format_message().split())
+    _err(f"relstep: input failed: {message} (see `{where} --help`)")
+    return InputError.exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    clicks = _click_exceptions()
     try:
-        app()
+        code = app(args=argv, prog_name="relstep", standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except clicks.UsageError as exc:
+        code = _usage_error(exc)
+    except clicks.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
     except (KeyboardInterrupt, Terminated) as exc:
-        # A signal outside a command's `_errors()` (parsing, imports, output): its code, no traceback.
+        # A signal outside a command's runner (parsing, imports, output): its code, no traceback.
         code, name = _interruption(exc)
         _err(f"relstep: interrupted: stopped by {name}")
-        raise SystemExit(code) from None
+    except Exception as exc:
+        # Outside every command (option callbacks, start-up): still one line, never a traceback.
+        unexpected = exc
+        code = guarded("relstep", lambda: _raise(unexpected))
     finally:
         # The work is done or abandoned: a late signal just ends the process (no traceback at exit).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+    raise SystemExit(code)
+
+
+def _raise(exc: BaseException) -> int:
+    raise exc
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Precedence: CLI flags > environment variables > relstep.yml > defaults.  Every
 key is optional; relative paths are relative to the folder holding the config
 file (or the working directory when there is none).  ``${VAR}`` in a string is
-replaced from the environment (``$$`` writes a literal ``$``).
+replaced from the environment, ``${VAR:-default}`` falls back to ``default`` when VAR is unset or
+empty, ``${VAR:?message}`` stops with ``message`` then (``$$`` writes a literal ``$``).  The file
+is read strictly (:mod:`relstep.strict_yaml`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relstep.errors import ConfigError
+from relstep.errors import ConfigError, RelstepError
 
 CONFIG_NAMES = ("relstep.yml", "relstep.yaml")
 DEFAULT_RETENTION = 30
@@ -26,7 +28,9 @@ DEFAULT_CODE_EXCLUDE = (".git", "node_modules", "*.log", ".env", ".env.*")
 DEFAULT_ENVIRONMENT = {"node": "node --version", "npm": "npm --version", "pm2": "pm2 jlist"}
 DEFAULT_CODE_DIRS = ("backend", "frontend")
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``$$`` | ``${NAME}`` | ``${NAME:-default}`` / ``${NAME-default}`` | ``${NAME:?message}`` / ``${NAME?message}``
+# (the shell's meanings: with the colon an empty value counts as unset) | any other ``${``, an error.
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|(\$\{)")
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Config:
     databases: tuple[DatabaseConfig, ...] = ()
     offsite: OffsiteConfig | None = None
     notify: NotifyConfig | None = None
+    project: str | None = None      # as configured; relstep.identity.project_of derives the default
 
     @property
     def all_databases(self) -> tuple[DatabaseConfig, ...]:
@@ -108,9 +113,9 @@ class Config:
 
 def _models() -> Any:
     """Build the pydantic models lazily: ``relstep --help`` must not pay for them."""
-    from typing import Literal
+    from typing import Annotated, Literal
 
-    from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
+    from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, StringConstraints
 
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -143,6 +148,7 @@ def _models() -> Any:
         table: StrictStr = "ReleaseRecord"
 
     class File(Strict):
+        project: Annotated[StrictStr, StringConstraints(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
         backup_root: StrictStr = "backups/releases"
         retention: Any = None
         tag_prefix: StrictStr = "v"
@@ -186,17 +192,23 @@ def find_config_file(explicit: str | None, environ: Mapping[str, str], cwd: Path
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
+    from relstep import strict_yaml
+
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = strict_yaml.load(text)
+    except strict_yaml.StrictYAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply; relstep.yml needs a few levels at most") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -205,7 +217,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def expand_variables(value: Any, environ: Mapping[str, str], where: str, key: str = "") -> Any:
-    """Replace ``${VAR}`` in every string of a parsed YAML tree."""
+    """Replace ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` in every string of a parsed YAML tree."""
     if isinstance(value, dict):
         return {k: expand_variables(v, environ, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -214,12 +226,23 @@ def expand_variables(value: Any, environ: Mapping[str, str], where: str, key: st
         return value
 
     def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
+        name, operator, word, stray = match.groups()
+        if stray is not None:
+            raise ConfigError(
+                f"{where}: {key}: '${{' must start ${{NAME}}, ${{NAME:-default}} or ${{NAME:?message}} "
+                "(NAME: letters, digits, '_'); write $$ for a literal $"
+            )
         if name is None:
             return "$"
-        if name not in environ:
+        value = environ.get(name)
+        missing = value is None or (value == "" and operator is not None and operator.startswith(":"))
+        if operator is not None and operator.endswith("-"):
+            return word if missing else str(value)
+        if missing:
+            if operator is not None and word.strip():
+                raise ConfigError(f"{where}: {key}: {name} is not set: {word.strip()}")
             raise ConfigError(f"{where}: {key} uses ${{{name}}}, but the environment variable {name} is not set")
-        return environ[name]
+        return str(value)
 
     return _VAR.sub(substitute, value)
 
@@ -247,30 +270,118 @@ def resolve_retention(
     return DEFAULT_RETENTION
 
 
-def _absolute_url(url: str, base: Path) -> str:
-    """Relative file paths in database URLs (SQLite's) are relative to the config's folder."""
-    from relstep.databases import absolute_url
 
-    return absolute_url(url, base)
+
+def prisma_schema_dir(base: Path, code_dirs: list[Path], migrations_path: Path | None, where: str) -> Path | None:
+    """The folder of the app's ``schema.prisma``, which Prisma resolves ``file:`` URLs against.
+
+    Looked for where Prisma looks (``prisma/schema.prisma``, ``schema.prisma``) in the config's
+    folder and in each code folder, or next to ``migrations.path``; two different ones are an
+    error, since each would resolve ``file:./dev.db`` to a different database.
+    """
+    if migrations_path is not None and (migrations_path.parent / "schema.prisma").is_file():
+        return migrations_path.parent.resolve()
+    found: list[Path] = []
+    for root in [base, *code_dirs]:
+        for candidate in (root / "prisma" / "schema.prisma", root / "schema.prisma"):
+            if candidate.is_file() and candidate.parent.resolve() not in found:
+                found.append(candidate.parent.resolve())
+    if len(found) > 1:
+        raise ConfigError(
+            f"{where}: a file: database URL is relative to schema.prisma, and there are several "
+            f"({', '.join(str(f / 'schema.prisma') for f in found)}); set migrations.path to the app's "
+            "prisma/migrations folder, or use an absolute sqlite:/// URL"
+        )
+    return found[0] if found else None
+
+
+# URL parameters naming a file the driver or dump tool opens (MariaDB/PyMySQL, libpq).
+_URL_FILE_PARAMS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_capath", "sslrootcert", "sslcert", "sslkey", "sslcrl")
+
+
+def _check_server_url(url: str, label: str, where: str, cwd: Path) -> None:
+    """A non-numeric port, or a TLS file that is not there, named now rather than mid-backup."""
+    from relstep.databases import redact_url, sqlalchemy_url
+
+    shown = redact_url(url)
+    try:
+        port = sqlalchemy_url(url).port
+    except ValueError:
+        port = None
+        bad_port = True
+    except Exception as exc:  # SQLAlchemy's ArgumentError: a URL it cannot read at all
+        raise ConfigError(f"{where}: {label} {shown} is not a valid database URL ({type(exc).__name__})") from None
+    else:
+        bad_port = port is not None and not 0 < port < 65536
+    if bad_port:
+        raise ConfigError(
+            f"{where}: {label} {shown} has a port that is not a number from 1 to 65535; write host:PORT, "
+            "and percent-encode ':' '/' '@' in the password"
+        )
+    query = sqlalchemy_url(url).query
+    for key in _URL_FILE_PARAMS:
+        value = query.get(key)
+        if not isinstance(value, str) or not value or (key == "sslrootcert" and value == "system"):
+            continue
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else cwd / path
+        if not path.exists():
+            raise ConfigError(
+                f"{where}: {label} {shown}: {key}={value} does not exist; fix the path "
+                "(relative paths are read from the working directory) or remove the parameter"
+            )
+
+
+def _clean_url(url: str) -> str:
+    """A URL copied with a trailing newline or padded with spaces (``$(cat file)``, a CI secret)
+    is taken trimmed: no database URL begins or ends with whitespace."""
+    return url.strip()
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def _database(entry: Any, url: str, name: str, base: Path) -> DatabaseConfig:
+def _database(entry: Any, url: str, name: str, place: _Place, label: str) -> DatabaseConfig:
     from relstep.databases import engine_name
 
-    engine_name(url)  # validates the scheme now, as bad input
+    url = _clean_url(url)
+    try:
+        engine = engine_name(url)  # validates the scheme now, as bad input
+    except ConfigError as exc:
+        raise ConfigError(f"{place.where}: {label}: {exc}") from None
+    if engine != "sqlite":
+        _check_server_url(url, label, place.where, place.cwd)
     return DatabaseConfig(
-        url=_absolute_url(url, base),
+        url=place.resolve(url),
         name=name,
         redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
         exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
     )
 
 
-def _databases(parsed: Any, environ: Mapping[str, str], base: Path, where: str) -> tuple[DatabaseConfig, ...]:
+@dataclass(frozen=True)
+class _Place:
+    """Where database URLs are read from and resolved against."""
+
+    where: str
+    base: Path
+    cwd: Path
+    code_dirs: tuple[Path, ...]
+    migrations_path: Path | None
+
+    def resolve(self, url: str) -> str:
+        """The URL with a relative SQLite path made absolute (Prisma's ``file:`` as Prisma does)."""
+        prisma_base = None
+        if url.startswith("file:") and not url.startswith(("file:/", "file:?")):
+            prisma_base = prisma_schema_dir(self.base, list(self.code_dirs), self.migrations_path, self.where)
+        from relstep.databases import absolute_url
+
+        return absolute_url(url, self.base, prisma_base)
+
+
+def _databases(parsed: Any, environ: Mapping[str, str], place: _Place) -> tuple[DatabaseConfig, ...]:
     """``database:`` (one, dumped as ``main``) or ``databases:`` (several, each named); never both."""
+    where = place.where
     if parsed.databases is not None:
         if parsed.database is not None:
             raise ConfigError(f"{where}: use either database or databases, not both")
@@ -289,10 +400,13 @@ def _databases(parsed: Any, environ: Mapping[str, str], base: Path, where: str) 
             seen.add(entry.name)
             if not entry.url:
                 raise ConfigError(f"{where}: databases.{i} ({entry.name}) has no url")
-            result.append(_database(entry, entry.url, entry.name, base))
+            result.append(_database(entry, entry.url, entry.name, place, f"databases.{i}.url"))
         return tuple(result)
-    url = (parsed.database.url if parsed.database else None) or environ.get("DATABASE_URL") or None
-    return (_database(parsed.database, url, "main", base),) if url else ()
+    url = parsed.database.url if parsed.database else None
+    label = "database.url"
+    if not url:
+        url, label = environ.get("DATABASE_URL"), "DATABASE_URL"
+    return (_database(parsed.database, url, "main", place, label),) if url and url.strip() else ()
 
 
 OFFSITE_SCHEMES = ("s3", "sftp", "file")
@@ -337,6 +451,31 @@ def _notify(parsed: Any, where: str) -> NotifyConfig | None:
                         project=parsed.project)
 
 
+def _record_url(url: str | None, database: DatabaseConfig | None, place: _Place) -> str | None:
+    if not url or not url.strip():
+        return database.url if database else None
+    url = _clean_url(url)
+    from relstep.databases import engine_name
+
+    try:
+        engine = engine_name(url)
+    except ConfigError as exc:
+        raise ConfigError(f"{place.where}: record.url: {exc}") from None
+    if engine != "sqlite":
+        _check_server_url(url, "record.url", place.where, place.cwd)
+    return place.resolve(url)
+
+
+def _record_table(name: str, where: str) -> str:
+    from relstep.records import split_table_name
+
+    try:
+        split_table_name(name)
+    except RelstepError as exc:
+        raise ConfigError(f"{where}: record.table: {exc}") from None
+    return name
+
+
 def _backup_root(base: Path, value: str) -> Path:
     """Absolute and normalised, with the folders above it resolved but not backup_root itself.
 
@@ -361,10 +500,6 @@ def load_config(
     where = str(file) if file else "relstep.yml"
     raw = _read_yaml(file) if file else {}
     expanded = expand_variables(raw, environ, where)
-    notify = expanded.get("notify")
-    if isinstance(notify, dict) and True in notify and "on" not in notify:
-        # YAML 1.1 reads a bare `on:` key as the boolean true (GitHub Actions has the same quirk).
-        notify["on"] = notify.pop(True)
 
     from pydantic import ValidationError
 
@@ -374,7 +509,11 @@ def load_config(
         raise ConfigError(_validation_message(exc, where)) from None
 
     base = file.parent if file else cwd
-    databases = _databases(parsed, environ, base, where)
+    code_dirs = [base / rel for rel in (parsed.code or {}).values()] if parsed.code is not None else [
+        base / name for name in DEFAULT_CODE_DIRS]
+    migrations_path = (base / parsed.migrations.path).resolve() if parsed.migrations.path else None
+    place = _Place(where, base, cwd, tuple(code_dirs), migrations_path)
+    databases = _databases(parsed, environ, place)
     database = databases[0] if databases else None
 
     if parsed.code is None:
@@ -392,7 +531,7 @@ def load_config(
     if tool not in migration_tools.CHOICES:
         raise ConfigError(f"{where}: migrations.tool {tool!r} is not one of {', '.join(migration_tools.CHOICES)}")
 
-    record_url = parsed.record.url or (database.url if database else None)
+    record_url = _record_url(parsed.record.url, database, place)
     backup_root = _backup_root(base, parsed.backup_root)
     retention = resolve_retention(keep, environ, parsed.retention, where)
     config = Config(
@@ -406,14 +545,13 @@ def load_config(
         code_exclude=tuple(parsed.code_exclude) if parsed.code_exclude is not None else DEFAULT_CODE_EXCLUDE,
         environment=dict(parsed.environment) if parsed.environment is not None else dict(DEFAULT_ENVIRONMENT),
         environment_is_default=parsed.environment is None,
-        migrations=MigrationsConfig(
-            tool=tool, path=(base / parsed.migrations.path).resolve() if parsed.migrations.path else None
-        ),
-        record=RecordConfig(url=_absolute_url(record_url, base) if record_url else None, table=parsed.record.table),
+        migrations=MigrationsConfig(tool=tool, path=migrations_path),
+        record=RecordConfig(url=record_url, table=_record_table(parsed.record.table, where)),
         raw=raw,
         databases=databases,
         offsite=_offsite(parsed.offsite, raw, retention, where),
         notify=_notify(parsed.notify, where),
+        project=parsed.project,
     )
     _register_url_passwords(config)
     return config

@@ -38,6 +38,14 @@ class VersionError(InputError):
     phase = "version"
 
 
+class ManifestError(InputError):
+    """A snapshot's MANIFEST.json is unreadable or malformed (verify reports it as a problem, exit 8)."""
+
+
+class ManifestTooNew(ManifestError):
+    """A snapshot written by a newer relstep, in a manifest format this one does not know."""
+
+
 class BackupError(RelstepError):
     exit_code = 3
     phase = "backup"
@@ -106,6 +114,24 @@ class LockTimeout(RelstepError):
 class Interrupted(RelstepError):
     exit_code = 130
     phase = "interrupted"
+
+
+class InternalError(RelstepError):
+    """An exception relstep did not expect (a bug, or a library failing in a way nobody handled).
+
+    The CLI reports it as one masked line instead of a traceback; ``-v`` shows the traceback.
+    The exit code is sysexits.h's EX_SOFTWARE, apart from every code relstep documents for a
+    known failure, so a CI log or an alert can tell "relstep has a bug" from "the backup failed".
+    """
+
+    exit_code = 70
+    phase = "relstep"
+
+    @classmethod
+    def wrapping(cls, command: str, exc: BaseException) -> InternalError:
+        first = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+        what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return cls(f"internal error: {what}; run with -v for the traceback", phase=command)
 
 
 class Terminated(BaseException):

@@ -21,7 +21,9 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from relstep.errors import InputError
 
@@ -122,38 +124,105 @@ def pre_commit_lines(environ: Mapping[str, str]) -> list[str]:
     return [f"{local_ref} {new_sha} {remote_ref} {old_sha}"]
 
 
-def _git(repo: Path, *args: str) -> str:
+def _git(repo: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> str:
     try:
         proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise InputError("git not found on PATH; install git to manage hooks") from None
-    if proc.returncode != 0:
+    if proc.returncode not in ok_codes:
         last = (proc.stderr.strip().splitlines() or ["git failed"])[-1]
         raise InputError(f"{repo} is not a git repository ({last})")
     return proc.stdout.strip()
 
 
-def hooks_dir(repo: Path) -> Path:
-    """The directory git runs ``repo``'s hooks from (honours ``core.hooksPath``; bare repos too)."""
+def _repo(repo: Path) -> Path:
     repo = Path(repo).resolve()
     if not repo.is_dir():
         raise InputError(f"{repo} is not a directory")
+    return repo
+
+
+def hooks_dir(repo: Path) -> Path:
+    """The directory git runs ``repo``'s hooks from (honours ``core.hooksPath``; bare repos too)."""
+    repo = _repo(repo)
     path = Path(_git(repo, "rev-parse", "--git-path", "hooks"))
     return path if path.is_absolute() else (repo / path).resolve()
 
 
+def hooks_path_setting(repo: Path) -> tuple[str, str] | None:
+    """(scope, value) of the ``core.hooksPath`` git uses for ``repo`` (local, worktree, global,
+    system, command), or None when it is not set and hooks live in ``$GIT_DIR/hooks``."""
+    out = _git(_repo(repo), "config", "--show-scope", "--get", "core.hooksPath", ok_codes=(0, 1))
+    if not out:
+        return None
+    scope, _, value = out.partition("\t")
+    return scope, value
+
+
+def own_hooks_dir(repo: Path) -> Path:
+    """``$GIT_COMMON_DIR/hooks``: this repository's own hooks folder, shared by its worktrees."""
+    repo = _repo(repo)
+    path = Path(_git(repo, "rev-parse", "--git-common-dir"))
+    return (path if path.is_absolute() else repo / path).resolve() / "hooks"
+
+
+def husky_hook_file(directory: Path, hook: str) -> Path | None:
+    """The script husky runs for ``hook`` when ``directory`` (core.hooksPath) is husky's, else None.
+
+    husky 9 points core.hooksPath at ``.husky/_``, whose generated wrappers run the committed
+    ``.husky/<hook>``; husky 4-8 point it at ``.husky`` itself (``.husky/_/husky.sh`` beside).
+    Either way relstep belongs in ``.husky/<hook>``, never in place of the wrapper.
+    """
+    if directory.name == "_" and directory.parent.name == ".husky" and (directory / "h").is_file():
+        return directory.parent / hook
+    if directory.name == ".husky" and (directory / "_" / "husky.sh").is_file():
+        return directory / hook
+    return None
+
+
+BLOCK_START = f"{MARKER}: begin"
+BLOCK_END = "# relstep: end"
+
+
 def hook_script(hook: str, command: Sequence[str], config: Path | None = None) -> str:
     """The hook file's text: a marker and one ``exec`` of relstep with absolute paths."""
-    argv = [*command, "hook", "run", hook]
-    if config is not None:
-        argv += ["--config", str(config)]
     return (
         "#!/bin/sh\n"
         f"{MARKER} (`relstep hook uninstall --hook {hook}` removes it)\n"
         "# Runs `relstep run --version <version>` for each version tag pushed; a failure refuses the push.\n"
         "# The interpreter is the one relstep was installed with, so the hook works without a venv on PATH.\n"
-        f'exec {shlex.join(argv)} "$@"\n'
+        f'exec {_hook_command(hook, command, config)} "$@"\n'
     )
+
+
+def _hook_command(hook: str, command: Sequence[str], config: Path | None) -> str:
+    argv = [*command, "hook", "run", hook]
+    if config is not None:
+        argv += ["--config", str(config)]
+    return shlex.join(argv)
+
+
+def husky_block(hook: str, command: Sequence[str], config: Path | None = None) -> str:
+    """relstep's lines inside husky's ``.husky/<hook>`` (run by husky with ``sh -e``, git's stdin)."""
+    return (
+        f"{BLOCK_START} (`relstep hook uninstall --hook {hook}` removes this block)\n"
+        f'{_hook_command(hook, command, config)} "$@"\n'
+        f"{BLOCK_END}\n"
+    )
+
+
+def _without_block(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    kept: list[str] = []
+    inside = False
+    for line in lines:
+        if line.startswith(BLOCK_START):
+            inside = True
+        elif inside and line.startswith(BLOCK_END):
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "".join(kept)
 
 
 def default_command() -> list[str]:
@@ -168,48 +237,141 @@ def is_relstep_hook(path: Path) -> bool:
         return False
 
 
-def install(
+@dataclass(frozen=True)
+class Installed:
+    """Where a hook went, and why there (one sentence each, for the user)."""
+
+    path: Path
+    notes: tuple[str, ...] = ()
+
+
+# Set in the repository's config when relstep pointed core.hooksPath at the repository's own
+# hooks; uninstall then removes both, and the global hooks apply again.
+_SET_BY_RELSTEP = "relstep.hooksPathSetByRelstep"
+
+
+def install(repo: Path, hook: str = "pre-push", force: bool = False, **options: Any) -> Path:
+    """Write relstep's ``hook`` for ``repo`` and return its path (see :func:`install_hook`)."""
+    return install_hook(repo, hook, force, **options).path
+
+
+def install_hook(
     repo: Path,
     hook: str = "pre-push",
     force: bool = False,
     *,
     config: Path | None = None,
     command: Sequence[str] | None = None,
-) -> Path:
-    """Write relstep's ``hook`` into ``repo`` and return its path.
+    global_hooks_path: bool = False,
+) -> Installed:
+    """Write relstep's ``hook`` for ``repo``.
+
+    Where: the folder git runs this repository's hooks from, except that a ``core.hooksPath``
+    from the global or system config (which every repository of the user shares) is not used
+    unless ``global_hooks_path``; instead the hook goes into this repository's own hooks folder
+    and the repository's ``core.hooksPath`` is pointed at it (git reads one hooksPath, the most
+    local one, and ignores ``$GIT_DIR/hooks`` while any is set).  Under husky, relstep's lines are
+    added to husky's ``.husky/<hook>``.
 
     An existing hook that relstep did not write is kept unless ``force``; with ``force`` it is
     moved aside to ``<hook>.relstep-replaced`` rather than lost.  ``config`` is stored as an
     absolute path (required in practice for pre-receive: a bare repository has no relstep.yml).
     """
     _check_hook(hook)
-    directory = hooks_dir(repo)
+    repo = _repo(repo)
+    if config is not None:
+        config = Path(config).expanduser().resolve()
+        if not config.is_file():
+            raise InputError(f"config file {config} not found")
+    command = command or default_command()
+    directory, notes = _target_dir(repo, global_hooks_path)
+    husky = husky_hook_file(directory, hook)
+    if husky is not None:
+        return _install_into_husky(husky, hook, command, config, notes)
     path = directory / hook
     if path.exists() and not is_relstep_hook(path):
         if not force:
             raise InputError(f"{path} exists and was not installed by relstep; use --force to replace it")
         path.replace(path.with_name(f"{hook}.relstep-replaced"))
-    if config is not None:
-        config = Path(config).expanduser().resolve()
-        if not config.is_file():
-            raise InputError(f"config file {config} not found")
     directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(hook_script(hook, command or default_command(), config), encoding="utf-8", newline="\n")
+    path.write_text(hook_script(hook, command, config), encoding="utf-8", newline="\n")
     path.chmod(0o755)
-    return path
+    return Installed(path, notes)
+
+
+def _target_dir(repo: Path, global_hooks_path: bool) -> tuple[Path, tuple[str, ...]]:
+    setting = hooks_path_setting(repo)
+    if setting is None or setting[0] not in ("global", "system"):
+        if global_hooks_path:
+            raise InputError(
+                "--global-hooks-path: no global core.hooksPath is set for this repository"
+                + (f" (its core.hooksPath is {setting[1]}, set in its {setting[0]} config)" if setting else "")
+                + "; install without --global-hooks-path"
+            )
+        return hooks_dir(repo), ()
+    if global_hooks_path:
+        return hooks_dir(repo), (f"relstep installed into the {setting[0]} core.hooksPath {setting[1]}: every "
+                                 "repository using it runs relstep for its version tags",)
+    own = own_hooks_dir(repo)
+    others = sorted(p.name for p in hooks_dir(repo).glob("*") if p.is_file() and os.access(p, os.X_OK)
+                    and not p.name.endswith(".sample"))
+    _git(repo, "config", "--local", "core.hooksPath", str(own))
+    _git(repo, "config", "--local", _SET_BY_RELSTEP, str(own))
+    lost = f"; the {setting[0]} hooks there ({', '.join(others)}) no longer run in this repository" if others else ""
+    return own, (
+        f"core.hooksPath is set in your {setting[0]} git config ({setting[1]}), shared by all your repositories: "
+        f"relstep installed into this repository's own hooks and set this repository's core.hooksPath to {own}"
+        f"{lost} (`relstep hook uninstall` undoes it; --global-hooks-path installs into {setting[1]} instead)",
+    )
+
+
+def _install_into_husky(
+    path: Path, hook: str, command: Sequence[str], config: Path | None, notes: tuple[str, ...]
+) -> Installed:
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = _without_block(existing)
+    if kept and not kept.endswith("\n"):
+        kept += "\n"
+    if not kept and path.parent.name == ".husky" and not (path.parent / "_" / "h").is_file():
+        kept = "#!/usr/bin/env sh\n. \"$(dirname -- \"$0\")/_/husky.sh\"\n"  # husky 4-8 run this file itself
+    path.write_text(kept + husky_block(hook, command, config), encoding="utf-8", newline="\n")
+    path.chmod(path.stat().st_mode | 0o755)
+    return Installed(path, (*notes, f"husky manages this repository's hooks: relstep's lines were added at the end "
+                                    f"of {path}, which husky runs for {hook}; keep them last there"))
 
 
 def uninstall(repo: Path, hook: str) -> bool:
     """Remove relstep's ``hook`` from ``repo``; a hook relstep did not write is left alone.
 
-    Returns whether a file was removed.
+    Under husky only relstep's block leaves ``.husky/<hook>``.  When relstep had pointed the
+    repository's ``core.hooksPath`` at its own hooks, that setting goes too.  Returns whether
+    anything of relstep's was removed.
     """
     _check_hook(hook)
-    path = hooks_dir(repo) / hook
-    if not is_relstep_hook(path):
-        return False
-    path.unlink()
-    return True
+    repo = _repo(repo)
+    directory = hooks_dir(repo)
+    husky = husky_hook_file(directory, hook)
+    removed = False
+    if husky is not None:
+        if husky.exists() and BLOCK_START in husky.read_text(encoding="utf-8"):
+            kept = _without_block(husky.read_text(encoding="utf-8"))
+            if kept.strip():
+                husky.write_text(kept, encoding="utf-8", newline="\n")
+            else:
+                husky.unlink()
+            removed = True
+    else:
+        path = directory / hook
+        if is_relstep_hook(path):
+            path.unlink()
+            removed = True
+    set_by_us = _git(repo, "config", "--local", "--get", _SET_BY_RELSTEP, ok_codes=(0, 1))
+    if removed and set_by_us and set_by_us == _git(repo, "config", "--local", "--get", "core.hooksPath",
+                                                   ok_codes=(0, 1)):
+        if not any(is_relstep_hook(directory / name) for name in HOOKS):
+            _git(repo, "config", "--local", "--unset", "core.hooksPath")
+            _git(repo, "config", "--local", "--unset", _SET_BY_RELSTEP)
+    return removed
 
 
 def hook_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from relstep import hooks
-from relstep.errors import InputError, RelstepError
+from relstep.errors import InputError
 
 hook_app = typer.Typer(
     help="Install, remove and run relstep's git hooks (pre-push, pre-receive).",
@@ -35,13 +35,20 @@ class Hook(str, Enum):
 def _exits_on_error(func: F) -> F:
     # Same contract as the main CLI: an expected failure is one line on stderr naming the
     # phase, and the exit code errors.py assigns to it; no traceback.
+    # An unexpected exception is the main CLI's one masked internal-error line (exit 70).
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from relstep.cli import guarded
+
+        def call() -> int:
+            func(*args, **kwargs)
+            return 0
+
         try:
-            return func(*args, **kwargs)
-        except RelstepError as exc:
-            typer.echo(f"relstep: {exc.phase} failed: {exc.message}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            code = guarded(f"hook {func.__name__.removesuffix('_command')}", call)
+        except typer.Exit as done:   # the command's own exit code (hook run)
+            code = done.exit_code
+        raise typer.Exit(code)
 
     return wrapper  # type: ignore[return-value]
 
@@ -71,10 +78,14 @@ def _tag_prefix(config: Path | None) -> str:
         return "v"
     import yaml
 
+    from relstep import strict_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read tag_prefix from {path}: {exc}") from None
+        # Strictly, as relstep run reads it: an alias bomb must not hang the push here either.
+        data = strict_yaml.load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, strict_yaml.StrictYAMLError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read tag_prefix from {path}: {reason}") from None
     prefix = data.get("tag_prefix", "v") if isinstance(data, dict) else "v"
     if not isinstance(prefix, str):
         raise InputError(f"tag_prefix in {path} must be a string")
@@ -91,10 +102,18 @@ def install_command(
         Path | None,
         typer.Option("--config", help="relstep.yml for the hook (stored as an absolute path; needed in a bare repo)."),
     ] = None,
+    global_hooks_path: Annotated[
+        bool,
+        typer.Option("--global-hooks-path",
+                     help="Install into the core.hooksPath of your global git config (every repository using it)."),
+    ] = False,
 ) -> None:
     """Install a hook that runs `relstep run --version <tag>` for each version tag pushed."""
-    path = hooks.install(repo, hook.value, force, config=_config_path(config))
-    typer.echo(f"installed {hook.value} hook at {path}")
+    installed = hooks.install_hook(repo, hook.value, force, config=_config_path(config),
+                                   global_hooks_path=global_hooks_path)
+    typer.echo(f"installed {hook.value} hook at {installed.path}")
+    for note in installed.notes:
+        typer.echo(f"note: {note}")
 
 
 @hook_app.command("uninstall")

@@ -34,7 +34,6 @@ CODE_FOLDERS = ("backend", "frontend", "api", "web", "client")
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 # Prisma field names that hold secrets; matched case-insensitively against the whole name.
 SECRET_FIELD = re.compile(r".*(password|passwd|secret|token|apikey|api_key|hash).*", re.IGNORECASE)
-PRISMA_PROVIDERS = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "sqlite": "sqlite"}
 MIGRATION_TIME = "%Y%m%d%H%M%S"
 
 RELEASE_RECORD_MODEL = """
@@ -179,7 +178,7 @@ def read_prisma_schema(path: Path) -> PrismaSchema:
     word = provider.group(1) if provider else None
     return PrismaSchema(
         path=path,
-        provider=PRISMA_PROVIDERS.get(word, word) if word else None,
+        provider=_engine_of_provider(word) if word else None,
         url_env=url_env.group(1) if url_env else None,
         migrations=path.parent / "migrations",
         secret_columns=_secret_columns(text),
@@ -388,6 +387,17 @@ def _next_migration_name(migrations: Path, now: datetime) -> str:
         if last >= stamp:
             stamp = last + timedelta(seconds=1)
     return f"{stamp.strftime(MIGRATION_TIME)}_add_release_record"
+
+
+def _engine_of_provider(word: str) -> str:
+    """A Prisma provider as relstep's engine name (the registry's; Prisma's providers are URL schemes),
+    or Prisma's own word for one relstep has no engine for (sqlserver, mongodb...)."""
+    from relstep.databases.registry import spec_for_url
+
+    try:
+        return spec_for_url(f"{word}://").name
+    except InputError:
+        return word
 
 
 def add_prisma_release_record(schema: PrismaSchema, now: datetime | None = None) -> list[Path]:

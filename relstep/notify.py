@@ -14,7 +14,8 @@ What is alerted:
 * with ``on: [failure, success]``, every successful ``relstep run``.
 
 The webhook URL is a secret (Slack's carry a token): it is registered for masking
-and never appears in a message.
+and never appears in a message.  The whole request body passes through
+``relstep.masking.mask_data`` before it is sent.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from relstep.config import Config, NotifyConfig
-from relstep.masking import mask_text, register_secret
+from relstep.masking import mask_data, mask_text, register_secret
 
 TIMEOUT = float(os.environ.get("RELSTEP_NOTIFY_TIMEOUT", "5"))
 RETRIES = 2
@@ -99,7 +100,9 @@ def send(settings: NotifyConfig, event: Event, *, timeout: float | None = None,
     import urllib.request
 
     register_secret(settings.webhook)
-    data = json.dumps(body(event, settings.format)).encode()
+    # Every field is masked, not only the reason: a version, snapshot path or project name
+    # may carry a URL or a key too, and an alert leaves the machine.
+    data = json.dumps(mask_data(body(event, settings.format))).encode()
     timeout = TIMEOUT if timeout is None else timeout
     problem = ""
     for attempt in range(RETRIES + 1):

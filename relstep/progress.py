@@ -19,6 +19,7 @@ and never prints.  The CLI installs one reporter per process with :func:`install
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -189,6 +190,8 @@ def choose(stream: TextIO | None = None, environ: Mapping[str, str] | None = Non
         interval = float(environ.get("RELSTEP_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
     except ValueError:
         interval = DEFAULT_INTERVAL
+    if not math.isfinite(interval):
+        interval = DEFAULT_INTERVAL   # nan would compare false forever and inf never arrives: no line, ever
     in_ci = environ.get("CI", "").strip().lower() in ("1", "true", "yes")
     try:
         tty = stream.isatty()

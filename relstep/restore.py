@@ -17,21 +17,21 @@ Core functions return data and raise ``RelstepError``s; ``describe_*`` render te
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from relstep import compat, inventory, snapshot
+from relstep import compat, lookup, snapshot
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url, spec_for_url
 from relstep.databases.base import Engine
 from relstep.databases.registry import engine_errors
 from relstep.databases.restoring import DEFAULT_LOCK_WAIT, RestoreOptions, RestoreReport
+from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import (
     InputError,
     RelstepError,
@@ -41,11 +41,14 @@ from relstep.errors import (
     Terminated,
     VerifyError,
 )
+from relstep.manifest import DatabaseEntry, Manifest
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
-from relstep.verify import compare_row_counts, database_entries, engine_module, safe_relative
+from relstep.verify import compare_row_counts, database_entries, engine_module
 
-PRE_RESTORE_DIR = "pre-restore"
+if TYPE_CHECKING:
+    from relstep.capture.code_restore import CodeRestore
+
 PRE_RESTORE_TYPE = "pre-restore"
 
 # What to run for pending migrations, by tool: printed after the restore.
@@ -62,29 +65,6 @@ MIGRATE_COMMANDS = {
 }
 
 
-def pre_restore_root(config: Config) -> Path:
-    """``backups/releases`` -> ``backups/pre-restore``: a sibling, so release retention never sees it."""
-    return config.backup_root.parent / PRE_RESTORE_DIR
-
-
-def find_snapshot(config: Config, ref: str) -> Path:
-    """A snapshot by name, version or path inside backup_root, or by path inside the pre-restore folder.
-
-    Paths are accepted in the pre-restore folder too, so that a wrong restore can be
-    undone by restoring its safety snapshot; anything resolving elsewhere is refused.
-    """
-    try:
-        return inventory.find(config, ref)
-    except InputError:
-        pre_root = pre_restore_root(config)
-        if ("/" in ref or os.sep in ref) and pre_root.is_dir():
-            try:
-                return snapshot.resolve_snapshot(pre_root, ref)
-            except InputError:
-                pass
-        raise
-
-
 # --------------------------------------------------------------------------- check
 
 
@@ -93,9 +73,9 @@ class RestoreCheck:
     """Everything ``restore`` needs, gathered without changing anything."""
 
     snapshot: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     database: str                       # the manifest's database name ("main")
-    entry: dict[str, Any]               # the manifest's entry for it
+    entry: DatabaseEntry                # the manifest's entry for it
     target_url: str
     target_empty: bool | None           # None: the target could not be reached
     target_problem: str | None
@@ -110,10 +90,10 @@ class RestoreCheck:
 
     @property
     def engine(self) -> Engine:
-        return engine_module(self.entry["engine"])
+        return engine_module(self.entry.engine)
 
 
-def _pick_database(manifest: dict[str, Any], path: Path, name: str | None) -> tuple[str, dict[str, Any], bool]:
+def _pick_database(manifest: Manifest, path: Path, name: str | None) -> tuple[str, DatabaseEntry, bool]:
     """(name, manifest entry, whether migrations.json describes it) of the database to restore."""
     databases, problems = database_entries(manifest)
     if problems:
@@ -155,12 +135,12 @@ def _target_state(config: Config, url: str, tool: str) -> tuple[bool | None, str
         return None, exc.message, None
     if empty or tool == NONE:
         return empty, None, None
+    module = tool_for(tool)
+    assert module is not None   # only NONE has no module
     try:
         engine = create_engine(url)
         try:
             with engine.connect() as conn:
-                module = tool_for(tool)
-                assert module is not None  # tool is not NONE here
                 if find_table(conn, module.TABLE) is None:
                     return empty, None, None
                 return empty, None, read_state(conn, tool, config.migrations.path, config.base_dir)
@@ -174,13 +154,13 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     """Resolve the snapshot and the target and compute the compatibility verdict; change nothing."""
     from relstep.databases import url_password
 
-    path = find_snapshot(config, ref)
-    manifest = snapshot.read_manifest(path)
+    path = lookup.find_for_restore(config, ref)
+    manifest = Manifest.load(path)
     name, entry, described = _pick_database(manifest, path, database)
     # The configured database of the same name, whose URL is the default target and whose
     # redact rules the safety snapshot follows; a snapshot of one database maps to the first.
     configured = {d.name: d for d in config.all_databases}
-    db_config = configured.get(name) or (config.database if len(manifest["databases"]) == 1 else None)
+    db_config = configured.get(name) or (config.database if len(manifest.databases or {}) == 1 else None)
     url = database_url or (db_config.url if db_config else None)
     if not url:
         raise InputError(f"no database to restore {name} into; pass --database-url or set database.url in "
@@ -189,15 +169,14 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     spec = spec_for_url(url)
     with engine_errors(RestoreError):  # even --check-only reads the target, through its driver
         spec.require_driver()
-    if spec.name != entry["engine"]:
-        raise InputError(f"{path.name} holds a {entry['engine']} dump; {redact_url(url)} is not a "
-                         f"{entry['engine']} database", phase="restore")
+    if spec.name != entry.engine:
+        raise InputError(f"{path.name} holds a {entry.engine} dump; {redact_url(url)} is not a "
+                         f"{entry.engine} database", phase="restore")
     state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
-    app_path = None
-    if (module := tool_for(state.tool)) is not None:
-        app_path = resolve_path(module, config.migrations.path, config.base_dir)
+    module = tool_for(state.tool)
+    app_path = resolve_path(module, config.migrations.path, config.base_dir) if module is not None else None
     return RestoreCheck(path, manifest, name, entry, url, empty, problem, None if state.tool == NONE else state.tool,
                         app_path, verdict, replace(db_config or DatabaseConfig(url=url, name=name), url=url))
 
@@ -225,7 +204,7 @@ class RestoreOutcome:
     safety_pruned: list[Path] = field(default_factory=list)
     tables: int = 0
     seconds: float = 0.0
-    code: dict[str, tuple[Path, int]] = field(default_factory=dict)   # name -> (folder, files written)
+    code: CodeRestore | None = None     # with --code-to: what DIR now holds, and where the old DIR went
     notes: list[str] = field(default_factory=list)
     report: RestoreReport = field(default_factory=RestoreReport)      # what the engine did (swap, ended sessions)
 
@@ -240,16 +219,19 @@ class RestoreOutcome:
         if self.forced and not verdict.ok:
             steps.append("the snapshot was restored despite an incompatible schema (--force): check the app "
                          "against it before opening it to users")
-        redacted = self.check.entry.get("redacted") or {}
+        redacted = self.check.entry.redacted
         if redacted:
             columns = ", ".join(f"{t}.{c}" for t, cs in sorted(redacted.items()) for c in cs)
             steps.append(f"reset the passwords: the backup never held them, so {columns} are now empty "
                          "(NULL or ''); have users reset theirs, or set new ones")
-        excluded = self.check.entry.get("excluded_tables") or []
+        excluded = self.check.entry.excluded_tables
         if excluded:
             steps.append(f"refill the excluded tables, restored empty: {', '.join(excluded)}")
-        for name, (folder, _count) in self.code.items():
-            steps.append(f"deploy the {name} code from {folder}")
+        if self.code is not None:
+            steps += [f"deploy the {name} code from {self.code.folder / name}" for name in self.code.files]
+            if self.code.previous:
+                steps.append(f"once the app works, delete the previous code {self.code.previous} "
+                             "(until then, the command above puts it back)")
         if self.report.replaced:
             steps.append(f"once the app works, drop the previous database {self.report.replaced} "
                          f"(DROP DATABASE); until then it undoes this restore: {self.report.undo}")
@@ -260,22 +242,32 @@ class RestoreOutcome:
 
 
 def check_code_target(chk: RestoreCheck, code_to: Path | None, yes: bool) -> dict[str, dict[str, Any]]:
-    """The code trees to extract, after refusing a non-empty folder without --yes (exit 2)."""
+    """The code trees to extract, after refusing a non-empty folder without --yes (exit 2).
+
+    Their names and paths were checked when the manifest was loaded (relstep.manifest), and again
+    here by the code restore's own rules before anything is created through them.
+    """
+    from relstep.capture.code_restore import KEPT_SUFFIX, problems
+
     if code_to is None:
         return {}
-    code = chk.manifest.get("code") or {}
+    code = {name: summary.model_dump() for name, summary in chk.manifest.code.items()}
     if not code:
         raise InputError(f"{chk.snapshot.name} holds no code; nothing to extract into {code_to}", phase="restore")
     for name, summary in code.items():
-        paths = [*summary.get("executables", []), *summary.get("symlinks", {})] if isinstance(summary, dict) else None
-        if not safe_relative(name) or "/" in name or paths is None or not all(safe_relative(p) for p in paths):
-            raise VerifyError(f"{chk.snapshot / snapshot.MANIFEST} lists unsafe code paths for {name!r}; "
-                              "run `relstep verify`")
-    if code_to.exists() and not code_to.is_dir():
-        raise InputError(f"--code-to {code_to} is a file, not a folder", phase="restore")
-    if code_to.is_dir() and any(code_to.iterdir()) and not yes:
-        raise InputError(f"--code-to {code_to} is not empty; pass --yes to extract into it anyway, "
-                         "or choose an empty folder (nothing was changed)", phase="restore")
+        problem = problems(name, summary)
+        if problem:
+            raise VerifyError(f"{chk.snapshot / snapshot.MANIFEST} lists unsafe code paths for {name!r} "
+                              f"({problem}); run `relstep verify`")
+    if code_to.is_symlink() or (code_to.exists() and not code_to.is_dir()):
+        kind = "a symlink" if code_to.is_symlink() else "a file"
+        if not yes:
+            raise InputError(f"--code-to {code_to} is {kind}; pass --yes to move it aside and put the code "
+                             "there, or choose an empty folder (nothing was changed)", phase="restore")
+    elif code_to.is_dir() and any(code_to.iterdir()) and not yes:
+        raise InputError(f"--code-to {code_to} is not empty; pass --yes to replace it (it is kept beside as "
+                         f"{code_to.name}{KEPT_SUFFIX}<time>), or choose an empty folder (nothing was changed)",
+                         phase="restore")
     return code
 
 
@@ -301,7 +293,8 @@ def take_safety_snapshot(config: Config, target: DatabaseConfig, lock_timeout: f
     # leaves the code out and stays quick to take at the worst moment.
     # Replacing ``database`` leaves just the target in ``all_databases``: the other
     # configured databases are not being overwritten.
-    pre_config = replace(config, backup_root=pre_restore_root(config), database=target, code={})
+    # The same project as the app's: the pre-restore folder may be shared by several apps too.
+    pre_config = replace(config, backup_root=lookup.pre_restore_root(config), database=target, code={})
     release = Release(_current_version(config, target.url), PRE_RESTORE_TYPE, "pre-restore safety snapshot")
     with snapshot.root_lock(pre_config.backup_root, lock_timeout):
         try:
@@ -318,9 +311,9 @@ def prune_safety_snapshots(config: Config, lock_timeout: float, protect: Path) -
     itself being restored (undoing a restore), before it was read.
     """
     removed = []
-    root = pre_restore_root(config)
+    root = lookup.pre_restore_root(config)
     with snapshot.root_lock(root, lock_timeout):
-        for old in snapshot.to_prune(root, config.retention, {protect}):
+        for old in snapshot.to_prune(lookup.of_config(config, root).own, config.retention, {protect}):
             try:
                 snapshot.remove_snapshot(old)
             except OSError:
@@ -337,7 +330,7 @@ def restore(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     code_to: Path | None = None,
-    lock_timeout: float = 600.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     terminate_sessions: bool = False,
     no_owner: bool = False,
@@ -366,7 +359,7 @@ def restore(
         # Under the lock a concurrent prune cannot remove the snapshot while it is read.
         # Only what this restore reads: the database's folder, the migration state, and the code
         # trees when --code-to asks for them (the other databases and code are not touched).
-        needed = (chk.entry["path"].rstrip("/") + "/", "migrations.json", *(("code/",) if code_to else ()))
+        needed = (chk.entry.path.rstrip("/") + "/", "migrations.json", *(("code/",) if code_to else ()))
         problems, _files, _bytes = verify.check_files(chk.snapshot, chk.manifest, within=needed)
         if problems:
             raise VerifyError(f"{chk.snapshot.name} fails verification ({problems[0]}"
@@ -378,16 +371,16 @@ def restore(
                                                        no_owner=no_owner, no_privileges=no_privileges))
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
-    for name, summary in code.items():
-        from relstep.capture.code import restore_tree
+    if code:
+        from relstep.capture.code_restore import restore_code
 
         assert code_to is not None
-        folder = code_to / name
         try:
-            outcome.code[name] = (folder, restore_tree(chk.snapshot, name, summary, folder))
+            outcome.code = restore_code(chk.snapshot, code, code_to)
         except OSError as exc:
-            raise RestoreError(f"the database was restored, but extracting the {name} code into {folder} "
-                               f"failed: {exc.strerror or exc}") from exc
+            raise RestoreError(f"the database was restored, but the code could not be built beside {code_to} "
+                               f"and swapped in ({exc.strerror or exc}); {code_to} is unchanged: free space or fix "
+                               "the permissions of its folder, then restore again with --code-to") from exc
     return outcome
 
 
@@ -398,8 +391,8 @@ def prove(staged_url: str, chk: RestoreCheck, outcome: RestoreOutcome) -> None:
     """
     actual = chk.engine.row_counts(staged_url)
     outcome.tables = len(actual)
-    mismatches = compare_row_counts(chk.entry.get("row_counts") or {}, actual)
-    if mismatches and chk.entry.get("row_counts_consistent", True):
+    mismatches = compare_row_counts(chk.entry.row_counts, actual)
+    if mismatches and chk.entry.row_counts_consistent:
         raise RestoreError(f"the restored copy differs from the snapshot ({mismatches[0]}"
                            + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")")
     if mismatches:
@@ -436,8 +429,8 @@ def _put_back(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOption
     assert outcome.safety_snapshot is not None
     safety = outcome.safety_snapshot
     try:
-        _name, entry, _described = _pick_database(snapshot.read_manifest(safety), safety, None)
-        chk.engine.restore(safety / entry["path"], chk.target_url, entry.get("extra"),
+        _name, entry, _described = _pick_database(Manifest.load(safety), safety, None)
+        chk.engine.restore(safety / entry.path, chk.target_url, entry.extra,
                            RestoreOptions(lock_wait=options.lock_wait))
     except (RelstepError, OSError, ValueError) as exc:
         outcome.report.notes.append(f"putting the safety snapshot back failed too: {exc}")
@@ -449,7 +442,7 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: Resto
     started = time.monotonic()
     options = replace(options, prove=lambda staged: prove(staged, chk, outcome), report=outcome.report)
     try:
-        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"), options)
+        chk.engine.restore(chk.snapshot / chk.entry.path, chk.target_url, chk.entry.extra, options)
     except RelstepError as exc:
         if outcome.report.live_changed and outcome.safety_snapshot is not None:
             _put_back(chk, outcome, options)
@@ -473,7 +466,7 @@ def describe_check(chk: RestoreCheck) -> str:
     target = "unreachable: " + (chk.target_problem or "?") if chk.target_empty is None else (
         "empty" if chk.target_empty else "not empty")
     lines = [
-        f"snapshot:   {chk.snapshot} ({m.get('version')}, {m.get('deployment_type')}, created {m.get('created_at')})",
+        f"snapshot:   {chk.snapshot} ({m.version}, {m.deployment_type}, created {m.created_at or '?'})",
         f"target:     {chk.target} ({target})",
     ]
     if chk.target_empty is not None and chk.target_problem:
@@ -489,6 +482,18 @@ def describe_check(chk: RestoreCheck) -> str:
         lines.append(f"  {'STATUS'.ljust(width)}  MIGRATION")
         lines += [f"  {status.ljust(width)}  {name}" for status, name in rows]
     return mask_text("\n".join(lines))
+
+
+def describe_code(restored: CodeRestore, code: dict[str, Any]) -> list[str]:
+    from relstep.capture.code_restore import left_out_lines
+
+    lines = [f"extracted code {name}: {count} files into {restored.folder / name}"
+             for name, count in restored.files.items()]
+    if restored.previous:
+        lines.append(f"the previous {restored.folder} is kept as {restored.previous}; to put it back: "
+                     f"{restored.undo_command()}")
+    lines += [f"not in the code (left out at backup): {line}" for line in left_out_lines(code)]
+    return lines
 
 
 def describe_outcome(outcome: RestoreOutcome) -> str:
@@ -507,8 +512,8 @@ def describe_outcome(outcome: RestoreOutcome) -> str:
     if outcome.report.replaced:
         lines.append(f"the previous database is kept as {outcome.report.replaced}; to put it back: "
                      f"{outcome.report.undo}")
-    for name, (folder, count) in outcome.code.items():
-        lines.append(f"extracted code {name}: {count} files into {folder}")
+    if outcome.code:
+        lines += describe_code(outcome.code, {name: entry.model_dump() for name, entry in chk.manifest.code.items()})
     lines += [f"note: {n}" for n in [*outcome.report.notes, *outcome.notes]]
     todo = outcome.todo()
     if todo:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relstep.errors import RelstepError
 
 
 @dataclass
@@ -32,6 +35,14 @@ class RunResult:
     exit_code: int = 0
     traceback: str | None = field(default=None, repr=False)   # shown with -v only, never serialised
 
+    @classmethod
+    def failed(cls, exc: RelstepError, traceback: str | None = None) -> RunResult:
+        """The result of a command that stopped with ``exc`` before it had phases to report."""
+        from relstep.masking import mask_text
+
+        return cls(failed_phase=exc.phase, error=mask_text(exc.message), exit_code=exc.exit_code,
+                   traceback=mask_text(traceback) if traceback else None)
+
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
@@ -41,3 +52,16 @@ class RunResult:
         del data["traceback"]
         data["ok"] = self.ok
         return data
+
+
+@dataclass
+class Outcome:
+    """What a CLI command hands the command runner, which alone prints, publishes and exits.
+
+    ``result`` decides the exit code and the last stderr line, and is what the CI writers and
+    the alerts see; a command with nothing for them (list, show) leaves it ``None`` on success.
+    """
+
+    text: str | None = None               # stdout without --json (the command may have said more earlier)
+    data: Any = None                      # stdout with --json; None: the result's own JSON
+    result: RunResult | None = None

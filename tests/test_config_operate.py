@@ -10,6 +10,8 @@ import pytest
 from relstep.config import load_config
 from relstep.errors import ConfigError
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 
 def load(tmp_path: Path, text: str, **env: str):
     (tmp_path / "relstep.yml").write_text(text)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from relstep.capture import code as code_capture
+from relstep.capture import code_restore
 from relstep.fsutil import CHUNK, sha256_file
 from tests.helpers import relstep, sqlite_app
 
@@ -87,7 +88,8 @@ def backup(app: Path, version: str) -> Path:
 
 def restored(snap: Path, name: str, target: Path) -> dict[str, tuple]:
     manifest = json.loads((snap / "MANIFEST.json").read_text())
-    code_capture.restore_tree(snap, name, manifest["code"][name], target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    code_restore.build_tree(snap, name, manifest["code"][name], target)
     return tree_state(target)
 
 
@@ -133,7 +135,7 @@ def test_restore_after_predecessors_are_pruned_is_identical_to_the_source(app: P
 
 def capture(source: Path, snap: Path, reuse: dict[str, Path] | None = None) -> tuple[dict, dict]:
     hashes: dict[str, dict] = {}
-    summary = code_capture.capture_tree("app", source, snap, EXCLUDE, [], reuse or {}, hashes)
+    summary = code_capture.capture_tree("app", source, snap, EXCLUDE, {}, reuse or {}, hashes)
     return summary.to_json(), hashes
 
 
@@ -219,7 +221,7 @@ def test_walk_excludes_exactly_what_is_excluded_says(tmp_path: Path, patterns: t
     snap = tmp_path / "snap"
     snap.mkdir()
     hashes: dict[str, dict] = {}
-    code_capture.capture_tree("app", source, snap, patterns, [], {}, hashes)
+    code_capture.capture_tree("app", source, snap, patterns, {}, {}, hashes)
 
     assert {rel.removeprefix("code/app/") for rel in hashes} == expected
     assert expected  # the patterns never exclude everything here

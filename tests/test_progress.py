@@ -12,6 +12,8 @@ import pytest
 from relstep import progress
 from tests.helpers import clean_env, relstep, sqlite_app
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ relstep: \S")
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")    # everything but the newline
 

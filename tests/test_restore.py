@@ -294,10 +294,12 @@ def test_code_to_extracts_the_code_and_refuses_a_non_empty_folder(tmp_path: Path
     assert os.access(fresh / "backend" / "run.sh", os.X_OK)
     assert "deploy the backend code from" in ran.out
     assert tables(f"sqlite:///{target}") == redacted(tables(url))
-    # With --yes the non-empty folder is used as asked.
+    # With --yes the non-empty folder is replaced whole, and kept beside (tests/test_code_restore.py).
     again = run("restore", "1.0.0", "--yes", "--database-url", f"sqlite:///{target}", "--code-to", str(busy), cwd=app)
     assert again.code == 0, again.err
-    assert (busy / "keep.txt").read_text() == "mine" and (busy / "backend" / "run.sh").is_file()
+    [kept] = tmp_path.glob("busy.before-restore-*")
+    assert (kept / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in busy.iterdir()) == ["backend", "frontend"]
 
 
 # --------------------------------------------------------------------------- refusals
@@ -371,7 +373,9 @@ def project_snapshot(
     """A relstep snapshot of the real project's database (read only), in a backup root of its own."""
     root = tmp_path_factory.mktemp("verdict")
     config = tmp_path_factory.mktemp("verdict-config")
+    # One app (project) whose code is then checked out in other folders, one per verdict.
     write_config(config, {
+        "project": "verdict-app",
         "backup_root": str(root / "releases"), "database": {"url": real_project.url}, "code": {}, "environment": {},
         "migrations": {"tool": "auto", "path": str(real_project.project_dir / real_project.migrations_path)},
     })
@@ -404,6 +408,7 @@ def test_every_verdict_on_real_migration_data(project_snapshot: tuple[RealProjec
     project, snap = project_snapshot
     app = project.variant(tmp_path / "app", kind)
     write_config(app, {
+        "project": "verdict-app",
         "backup_root": str(snap.parent), "database": {"url": project.url}, "code": {}, "environment": {},
         "migrations": {"tool": project.tool, "path": project.migrations_path},
     })

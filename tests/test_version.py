@@ -8,6 +8,8 @@ from relstep.errors import VersionError
 from relstep.version import infer_deployment_type, parse_version, resolve_release
 from tests.helpers import git, init_repo
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 
 def resolve(tmp_path: Path, flag: str | None = None, kind: str | None = None, **env: str):
     return resolve_release(flag, kind, tmp_path, "v", environ=env)

@@ -8,6 +8,14 @@ same bytes, so every snapshot stays self-contained: deleting an older snapshot
 only drops a name, never the content a newer one still links.  Snapshot files
 are 0600 and never written after the snapshot is finished, which is what makes
 sharing their inodes safe.
+
+What a tree is not: databases (the configured SQLite file and any file with an
+SQLite header, which would carry every value the dump redacts), relstep's own
+snapshots (backup_root and the pre-restore folder, for ``code: {app: .}``), and
+excluded names; the manifest's ``left_out`` names the first two.  Symlinks are
+recorded and recreated, never followed.  Names that are not UTF-8 get a stand-in
+(``names``), and sparse files keep their holes (``sparse``).  ``code_restore``
+turns a tree back into a folder.
 """
 
 from __future__ import annotations
@@ -17,14 +25,14 @@ import fnmatch
 import hashlib
 import os
 import re
-import shutil
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from relstep import codec, fsutil
+from relstep.capture import names, sparse, sqlite_files
 from relstep.errors import BackupError, ConfigError
 
 CODE_DIR = "code"
@@ -32,17 +40,27 @@ CODE_DIR = "code"
 
 @dataclass
 class CodeSummary:
+    """A code entry of the manifest.  Paths are relative to the code folder, as stored in the snapshot."""
+
     source: str
     files: int = 0
     bytes: int = 0
     linked: int = 0                                   # files shared with the previous snapshot
     symlinks: dict[str, str] = field(default_factory=dict)
     executables: list[str] = field(default_factory=list)
+    # What was deliberately not copied, and why: databases, relstep's own snapshots.
+    left_out: list[dict[str, str]] = field(default_factory=list)
+    # Entries whose name is not valid UTF-8: stored path -> the original last component, base64.
+    raw_names: dict[str, str] = field(default_factory=dict)
+    # Symlinks whose target is not valid UTF-8: path -> the target's bytes, base64
+    # (``symlinks`` then holds its readable form).
+    raw_link_targets: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source, "files": self.files, "bytes": self.bytes, "linked": self.linked,
             "symlinks": self.symlinks, "executables": sorted(self.executables),
+            "left_out": self.left_out, "raw_names": self.raw_names, "raw_link_targets": self.raw_link_targets,
         }
 
 
@@ -190,19 +208,24 @@ def capture_tree(
     source: Path,
     snapshot_dir: Path,
     exclude: Iterable[str],
-    skip_paths: Iterable[Path],
+    leave_out: Mapping[Path, str],
     reuse: dict[str, Path],
     hashes: dict[str, dict[str, Any]],
     on_file: Callable[[int], None] | None = None,
 ) -> CodeSummary:
     """Copy (or link) ``source`` into ``snapshot_dir/code/<name>``; fill ``hashes`` for the manifest.
 
-    Visits folders in the order ``os.walk`` would (sorted, top-down) with one
-    ``scandir`` per folder and string paths: per-file Python work is most of the time
-    a 20,000-file tree takes.
+    ``leave_out`` maps folders and files that must not be copied (backup_root, the
+    configured database) to the reason the manifest gives; SQLite files found by
+    their header are left out too, with their ``-wal``/``-journal``/``-shm``.
+
+    Symlinks are recorded, never followed, and excluded names are never opened, so a
+    symlink loop or an unreadable excluded folder cannot stop a backup.  Visits
+    folders sorted and top-down with one ``scandir`` per folder and string paths:
+    per-file Python work is most of the time a 20,000-file tree takes.
     """
     excluded = _Excluder(exclude)
-    skip = {str(p.resolve()) for p in skip_paths}
+    skip = {str(p.resolve()): why for p, why in leave_out.items()}
     dest_root = snapshot_dir / CODE_DIR / name
     dest_root.mkdir(parents=True, mode=fsutil.PRIVATE_DIR)
     # Everything below is created 0700/0600 (os.open/os.mkdir modes), so finish() need
@@ -211,90 +234,122 @@ def capture_tree(
     os.chmod(dest_root, fsutil.PRIVATE_DIR)
     summary = CodeSummary(source=str(source))
     prefix = f"{CODE_DIR}/{name}/"
-    # (folder to read, its resolved path, its path relative to source with a trailing "/")
-    pending: list[tuple[str, str, str]] = [(str(source), str(source.resolve()), "")]
+    # (folder to read, its resolved path, its path relative to source and the stored one, each
+    # with a trailing "/"); the two relative paths differ only below a name that is not UTF-8.
+    pending: list[tuple[str, str, str, str]] = [(str(source), str(source.resolve()), "", "")]
     while pending:
-        here, real, rel_dir = pending.pop()
+        here, real, rel_dir, stored_dir = pending.pop()
         try:
             with os.scandir(here) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             # Not skipped silently (as os.walk would): a backup missing a folder looks complete.
             raise BackupError(f"cannot read {here}: {exc.strerror or exc}") from exc
-        kept: list[tuple[str, str, str]] = []
-        files = []
+        taken = {e.name for e in entries if names.is_utf8(e.name)}
+        databases: set[str] = set()    # names of this folder's left-out database files
+        kept: list[tuple[str, str, str, str]] = []
         for entry in entries:
             rel = rel_dir + entry.name
-            # os.walk counts a symlink to a folder as a folder (and does not follow it).
-            if not entry.is_dir():
-                files.append(entry)
-                continue
+            # Decided on the name alone: an excluded entry is never stat-ed, opened or followed.
             if excluded(rel, entry.name):
                 continue
-            link = entry.is_symlink()
-            real_child = str(Path(entry.path).resolve()) if link else f"{real}/{entry.name}"
-            if real_child in skip:
-                continue  # backup_root inside a code folder: never copy snapshots into snapshots
-            if link:
-                summary.symlinks[rel] = os.readlink(entry.path)
-                continue
-            os.mkdir(f"{dest_root}/{rel}", fsutil.PRIVATE_DIR)
-            kept.append((entry.path, real_child, rel + "/"))
-        for entry in files:
-            rel = rel_dir + entry.name
-            if excluded(rel, entry.name):
-                continue
+            stored = entry.name if entry.name in taken else names.stand_in(entry.name, taken)
+            stored_rel = stored_dir + stored
+            if stored != entry.name:
+                summary.raw_names[stored_rel] = names.to_base64(entry.name)
+            real_child = f"{real}/{entry.name}"
+            # The entry's type comes from the directory listing (no stat, never followed).
             if entry.is_symlink():
-                summary.symlinks[rel] = os.readlink(entry.path)
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                raise BackupError(f"cannot copy {entry.path}: {exc.strerror or exc}") from exc
-            if not stat.S_ISREG(st.st_mode):
-                continue  # sockets, fifos, devices: not code
-            size, digest = _capture_file(entry.path, f"{dest_root}/{rel}", reuse, summary)
-            hashes[prefix + rel] = {"size": size, "sha256": digest}
-            summary.files += 1
-            summary.bytes += size
-            if st.st_mode & stat.S_IXUSR:
-                summary.executables.append(rel)
-            if on_file:
-                on_file(size)
+                _record_symlink(entry.path, stored_rel, summary)
+            elif real_child in skip:
+                _leave_out(summary, stored_rel, skip[real_child])
+                if not entry.is_dir(follow_symlinks=False):
+                    databases.add(entry.name)  # the configured database: its -wal goes with it
+            elif entry.is_dir(follow_symlinks=False):
+                os.mkdir(f"{dest_root}/{stored_rel}", fsutil.PRIVATE_DIR)
+                kept.append((entry.path, real_child, rel + "/", stored_rel + "/"))
+            elif (owner := sqlite_files.companion_of(entry.name, databases)) is not None:
+                _leave_out(summary, stored_rel, f"belongs to the left-out {stored_dir}{names.readable(owner)}")
+            else:
+                why = _capture_regular(entry, dest_root, prefix, stored_rel, reuse, hashes, summary, on_file)
+                if why is not None:
+                    _leave_out(summary, stored_rel, why)
+                    databases.add(entry.name)
         pending.extend(reversed(kept))  # popped in sorted order: the same order os.walk gives
     return summary
 
 
-def _capture_file(src: str, dest: str, reuse: dict[str, Path], summary: CodeSummary) -> tuple[int, str]:
+def _record_symlink(path: str, stored_rel: str, summary: CodeSummary) -> None:
     try:
+        target = os.readlink(path)
+    except OSError as exc:
+        raise BackupError(f"cannot read the symlink {names.readable(path)}: {exc.strerror or exc}") from exc
+    if names.is_utf8(target):
+        summary.symlinks[stored_rel] = target
+    else:
+        summary.symlinks[stored_rel] = names.readable(target)
+        summary.raw_link_targets[stored_rel] = names.to_base64(target)
+
+
+def _leave_out(summary: CodeSummary, stored_rel: str, reason: str) -> None:
+    summary.left_out.append({"path": stored_rel, "reason": reason})
+
+
+def _capture_regular(
+    entry: os.DirEntry[str], dest_root: Path, prefix: str, stored_rel: str, reuse: dict[str, Path],
+    hashes: dict[str, dict[str, Any]], summary: CodeSummary, on_file: Callable[[int], None] | None,
+) -> str | None:
+    """Copy one regular file into the snapshot; or return why it is left out (an SQLite file)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            return None  # sockets, fifos, devices: not code
+        why = sqlite_files.kind(entry.path, st.st_size)
+    except OSError as exc:
+        raise BackupError(f"cannot copy {names.readable(entry.path)}: {exc.strerror or exc}") from exc
+    if why is not None:
+        return why
+    size, digest = _capture_file(entry.path, f"{dest_root}/{stored_rel}", reuse, summary, sparse.is_sparse(st))
+    hashes[prefix + stored_rel] = {"size": size, "sha256": digest}
+    summary.files += 1
+    summary.bytes += size
+    if st.st_mode & stat.S_IXUSR:
+        summary.executables.append(stored_rel)
+    if on_file:
+        on_file(size)
+    return None
+
+
+def _capture_file(src: str, dest: str, reuse: dict[str, Path], summary: CodeSummary,
+                  is_sparse: bool = False) -> tuple[int, str]:
+    try:
+        if is_sparse:
+            return _capture_sparse(src, dest, reuse, summary)
         if reuse:
             size, digest, linked = _capture_shared(src, dest, reuse)
             summary.linked += linked
             return size, digest
         return _copy_hashing(src, dest)
     except OSError as exc:
-        raise BackupError(f"cannot copy {src}: {exc.strerror or exc}") from exc
+        raise BackupError(f"cannot copy {names.readable(src)}: {exc.strerror or exc}") from exc
 
 
-def restore_tree(snapshot_dir: Path, name: str, summary: dict[str, Any], target: Path) -> int:
-    """Copy ``code/<name>`` out of a snapshot into ``target`` with modes and symlinks; returns files written."""
-    source = snapshot_dir / CODE_DIR / name
-    count = 0
-    for dirpath, _dirnames, filenames in os.walk(source):
-        rel_dir = Path(dirpath).relative_to(source)
-        (target / rel_dir).mkdir(parents=True, exist_ok=True)
-        for f in filenames:
-            dest = target / rel_dir / f
-            shutil.copyfile(Path(dirpath) / f, dest)
-            os.chmod(dest, 0o644)
-            count += 1
-    for rel in summary.get("executables", []):
-        path = target / rel
-        if path.exists():
-            os.chmod(path, 0o755)  # noqa: S103 - restored code is a normal checkout, not a snapshot
-    for rel, link_target in summary.get("symlinks", {}).items():
-        link = target / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists() and not link.is_symlink():
-            os.symlink(link_target, link)
-    return count
+def _capture_sparse(source: str, dest: str, reuse: dict[str, Path], summary: CodeSummary) -> tuple[int, str]:
+    """A file with holes: linked when unchanged, else copied with its holes (never filled with zeros)."""
+    if reuse:
+        size, sha = fsutil.sha256_file(source)
+        existing = reuse.get(sha)
+        if existing is not None and _try_link(str(existing), dest, size, sha, None):
+            summary.linked += 1
+            return size, sha
+    digest = hashlib.sha256()
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, fsutil.PRIVATE_FILE)
+        try:
+            size = sparse.copy_sparse(src, out, digest)
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
+    return size, digest.hexdigest()

@@ -1,9 +1,10 @@
 """environment.json: runtime versions, host facts, git state and configured commands' output.
 
-Everything passes through ``relstep.masking`` before it is returned.  The process
-environment is *not* captured wholesale (a variable named ``STRIPE=sk_live...``
-would not look secret by name); only an allow-list of variables that describe
-the deploy is kept.
+Everything passes through ``relstep.masking.mask_data`` before it is returned: values
+under secret-looking names (``DB_PASS``, ``SENTRY_DSN`` in ``pm2 jlist``), URL passwords
+and credential parameters, values shaped like credentials (``sk_live_...``, JWTs) and
+long high-entropy tokens are masked there.  The process environment is *not* captured
+wholesale all the same: only an allow-list of variables that describe the deploy is kept.
 """
 
 from __future__ import annotations

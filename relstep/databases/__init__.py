@@ -34,17 +34,22 @@ def engine_name(url: str) -> str:
     return spec_for_url(url).key
 
 
-def absolute_url(url: str, base: Path) -> str:
-    """The URL with a relative SQLite file path made absolute against ``base`` (the config's folder);
-    other URLs unchanged.  Prisma's ``file:`` form becomes ``sqlite:///``."""
+def absolute_url(url: str, base: Path, file_base: Path | None = None) -> str:
+    """The URL with a relative SQLite file path made absolute; other URLs unchanged.
+
+    ``sqlite:///`` paths are relative to ``base`` (the config's folder); Prisma's ``file:`` form is
+    relative to ``file_base`` when given (the folder of ``schema.prisma``, as Prisma resolves it),
+    else to ``base``, and becomes ``sqlite:///``.
+    """
     for prefix in ("sqlite:///", "file:"):
         if url.startswith(prefix):
             rest = url[len(prefix):]
             if rest.startswith("//"):
                 return url
             path_part, sep, query = rest.partition("?")
+            folder = file_base if prefix == "file:" and file_base is not None else base
             if path_part and not path_part.startswith("/") and path_part != ":memory:":
-                return "sqlite:///" + str((base / path_part).resolve()) + (sep + query)
+                return "sqlite:///" + str((folder / path_part).resolve()) + (sep + query)
             return "sqlite:///" + path_part + (sep + query) if prefix == "file:" else url
     return url
 

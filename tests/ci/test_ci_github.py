@@ -16,6 +16,8 @@ from relstep.result import PhaseResult, RunResult
 
 from .ci_support import REPO_ROOT
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 
 def parse_github_output(text: str) -> dict[str, str]:
     """Parse $GITHUB_OUTPUT the way the runner does (name=value and name<<DELIM blocks)."""

@@ -12,6 +12,8 @@ from relstep.ci import gitlab
 from relstep.ci.gitlab import DotenvReport
 from relstep.result import PhaseResult, RunResult
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 
 def parse_dotenv(text: str) -> dict[str, str]:
     """GitLab's rules: one KEY=value per line, no blank lines, no comments, keys [A-Za-z0-9_]."""

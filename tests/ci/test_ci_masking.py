@@ -15,6 +15,8 @@ from relstep.result import PhaseResult, RunResult
 
 from .ci_support import PLANTED_SECRET
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 
 def leaky_result(secret: str) -> RunResult:
     url = f"postgresql://app:{secret}@db.internal/app"

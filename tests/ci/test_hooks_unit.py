@@ -17,6 +17,8 @@ from relstep.hooks_cli import hook_app
 
 from .ci_support import git, isolated_env
 
+pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
+
 A = "a" * 40
 B = "b" * 40
 Z = "0" * 40
@@ -293,3 +295,14 @@ def test_cli_run_reads_the_tag_prefix_from_the_config(tmp_path: Path, stub: tupl
     )
     assert proc.returncode == 0, proc.stderr
     assert not log.exists(), "v1.0.0 is not a release- tag"
+
+
+def test_cli_run_reads_tag_prefix_strictly(tmp_path: Path) -> None:
+    # The hook reads tag_prefix before relstep run: an alias bomb or a duplicate key must not hang
+    # or slip through there either; a branch push is then refused with one line.
+    config = tmp_path / "relstep.yml"
+    config.write_text("tag_prefix: v\ntag_prefix: release-\n")
+    result = CliRunner().invoke(hook_app, ["run", "pre-push", "--config", str(config)], input="")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"relstep: input failed: cannot read tag_prefix from {config}: line 2: key "
+                                     "'tag_prefix' is given twice (first on line 1); keep one")

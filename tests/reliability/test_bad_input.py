@@ -189,7 +189,7 @@ CASES = [
            "nothing was deleted",
            config=f"retention: {value}\ndatabase:\n  url: sqlite:///app.db\n")
       for i, (value, shown) in enumerate([("0", "0"), ("-1", "-1"), ("abc", "'abc'"), ("1.5", "1.5"),
-                                          ("1e3", "'1e3'"), ("''", "''"),
+                                          ("1e3", "1000\\.0"), ("''", "''"),
                                           ("100000000000000000000", "100000000000000000000")])],
     *[Case(f"retention-keep-{i}", (*RUN, f"--keep={value}"), 2,
            rf"relstep: config failed: --keep must be {WHOLE}, got '{re.escape(value)}'; nothing was deleted")
@@ -232,11 +232,48 @@ CASES = [
          r"relstep: config failed: {app}/relstep\.yml: migrations\.tool 'liquibase' is not one of .*",
          config="database:\n  url: sqlite:///app.db\nmigrations:\n  tool: liquibase\n"),
     Case("yaml-unsupported-scheme", RUN, 2,
-         r"relstep: config failed: unsupported database URL scheme oracle://; use one of .*",
+         r"relstep: config failed: {app}/relstep\.yml: database\.url: unsupported database URL scheme oracle://; "
+         r"use one of .*",
          config="database:\n  url: oracle://scott:tiger@db/orcl\n"),
     Case("yaml-code-name-traversal", RUN, 2,
          r"relstep: config failed: {app}/relstep\.yml: code: name '\.\./x' must be letters, digits, '-', '_' or '\.'",
          config="database:\n  url: sqlite:///app.db\ncode:\n  ../x: backend\n"),
+    Case("yaml-duplicate-key", RUN, 2,
+         r"relstep: config failed: {app}/relstep\.yml: line 3: key 'retention' is given twice \(first on line 1\); "
+         r"keep one", config="retention: 3\ntag_prefix: v\nretention: 5\ndatabase:\n  url: sqlite:///app.db\n"),
+    *[Case(f"yaml-1.1-number-{value}", RUN, 2,
+           rf"relstep: config failed: {{app}}/relstep\.yml: line 1: {re.escape(value)} is not a plain decimal number; "
+           r"relstep reads YAML 1\.2, where it would not mean what YAML 1\.1 makes of it: write decimal digits for a "
+           rf"number, or quote it \('{re.escape(value)}'\) for text",
+           config=f"retention: {value}\ndatabase:\n  url: sqlite:///app.db\n")
+      for value in ("010", "1:30", "0x1F")],
+    Case("yaml-billion-laughs", RUN, 2,
+         r"relstep: config failed: {app}/relstep\.yml: line \d+: the aliases here expand to more than 10000 values; "
+         r"write the values out instead of nesting aliases",
+         config="code:\n  a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+             f"  {chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))),
+    Case("yaml-recursive-alias", RUN, 2,
+         r"relstep: config failed: {app}/relstep\.yml: line 1: an alias refers to the value that contains it "
+         r"\(a recursive alias\); remove it", config="code: &a [*a]\n"),
+    Case("yaml-required-variable", RUN, 2,
+         r"relstep: config failed: {app}/relstep\.yml: database\.url: RELSTEP_TEST_UNSET_VARIABLE is not set: "
+         r"export the app's database URL",
+         config="database:\n  url: ${RELSTEP_TEST_UNSET_VARIABLE:?export the app's database URL}\n"),
+    Case("url-port-not-a-number", RUN, 2,
+         r"relstep: config failed: {app}/relstep\.yml: DATABASE_URL "
+         r"postgresql://app:\*\*\*@127\.0\.0\.1:fivefour/app has a port that is not a number from 1 to 65535; "
+         r"write host:PORT, and percent-encode ':' '/' '@' in the password",
+         setup=_write("relstep.yml", b"retention: 3\n"),
+         env=(("DATABASE_URL", "postgresql://app:Pw-7f3c9e-never-leak@127.0.0.1:fivefour/app\n"),)),
+    Case("url-ssl-ca-missing", RUN, 2,
+         r"relstep: config failed: {app}/relstep\.yml: database\.url mysql://app:\*\*\*@127\.0\.0\.1:3306/app"
+         r"\?ssl_ca=/nonexistent/ca\.pem: ssl_ca=/nonexistent/ca\.pem does not exist; fix the path \(relative paths "
+         r"are read from the working directory\) or remove the parameter",
+         config=_config("mysql://app:Pw-7f3c9e-never-leak@127.0.0.1:3306/app?ssl_ca=/nonexistent/ca.pem")),
+    Case("record-table-two-dots", RUN, 2,
+         r"relstep: config failed: {app}/relstep\.yml: record\.table: 'a\.b\.c' must be TABLE or SCHEMA\.TABLE "
+         r"\(one dot at most, neither part empty\)",
+         config="database:\n  url: sqlite:///app.db\nrecord:\n  table: a.b.c\n"),
     Case("config-file-missing", ("--config", "nowhere.yml", *RUN), 2,
          r"relstep: config failed: config file nowhere\.yml not found; pass an existing file to --config or "
          r"RELSTEP_CONFIG"),

@@ -148,3 +148,30 @@ def test_everything_relstep_creates_is_private_even_under_umask_000(
              if mode != (0o700 if (app / rel).is_dir() else 0o600)}
     assert wrong == {}
     verify_root(app / "backups" / "releases")  # 0700 folders, 0600 files inside every snapshot
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+def test_a_query_password_is_masked_in_errors_doctor_and_ci_files(scheme: str, tmp_path: Path) -> None:
+    """`?password=` is no userinfo: it used to reach messages, `doctor` and the step summary in clear."""
+    from tests.helpers import sqlite_app
+    from tests.secret_scan import Scan
+
+    app = sqlite_app(tmp_path)
+    bad = f"{scheme}://app@127.0.0.1:1/app?password={ODD_PASSWORD}"
+    write_config(app, {"database": {"url": bad}, "environment": {}})
+    env = _ci_env(tmp_path)
+    shown = f"{scheme}://app@127.0.0.1:1/app?password=***"
+    ran = relstep("-v", "run", "--version", "1.0.0", "--json", cwd=app, env=env)
+    assert ran.code == 3, ran.err
+    assert shown in ran.last_err and ran.last_err.startswith("relstep: backup failed: "), ran.last_err
+    assert shown in (tmp_path / "summary.md").read_text()
+    doctor = relstep("doctor", cwd=app, env=env)
+    assert doctor.code == 1
+    failed = [line for line in doctor.out.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1, failed
+    assert failed[0].startswith(f"FAIL  database main            cannot connect to {shown}: "), failed
+    scan = Scan([ODD_PASSWORD, *(p for p in ODD_PASSWORD.split("/") if len(p) >= 4)])
+    for where, blob in (("stdout", ran.out), ("stderr", ran.err), ("doctor", doctor.out + doctor.err),
+                        ("CI files", _ci_files(tmp_path))):
+        scan.add(where, blob)
+    assert scan.leaks() == []
