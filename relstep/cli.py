@@ -539,6 +539,14 @@ def restore(
     yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite a non-empty database or --code-to folder."),
     from_offsite: bool = typer.Option(False, "--from-offsite", help="Fetch the snapshot (name or version) "
                                       "from offsite.url into backup_root first."),
+    lock_wait: float = typer.Option(30.0, "--lock-wait", help="Seconds to wait for the database locks (or "
+                                    "sessions) in the way; then stop, changing nothing, and name them."),
+    terminate_sessions: bool = typer.Option(False, "--terminate-sessions", help="End the database sessions "
+                                            "in the restore's way first (and say whom)."),
+    no_owner: bool = typer.Option(False, "--no-owner", help="PostgreSQL, into another environment: leave the "
+                                  "snapshot's object owners out (says what it left out)."),
+    no_privileges: bool = typer.Option(False, "--no-privileges", help="PostgreSQL, into another environment: "
+                                       "leave the snapshot's GRANTs and default privileges out."),
 ) -> Outcome:
     """Check schema compatibility, then restore a snapshot's database (and code, with --code-to)."""
     from pathlib import Path
@@ -555,7 +563,9 @@ def restore(
     # Ask only a person at a terminal; piped input never counts as consent.
     confirm = (lambda q: typer.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
     outcome = core.restore(inv.config, chk, force=force, yes=yes, confirm=confirm,
-                           code_to=Path(code_to) if code_to else None, lock_timeout=inv.lock_timeout)
+                           code_to=Path(code_to) if code_to else None, lock_timeout=inv.lock_timeout,
+                           lock_wait=lock_wait, terminate_sessions=terminate_sessions,
+                           no_owner=no_owner, no_privileges=no_privileges)
     data["restored"] = {
         "tables": outcome.tables, "seconds": round(outcome.seconds, 3), "forced": outcome.forced,
         "safety_snapshot": str(outcome.safety_snapshot) if outcome.safety_snapshot else None,
@@ -565,7 +575,9 @@ def restore(
             "previous": str(outcome.code.previous) if outcome.code.previous else None,
             "undo": outcome.code.undo_command(),
         },
-        "notes": outcome.notes, "todo": outcome.todo(),
+        "database": {"method": outcome.report.method, "replaced": outcome.report.replaced,
+                     "undo": outcome.report.undo, "ended_sessions": [s.describe() for s in outcome.report.ended]},
+        "notes": [*outcome.report.notes, *outcome.notes], "todo": outcome.todo(),
     }
     return Outcome(text=core.describe_outcome(outcome), data=data)
 

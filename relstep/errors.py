@@ -87,6 +87,20 @@ class RestoreError(RelstepError):
     phase = "restore"
 
 
+class SessionsInTheWay(RestoreError):
+    """A restore stopped before changing anything: sessions held locks it waited for past --lock-wait."""
+
+    exit_code = 10
+
+
+class RestoreInterrupted(RestoreError):
+    """SIGINT/SIGTERM during a restore: stopped, its server statements ended, the way back named."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class VerifyError(RelstepError):
     exit_code = 8
     phase = "verify"
@@ -95,7 +109,7 @@ class VerifyError(RelstepError):
 class HealthError(RelstepError):
     """`relstep status` with thresholds found a problem (too old, too small, unrecorded, failed verify)."""
 
-    exit_code = 10
+    exit_code = 11
     phase = "status"
 
 

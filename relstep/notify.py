@@ -35,8 +35,9 @@ from relstep.masking import mask_data, mask_text, register_secret
 TIMEOUT = float(os.environ.get("RELSTEP_NOTIFY_TIMEOUT", "5"))
 RETRIES = 2
 BACKOFF = (0.5, 1.5)
-# 3-9: a phase failed; 10: `relstep status` found the backups unhealthy.
-ALERTED_EXIT_CODES = range(3, 11)
+# 3-9: a phase failed; 10: a restore stopped by sessions in the way; 11: `relstep status` found the
+# backups unhealthy.
+ALERTED_EXIT_CODES = range(3, 12)
 PINGED_COMMANDS = ("run", "verify", "status")
 
 

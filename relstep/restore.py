@@ -17,6 +17,7 @@ Core functions return data and raise ``RelstepError``s; ``describe_*`` render te
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,12 +30,22 @@ from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url, spec_for_url
 from relstep.databases.base import Engine
 from relstep.databases.registry import engine_errors
+from relstep.databases.restoring import DEFAULT_LOCK_WAIT, RestoreOptions, RestoreReport
 from relstep.defaults import DEFAULT_LOCK_TIMEOUT
-from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
+from relstep.errors import (
+    InputError,
+    RelstepError,
+    RestoreError,
+    RestoreInterrupted,
+    RestoreRefused,
+    Terminated,
+    VerifyError,
+)
 from relstep.manifest import DatabaseEntry, Manifest
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
-from relstep.proof import prove
+from relstep.proof import NO_OWNER, NO_PRIVILEGES
+from relstep.proof import prove as prove_equal
 from relstep.verify import database_entries, engine_module
 
 if TYPE_CHECKING:
@@ -230,6 +241,7 @@ class RestoreOutcome:
     code: CodeRestore | None = None     # with --code-to: what DIR now holds, and where the old DIR went
     notes: list[str] = field(default_factory=list)
     proof: str = ""   # the proof's line: "restored database equals the snapshot: ..."
+    report: RestoreReport = field(default_factory=RestoreReport)      # what the engine did (swap, ended sessions)
 
     def todo(self) -> list[str]:
         """What the person must still do, in order."""
@@ -255,6 +267,9 @@ class RestoreOutcome:
             if self.code.previous:
                 steps.append(f"once the app works, delete the previous code {self.code.previous} "
                              "(until then, the command above puts it back)")
+        if self.report.replaced:
+            steps.append(f"once the app works, drop the previous database {self.report.replaced} "
+                         f"(DROP DATABASE); until then it undoes this restore: {self.report.undo}")
         if self.safety_snapshot is not None:
             steps.append(f"once the app works, keep or delete the safety snapshot {self.safety_snapshot}; "
                          f"to undo this restore: relstep restore {self.safety_snapshot} --yes")
@@ -351,6 +366,10 @@ def restore(
     confirm: Callable[[str], bool] | None = None,
     code_to: Path | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    terminate_sessions: bool = False,
+    no_owner: bool = False,
+    no_privileges: bool = False,
 ) -> RestoreOutcome:
     """Restore ``chk``'s snapshot into its target.  Every refusal comes before the first change.
 
@@ -384,7 +403,9 @@ def restore(
         if not empty:
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
         with unlock.reading(chk.snapshot, chk.manifest, "restore"):
-            _restore_database(chk, outcome)
+            _restore_database(chk, outcome, RestoreOptions(
+                lock_wait=lock_wait, terminate_sessions=terminate_sessions, no_owner=no_owner,
+                no_privileges=no_privileges))
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
     if code:
@@ -401,24 +422,28 @@ def restore(
     return outcome
 
 
-def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome) -> None:
-    undo = (f"; the database as it was before is in {outcome.safety_snapshot}"
-            if outcome.safety_snapshot else "")
-    started = time.monotonic()
+def prove(url: str, chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions,
+          same_database: bool = False) -> None:
+    """Raise RestoreError unless the database at ``url`` equals the snapshot's entry: by its
+    fingerprint (schema and content digests), by row counts for snapshots that have none.
+
+    The engines call it on the staged copy before it replaces anything; after an in-place restore
+    (PostgreSQL's one transaction, without a staged database) it runs on the result.
+    """
+    left_out: dict[str, str] = {}
+    if options.no_owner:
+        left_out.update(NO_OWNER)
+    if options.no_privileges:
+        left_out.update(NO_PRIVILEGES)
     try:
-        chk.engine.restore(chk.snapshot / chk.entry.path, chk.target_url, chk.entry.extra)
-        proof = prove(chk.engine, chk.entry, chk.target_url,
-                      same_database=_database_name(chk.target_url) == _database_name(chk.entry.url))
-    except RelstepError as exc:
-        raise RestoreError(exc.message + undo) from exc
+        proof = prove_equal(chk.engine, chk.entry, url, same_database=same_database, left_out=left_out)
     except ValueError as exc:  # a fingerprint this relstep cannot read
-        raise RestoreError(f"cannot check the restored database: {exc}" + undo) from exc
-    outcome.seconds = time.monotonic() - started
+        raise RestoreError(f"cannot check the restored database: {exc}") from exc
     outcome.tables = proof.tables
     outcome.proof = proof.sentence()
     outcome.notes += proof.notes
     if not proof.ok:
-        raise RestoreError(f"the restored database {proof.sentence()}" + undo)
+        raise RestoreError(f"the restored database {proof.sentence()}")
 
 
 def _database_name(url: object) -> str | None:
@@ -428,6 +453,67 @@ def _database_name(url: object) -> str | None:
     from urllib.parse import unquote, urlsplit
 
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or None
+
+
+def way_back(outcome: RestoreOutcome) -> str:
+    """The exact command that puts the previous database back, or "" when there is nothing to undo."""
+    if outcome.report.undo:
+        return outcome.report.undo
+    if outcome.safety_snapshot is not None:
+        return f"relstep restore {outcome.safety_snapshot} --yes"
+    return ""
+
+
+def _state_and_way_back(chk: RestoreCheck, outcome: RestoreOutcome) -> str:
+    """"<target> is unchanged" (or what happened to it), and the command that puts the old one back."""
+    report = outcome.report
+    if report.put_back:
+        return f"{chk.target} had been changed, so relstep put {report.put_back} back: it is as before"
+    if report.live_changed:
+        state = f"{chk.target} was changed part-way" + "".join(f" ({note})" for note in report.notes)
+    else:
+        state = f"{chk.target} is unchanged"
+    back = way_back(outcome)
+    where = f"the safety snapshot {outcome.safety_snapshot}" if outcome.safety_snapshot else "the previous database"
+    return state + (f"; to put back {where}: `{back}`" if back else "")
+
+
+def _put_back(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
+    """After a load that failed on the live database (MariaDB's DDL is not transactional): restore
+    the safety snapshot taken just before, so the target is as it was."""
+    assert outcome.safety_snapshot is not None
+    safety = outcome.safety_snapshot
+    try:
+        _name, entry, _described = _pick_database(Manifest.load(safety), safety, None)
+        chk.engine.restore(safety / entry.path, chk.target_url, entry.extra,
+                           RestoreOptions(lock_wait=options.lock_wait))
+    except (RelstepError, OSError, ValueError) as exc:
+        outcome.report.notes.append(f"putting the safety snapshot back failed too: {exc}")
+        return
+    outcome.report.put_back = f"the safety snapshot {safety}"
+
+
+def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
+    started = time.monotonic()
+    options = replace(options, prove=lambda staged: prove(staged, chk, outcome, options), report=outcome.report)
+    try:
+        chk.engine.restore(chk.snapshot / chk.entry.path, chk.target_url, chk.entry.extra, options)
+        if not outcome.proof:  # restored in place, nothing staged to prove first: prove the result
+            prove(chk.target_url, chk, outcome, options,
+                  same_database=_database_name(chk.target_url) == _database_name(chk.entry.url))
+    except RelstepError as exc:
+        if outcome.report.live_changed and outcome.safety_snapshot is not None:
+            _put_back(chk, outcome, options)
+        message = f"{exc.message}; {_state_and_way_back(chk, outcome)}"
+        if isinstance(exc, InputError):  # refused before any change (a role the snapshot needs): exit 2
+            raise InputError(message, phase="restore") from exc
+        raise (type(exc) if isinstance(exc, RestoreError) else RestoreError)(message) from exc
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = exc.args[0] if isinstance(exc, Terminated) and exc.args else signal.SIGINT
+        raise RestoreInterrupted(
+            f"stopped by {signal.Signals(signum).name} before the restore finished, and relstep's statements on "
+            f"the server were ended; {_state_and_way_back(chk, outcome)}", 128 + signum) from None
+    outcome.seconds = time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- text
@@ -476,11 +562,17 @@ def describe_outcome(outcome: RestoreOutcome) -> str:
     if outcome.safety_snapshot:
         lines.append(f"safety snapshot of the previous database: {outcome.safety_snapshot}")
     lines += [f"pruned old safety snapshot: {p}" for p in outcome.safety_pruned]
+    lines += [f"ended {session.describe()}" for session in outcome.report.ended]
     lines.append(f"restored {chk.database} from {chk.snapshot.name} into {chk.target} ({outcome.seconds:.1f} s): "
                  f"{outcome.proof}")
+    if outcome.report.method:
+        lines.append(f"how: {outcome.report.method}")
+    if outcome.report.replaced:
+        lines.append(f"the previous database is kept as {outcome.report.replaced}; to put it back: "
+                     f"{outcome.report.undo}")
     if outcome.code:
         lines += describe_code(outcome.code, {name: entry.model_dump() for name, entry in chk.manifest.code.items()})
-    lines += [f"note: {n}" for n in outcome.notes]
+    lines += [f"note: {n}" for n in [*outcome.report.notes, *outcome.notes]]
     todo = outcome.todo()
     if todo:
         lines.append("still to do:")

@@ -65,7 +65,11 @@ def _pg_database(name: str) -> Iterator[str]:
         yield f"postgresql://{PG_USER}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
         with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            # A restore keeps the database it replaced as <name>_before_restore_<time>: those go too.
+            kept = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                (f"{name}_before_restore_",)).fetchall()
+            for (database,) in [(name,), *kept]:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`relstep status` on real snapshots of each engine: each threshold fails with exit 10, alerts and pings."""
+"""`relstep status` on real snapshots of each engine: each threshold fails with exit 11, alerts and pings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.helpers import relstep, write_config
 from tests.servers import Webhook, webhook  # noqa: F401 - the receiver fixture
 
-HEALTH_EXIT = 10
+HEALTH_EXIT = 11
 
 
 def _backup(app: Path, version: str, record: bool = True) -> Path:

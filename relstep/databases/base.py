@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection
 
+    from relstep.databases.restoring import RestoreOptions, RestoreReport
     from relstep.fingerprint import Fingerprint
 
 Inspect = Callable[["Connection"], Any]
@@ -94,7 +95,9 @@ class Engine(Protocol):
 
     def dump(self, url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = None) -> DumpInfo: ...
 
-    def restore(self, db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None: ...
+    def restore(self, db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
+                options: RestoreOptions | None = None) -> RestoreReport:
+        """Make the target entirely the snapshot or leave it unchanged (``relstep.databases.restoring``)."""
 
     def row_counts(self, url: str) -> dict[str, int]: ...
 

@@ -41,7 +41,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -65,6 +64,7 @@ from relstep.databases.base import (
     redacted_value_sql,
 )
 from relstep.databases.mysql_filter import DumpFilter
+from relstep.databases.restoring import RestoreOptions, RestoreReport
 from relstep.errors import ConfigError, RelstepError
 
 if TYPE_CHECKING:
@@ -644,33 +644,11 @@ def _dump(
 # --------------------------------------------------------------------------- restore
 
 
-def _drop_everything(conn: Connection, database: str, *, routines: bool, events: bool) -> None:
-    """Drop every view and table of the database (foreign keys would otherwise fix an order), and
-    its routines and events when the dump brings its own (else the target keeps what it has)."""
-    from sqlalchemy import text
-
-    if routines:
-        for kind, name in _routines(conn, database):
-            conn.exec_driver_sql(f"DROP {kind} IF EXISTS {_quote(database)}.{_quote(name)}")
-    if events:
-        for (name,) in conn.execute(text("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :db"),
-                                    {"db": database}).all():
-            conn.exec_driver_sql(f"DROP EVENT IF EXISTS {_quote(database)}.{_quote(name)}")
-    tables = _tables(conn, database)
-    views = [name for name, (kind, _) in tables.items() if kind == "VIEW"]
-    others = [name for name in tables if name not in views]
-    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
-    for statement, names in (("DROP VIEW IF EXISTS", views), ("DROP TABLE IF EXISTS", others)):
-        if names:
-            conn.exec_driver_sql(f"{statement} {', '.join(_quote(n) for n in names)}")
-    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
-    conn.commit()
-
-
-def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
-    """Decompress the dump into the client's stdin without holding it in memory."""
+def _stream_into(proc: subprocess.Popen[bytes], path: Path, first: bytes = b"") -> None:
+    """Decompress the dump into the client's stdin, after ``first``, without holding it in memory."""
     assert proc.stdin is not None
     try:
+        proc.stdin.write(first)
         for chunk in codec.read_chunks(path, compressed=True):
             proc.stdin.write(chunk)
     except BrokenPipeError:
@@ -682,43 +660,17 @@ def _stream_into(proc: subprocess.Popen[bytes], path: Path) -> None:
             pass
 
 
-def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
-    """Replace the tables, views, routines and events of the database at ``url`` with the snapshot's.
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
+            options: RestoreOptions | None = None) -> RestoreReport:
+    """Replace the tables, views, routines and events of the database at ``url`` with the snapshot's
+    (see mysql_restore: proven on a staged database first, every lock wait bounded).
 
     Routines or events that the dump left out (``extra`` says so: the account could not read
     them) are left as the target has them, rather than dropped with nothing to replace them.
     """
-    extra = extra or {}
-    target = _Target.from_url(url, DatabaseError)
-    client = CLIENT_TOOL.require()
-    path = Path(db_dir) / DUMP_FILE
-    try:
-        check_files(Path(db_dir))  # a damaged dump must not cost the target its tables
-    except DatabaseError as exc:
-        raise DatabaseError(f"refusing to restore: {exc}") from exc
-    with _connect(target, DatabaseError) as conn:
-        _drop_everything(conn, target.database, routines="routines_skipped" not in extra,
-                         events="events_skipped" not in extra)
-    with _option_file(target, client) as options, tempfile.TemporaryFile() as errors:
-        # --binary-mode: the dump is data, so the client must not act on backslash commands in it.
-        argv = _client_argv(client, options, "--binary-mode", "--batch", f"--database={target.database}")
-        proc = tools.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
-                           env=_client_env(), pass_fds=(options.fd,))
-        try:
-            _stream_into(proc, path)
-        except (OSError, codec.UnreadableFile) as exc:
-            tools.kill_group(proc)
-            raise DatabaseError(f"cannot read {path} while restoring into {target.where}: {exc}") from exc
-        except BaseException:
-            tools.kill_group(proc)  # interrupted: the client must not go on loading half a dump
-            raise
-        finally:
-            code = proc.wait()
-        if code != 0:
-            errors.seek(0)
-            lines = [ln.strip() for ln in errors.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-            last = lines[-1] if lines else f"exit status {code}"
-            raise DatabaseError(f"{Path(client).name} failed restoring into {target.where}: {target.mask(last)}")
+    from relstep.databases import mysql_restore
+
+    return mysql_restore.restore(db_dir, url, extra, options or RestoreOptions())
 
 
 # --------------------------------------------------------------------------- inspection helpers
@@ -750,11 +702,24 @@ def row_counts(url: str) -> dict[str, int]:
         return {table: _count(conn, table) for table in _data_tables(_tables(conn, target.database))}
 
 
+def contents(conn: Connection, database: str) -> dict[str, int]:
+    """How many user objects of each kind the database holds (kinds with none left out)."""
+    from sqlalchemy import text
+
+    counts = {
+        "table or view": len(_tables(conn, database)),
+        "routine": len(_routines(conn, database)),
+        "event": int(conn.execute(text("SELECT count(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :db"),
+                                  {"db": database}).scalar_one()),
+    }
+    return {kind: n for kind, n in counts.items() if n}
+
+
 def is_empty(url: str) -> bool:
-    """True when the database has no tables and no views."""
+    """True only when the database holds no table, view, sequence, routine or event."""
     target = _Target.from_url(url, DatabaseError)
     with _connect(target, DatabaseError) as conn:
-        return not _tables(conn, target.database)
+        return not contents(conn, target.database)
 
 
 def check_files(db_dir: Path) -> None:

@@ -64,6 +64,7 @@ from relstep.databases.base import (
     matches_table,
     redacted_value_sql,
 )
+from relstep.databases.restoring import RestoreOptions, RestoreReport
 from relstep.errors import ConfigError, RelstepError
 
 _gzip: Any  # gzip's interface, from ISA-L when it is installed
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
 
 NAME = "postgresql"
 PG_DUMP, = registry.ENGINES["postgres"].dump_tools
-PG_RESTORE, = registry.ENGINES["postgres"].restore_tools
+PG_RESTORE, PSQL = registry.ENGINES["postgres"].restore_tools
 FORMAT = "pg_dump-directory"
 DUMP_DIR = "pg_dump"
 REDACTED_DIR = "redacted"
@@ -625,8 +626,8 @@ def _pg_dump_args(pg_dump: str, snapshot: str, out: Path, no_data: list[_Table])
         f"--jobs={JOBS}",
         f"--compress={COMPRESSION}",
         f"--snapshot={snapshot}",
-        "--no-owner",
-        "--no-privileges",
+        # Owners and privileges (GRANTs, default privileges, the public schema's ACL) are kept: a
+        # restore brings them back unless told --no-owner/--no-privileges.
         "--no-password",  # fail rather than prompt when no password is given
         f"--file={out}",
         *(f"--exclude-table-data={t.sql}" for t in no_data),
@@ -636,55 +637,12 @@ def _pg_dump_args(pg_dump: str, snapshot: str, out: Path, no_data: list[_Table])
 # --------------------------------------------------------------------------- restore
 
 
-def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
-    """Replace everything in the target database's user schemas with the dump's tables and rows."""
-    pg_restore = PG_RESTORE.require()
-    entries = _read_index(db_dir, DatabaseError)
-    target = _Target.parse(url)
-    with _connect(target, DatabaseError) as conn, conn.begin():
-        _clear_schemas(conn)
-    _run_tool(_pg_restore_args(pg_restore, target, db_dir / DUMP_DIR, "pre-data"), target, DatabaseError)
-    # pg_dump left the redacted tables' rows out, so pg_restore's data step and the COPY of those
-    # rows never touch the same table: they load at the same time (bench/README.md, restore).
-    data_args = _pg_restore_args(pg_restore, target, db_dir / DUMP_DIR, "data")
-    with tools.owned(tools.popen(data_args, env=target.tool_env(), text=True)) as data:
-        with _connect(target, DatabaseError) as conn, conn.begin():
-            for entry in entries:
-                _copy_in(conn, db_dir, entry)
-        loaded = tools.finish(data)
-    _check_tool(loaded, target, DatabaseError)
-    _run_tool(_pg_restore_args(pg_restore, target, db_dir / DUMP_DIR, "post-data"), target, DatabaseError)
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
+            options: RestoreOptions | None = None) -> RestoreReport:
+    """Make the target database entirely the snapshot, or leave it unchanged (see postgres_restore)."""
+    from relstep.databases import postgres_restore
 
-
-def _clear_schemas(conn: Connection) -> None:
-    """Drop every user schema, then give back an empty ``public`` like a fresh database's."""
-    schemas = _sql(conn, f"SELECT n.nspname FROM pg_namespace n WHERE {_USER_SCHEMA_SQL}").scalars().all()
-    for schema in schemas:
-        _sql(conn, f"DROP SCHEMA {_quote_ident(schema)} CASCADE")
-    if int(_sql(conn, "SELECT current_setting('server_version_num')::int").scalar_one()) >= 150000:
-        # PostgreSQL 15's default: owned by the database owner, usable (not writable) by everyone.
-        _sql(conn, "CREATE SCHEMA public AUTHORIZATION pg_database_owner")
-        _sql(conn, "GRANT USAGE ON SCHEMA public TO PUBLIC")
-    else:
-        _sql(conn, "CREATE SCHEMA public")
-        _sql(conn, "GRANT ALL ON SCHEMA public TO PUBLIC")
-
-
-def _pg_restore_args(pg_restore: str, target: _Target, dump_dir: Path, section: str) -> list[str]:
-    # pg_restore writes a script to stdout unless given --dbname; the name is quoted as a
-    # conninfo value so that no database name is mistaken for a connection string.
-    dbname = "dbname='" + target.dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return [
-        pg_restore,
-        f"--section={section}",
-        "--no-owner",
-        "--no-privileges",
-        "--no-password",
-        "--exit-on-error",
-        f"--dbname={dbname}",
-        *([f"--jobs={JOBS}"] if section != "pre-data" else []),
-        str(dump_dir),
-    ]
+    return postgres_restore.restore(db_dir, url, extra, options or RestoreOptions())
 
 
 def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:
@@ -704,10 +662,44 @@ def row_counts(url: str) -> dict[str, int]:
         return {t.key: _count_rows(conn, t) for t in _list_tables(conn)}
 
 
+# Every kind of user object, counted: a database is empty only when each count is 0.
+_CONTENTS_SQL = f"""
+SELECT 'table', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'f') AND c.relpersistence <> 't' AND {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'view', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'v' AND {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'materialized view', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'm' AND {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'sequence', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'S' AND {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'type', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE {_USER_SCHEMA_SQL} AND t.typcategory <> 'A' AND (t.typrelid = 0
+        OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c')
+UNION ALL SELECT 'large object', count(*) FROM pg_largeobject_metadata
+UNION ALL SELECT 'schema', count(*) FROM pg_namespace n WHERE {_USER_SCHEMA_SQL} AND n.nspname <> 'public'
+UNION ALL SELECT 'extension', count(*) FROM pg_extension WHERE extname <> 'plpgsql'
+UNION ALL SELECT 'operator', count(*) FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+  WHERE {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'collation', count(*) FROM pg_collation o JOIN pg_namespace n ON n.oid = o.collnamespace
+  WHERE {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'text search configuration', count(*) FROM pg_ts_config o
+  JOIN pg_namespace n ON n.oid = o.cfgnamespace WHERE {_USER_SCHEMA_SQL}
+UNION ALL SELECT 'event trigger', count(*) FROM pg_event_trigger
+UNION ALL SELECT 'publication', count(*) FROM pg_publication
+"""
+
+
+def contents(conn: Connection) -> dict[str, int]:
+    """How many user objects of each kind the database holds (kinds with none left out)."""
+    return {kind: int(n) for kind, n in _sql(conn, _CONTENTS_SQL).all() if n}
+
+
 def is_empty(url: str) -> bool:
-    """True when the database has no user tables (so a restore would overwrite nothing)."""
+    """True only when the database holds no user object of any kind (a restore would overwrite nothing)."""
     with _connect(_Target.parse(url), DatabaseError) as conn:
-        return not _list_tables(conn)
+        return not contents(conn)
 
 
 def server_version(url: str) -> str:
@@ -722,7 +714,7 @@ def fingerprint(url: str, content: bool = True) -> Fingerprint:
 
 
 def tool_versions() -> dict[str, str]:
-    return tools.versions((PG_DUMP, PG_RESTORE))
+    return tools.versions((PG_DUMP, PG_RESTORE, PSQL))
 
 
 def check_files(db_dir: Path) -> None:

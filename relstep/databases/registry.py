@@ -92,7 +92,9 @@ register(EngineSpec(
     key="postgres", name="postgresql", label="PostgreSQL", module="relstep.databases.postgres",
     schemes=("postgresql", "postgres"), sqlalchemy_driver="postgresql+psycopg",
     driver_module="psycopg", extra="postgres",
-    dump_tools=(ToolSpec(("pg_dump",), _PG_CLIENT),), restore_tools=(ToolSpec(("pg_restore",), _PG_CLIENT),),
+    dump_tools=(ToolSpec(("pg_dump",), _PG_CLIENT),),
+    # psql: the one-transaction restore, for a role that may not create a staged database.
+    restore_tools=(ToolSpec(("pg_restore",), _PG_CLIENT), ToolSpec(("psql",), _PG_CLIENT)),
 ))
 register(EngineSpec(
     key="mysql", name="mysql", label="MariaDB/MySQL", module="relstep.databases.mysql",

@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -24,7 +25,8 @@ from typing import Any
 from relstep import codec
 from relstep.databases import sqlalchemy_url, sqlite_fingerprint
 from relstep.databases.base import Column, DatabaseError, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
-from relstep.errors import ConfigError
+from relstep.databases.restoring import RestoreOptions, RestoreReport
+from relstep.errors import ConfigError, SessionsInTheWay
 from relstep.fingerprint import Fingerprint
 
 NAME = "sqlite"
@@ -218,29 +220,77 @@ def _dump_info(written: codec.Written, redact: dict[str, list[Column]], excluded
 
 def _decompress(db_dir: Path, target: Path) -> None:
     # The codec insists on the zstd frame's end: a truncated copy could pass SQLite's integrity check.
-    with open(target, "wb") as out:
+    # O_EXCL, 0600: the staged copy holds the data, and is never an existing file's contents.
+    with os.fdopen(codec.create_private(target), "wb") as out:
         for chunk in codec.read_chunks(db_dir / DUMP_FILE, compressed=True):
             out.write(chunk)
 
 
-def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None) -> None:
+def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
+            options: RestoreOptions | None = None) -> RestoreReport:
+    """Copy the snapshot into the live file through SQLite's backup API, in one write transaction.
+
+    The copy is staged beside the target, checked and proven first.  Writing into the live file
+    (rather than replacing it) keeps its owner, group, mode and inode, and its journal mode; an
+    app's open connection sees the restored data on its next read, and no stale -wal/-shm is left
+    to be replayed.  The write is one journaled transaction: it happens whole or not at all.
+    ``user_version`` and ``application_id`` come back as the snapshot has them.
+    """
+    options = options or RestoreOptions()
     target = database_path(url)
     if not target.parent.is_dir():
         raise DatabaseError(f"folder {target.parent} for the SQLite database does not exist")
-    staging = target.with_name(f".{target.name}.relstep-restore")
+    staging = target.with_name(f".{target.name}.relstep-restore-{os.getpid()}")
     try:
         _decompress(db_dir, staging)
         with closing(sqlite3.connect(staging)) as conn:
             if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise DatabaseError(f"the SQLite copy in {db_dir} fails its integrity check")
-        # A stale WAL would be replayed onto the restored file: remove it first.
-        for suffix in ("-wal", "-shm", "-journal"):
-            Path(str(target) + suffix).unlink(missing_ok=True)
-        os.replace(staging, target)
+        options.prove(f"sqlite:///{staging}")
+        _copy_into(staging, target, options.lock_wait)
     except (OSError, codec.UnreadableFile, sqlite3.Error) as exc:
-        raise DatabaseError(f"cannot restore {target}: {exc}") from exc
+        raise DatabaseError(f"cannot restore {target}: {exc}; it is unchanged") from exc
     finally:
         staging.unlink(missing_ok=True)
+    options.report.method = "staged beside the file, proven, then copied in by SQLite's backup API"
+    return options.report
+
+
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+LOCK_RETRY = 0.05   # seconds between attempts to write into a locked target
+
+
+class _StillLocked(Exception):
+    """The target stayed locked past --lock-wait (raised inside the backup's progress callback)."""
+
+
+def _copy_into(staging: Path, target: Path, lock_wait: float) -> None:
+    # timeout: wait at most --lock-wait for an app's write transaction to end.
+    with closing(sqlite3.connect(target, timeout=lock_wait)) as live, closing(sqlite3.connect(staging)) as copy:
+        journal = live.execute("PRAGMA journal_mode").fetchone()[0]
+        page_size = live.execute("PRAGMA page_size").fetchone()[0]
+        if journal == "wal" and copy.execute("PRAGMA page_size").fetchone()[0] != page_size:
+            # The backup API cannot change a WAL database's page size: give the copy the target's.
+            copy.execute(f"PRAGMA page_size = {int(page_size)}")
+            copy.execute("VACUUM")
+        deadline = time.monotonic() + lock_wait
+
+        def give_up_when_locked_too_long(status: int, remaining: int, total: int) -> None:
+            # Python's backup retries a locked target for ever; raising here aborts it, target unchanged.
+            if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() >= deadline:
+                raise _StillLocked
+
+        try:
+            copy.backup(live, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
+        except _StillLocked:
+            raise SessionsInTheWay(
+                f"{target} stayed locked by another connection for {lock_wait:g} s (--lock-wait); nothing "
+                "was changed: stop the app (`fuser -v` names the processes that have the file open) and run "
+                "the restore again") from None
+        if live.execute("PRAGMA journal_mode").fetchone()[0] != journal:
+            live.execute(f"PRAGMA journal_mode = {journal}")
+        if journal == "wal":
+            live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def row_counts(url: str) -> dict[str, int]:
@@ -253,7 +303,8 @@ def is_empty(url: str) -> bool:
     if not path.exists() or path.stat().st_size == 0:
         return True
     with closing(_open_source(url)) as conn:
-        return not _user_tables(conn)
+        # Any schema object counts (a view, a trigger, an index), not only tables.
+        return not conn.execute("SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' LIMIT 1").fetchone()
 
 
 def server_version(url: str) -> str:

@@ -1,0 +1,93 @@
+"""What every engine's restore shares: its options, the sessions in its way, what it reports back.
+
+A restore must never make things worse, so each engine's ``restore`` takes a
+:class:`RestoreOptions` that bounds every lock wait (``lock_wait``), says whether the
+sessions in the way may be ended (``terminate_sessions``), and carries the proof
+(``prove``) that a staged copy equals the snapshot before it replaces anything.  It
+returns a :class:`RestoreReport`: whom it ended, and where the previous state went
+(the replaced database's name and the exact command that puts it back).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from relstep.errors import SessionsInTheWay
+
+DEFAULT_LOCK_WAIT = 30.0   # seconds; --lock-wait
+
+
+@dataclass(frozen=True)
+class Session:
+    """A server session that holds (or may hold) a lock a restore needs."""
+
+    id: int
+    user: str
+    application: str
+    state: str
+    since: datetime | None
+
+    def describe(self) -> str:
+        since = f", since {self.since.isoformat(timespec='seconds')}" if self.since else ""
+        app = f", application {self.application!r}" if self.application else ""
+        return f"session {self.id} (user {self.user!r}{app}, {self.state}{since})"
+
+
+def describe_sessions(sessions: list[Session]) -> str:
+    return "; ".join(s.describe() for s in sessions) or "no session could be named (it ended meanwhile)"
+
+
+def sessions_in_the_way(target: str, what: str, seconds: float, sessions: list[Session]) -> SessionsInTheWay:
+    """The error for a lock not granted within --lock-wait: nothing changed, and who is in the way."""
+    return SessionsInTheWay(
+        f"{what} on {target} waited {seconds:g} s (--lock-wait) for {describe_sessions(sessions)}; "
+        "nothing was changed: end those sessions (stop the app) and run the restore again, or pass "
+        "--terminate-sessions to end them first"
+    )
+
+
+Prove = Callable[[str], None]   # raises RestoreError when the database at the URL differs from the snapshot
+
+
+def _no_proof(url: str) -> None:
+    return None
+
+
+@dataclass
+class RestoreReport:
+    """What a restore did besides loading the snapshot, filled in as it goes (read after a failure too)."""
+
+    ended: list[Session] = field(default_factory=list)     # sessions --terminate-sessions ended
+    replaced: str | None = None                            # where the previous database is kept
+    undo: str | None = None                                # the exact command that puts it back
+    method: str = ""                                       # how it was loaded ("staged and swapped", ...)
+    live_changed: bool = False                             # the target was touched (set before touching it)
+    put_back: str | None = None                            # after a failed live load: what was put back
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    lock_wait: float = DEFAULT_LOCK_WAIT
+    terminate_sessions: bool = False
+    prove: Prove = _no_proof
+    # Restores into another environment: leave the snapshot's owners / privileges out (PostgreSQL).
+    no_owner: bool = False
+    no_privileges: bool = False
+    report: RestoreReport = field(default_factory=RestoreReport)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait while the body runs: cleanup after an interruption is not cut short
+    by a second Ctrl-C (the signal is delivered, and acted on, once the body is done)."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
