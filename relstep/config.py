@@ -37,8 +37,9 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|(\$\
 class DatabaseConfig:
     url: str
     name: str = "main"
-    redact: tuple[str, ...] | None = None        # None: relstep's default patterns
+    redact: tuple[str, ...] | None = None        # patterns added to relstep's defaults (None: none)
     exclude_tables: tuple[str, ...] = ()
+    redact_defaults: bool = True                 # False: only the configured patterns
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def _models() -> Any:
     class Database(Strict):
         url: StrictStr | None = None
         redact: list[StrictStr] | None = None
+        redact_defaults: StrictBool = True
         exclude_tables: list[StrictStr] = []
 
     class NamedDatabase(Database):
@@ -354,6 +356,7 @@ def _database(entry: Any, url: str, name: str, place: _Place, label: str) -> Dat
         name=name,
         redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
         exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
+        redact_defaults=entry.redact_defaults if entry is not None else True,
     )
 
 
