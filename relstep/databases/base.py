@@ -236,7 +236,7 @@ def require_matches(
                           for parent in ps for c in tables.get(table, [])})
         by_lower = {name.lower(): name for name in names}  # case-insensitive, as matching is
         wanted = pattern.removeprefix("*.").lower()
-        close = [by_lower[n] for n in difflib.get_close_matches(wanted, list(by_lower), n=3, cutoff=0.5)]
+        close = [by_lower[n] for n in difflib.get_close_matches(wanted, list(by_lower), n=3, cutoff=0.6)]
         if not close and "." not in wanted:  # "*.pasword": compare with column names alone
             columns = {n.rpartition(".")[2]: n for n in by_lower}
             close = [by_lower[columns[c]] for c in difflib.get_close_matches(wanted, list(columns), n=3, cutoff=0.6)]

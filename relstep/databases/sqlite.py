@@ -31,16 +31,7 @@ from typing import Any
 
 from relstep import codec
 from relstep.databases import base, sqlalchemy_url
-from relstep.databases.base import (
-    Column,
-    DatabaseError,
-    DumpInfo,
-    DumpPlan,
-    Inspect,
-    columns_to_redact,
-    matches_table,
-    require_matches,
-)
+from relstep.databases.base import Column, DatabaseError, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
 
 NAME = "sqlite"
 DUMP_FILE = "database.sqlite3.zst"
@@ -169,7 +160,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
                     inspected = inspect(conn)
             finally:
                 engine.dispose()
-        require_matches(columns, plan.redact)
+        base.require_matches(columns, plan.redact)
         excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
         redact = columns_to_redact({t: cols for t, cols in columns.items() if t not in excluded}, plan.redact)
         compact = work / "compact.sqlite3"
