@@ -7,6 +7,7 @@ Every dump is byte-scanned (the zstd stream opened) and restored for real.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pymysql
@@ -109,3 +110,20 @@ def test_a_pattern_that_matches_nothing_fails_before_anything_is_written(mysql_u
     assert failed.value.message.startswith(
         "database.redact pattern 'Users.password' matches no column (the closest columns are User.password)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_show_and_the_manifest_say_history_was_left_out(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from tests.apps import make_app
+    from tests.helpers import relstep
+
+    app, url = make_app(tmp_path, request, "mysql")
+    _run(url, "CREATE TABLE ledger (id INT PRIMARY KEY, amount INT, "
+              "s BIGINT UNSIGNED GENERATED ALWAYS AS ROW START INVISIBLE, "
+              "e BIGINT UNSIGNED GENERATED ALWAYS AS ROW END INVISIBLE, PERIOD FOR SYSTEM_TIME(s, e)) "
+              "WITH SYSTEM VERSIONING")
+    assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
+    snap, = (p for p in (app / "backups" / "releases").iterdir() if not p.name.startswith("."))
+    why = ("--dump-history cannot dump transaction-precise history (ledger), so the history of ledger is left "
+           "out; only their current rows are kept")
+    assert json.loads((snap / "MANIFEST.json").read_text())["databases"]["main"]["extra"]["history_skipped"] == why
+    assert f"left out (main): history: {why}" in relstep("show", snap.name, cwd=app).out.splitlines()
