@@ -155,3 +155,17 @@ def test_cli_show_and_manifest_list_every_redacted_column_and_redact_defaults_fa
     scan = Scan([f"plain-password-{i}" for i in range(1, 26)] + [f"$2b$12$examplehash{i:04d}" for i in range(1, 26)])
     scan.add_tree("snapshot", newest)
     assert scan.leaks() == [] and scan.contains("user7@example.com")
+
+
+def test_redact_defaults_is_a_boolean_key_of_every_database_entry(tmp_path: Path) -> None:
+    from relstep.config import load_config
+    from relstep.errors import ConfigError
+
+    (tmp_path / "relstep.yml").write_text(
+        "code: {}\ndatabases:\n  - {name: app, url: 'sqlite:///a.db', redact_defaults: false}\n"
+        "  - {name: other, url: 'sqlite:///b.db'}\n")
+    config = load_config(None, environ={}, cwd=tmp_path)
+    assert [db.redact_defaults for db in config.all_databases] == [False, True]
+    (tmp_path / "relstep.yml").write_text("code: {}\ndatabase:\n  url: sqlite:///a.db\n  redact_defaults: 'no'\n")
+    with pytest.raises(ConfigError, match=r"database\.redact_defaults: input should be a valid boolean"):
+        load_config(None, environ={}, cwd=tmp_path)
