@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep import __version__, fsutil, progress, snapshot
+from relstep import __version__, fsutil, lookup, progress, snapshot
 from relstep.capture import code as code_capture
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, spec_for_url
@@ -19,6 +19,8 @@ from relstep.databases.base import DumpInfo, DumpPlan, plan_patterns
 from relstep.databases.registry import engine_errors
 from relstep.databases.tools import DISK_FULL_WORDS
 from relstep.errors import BackupError, ConfigError, RelstepError
+from relstep.identity import project_of
+from relstep.manifest import CodeEntry, DatabaseEntry, FileEntry, Manifest
 from relstep.masking import mask_url, register_environment_secrets, register_url_secrets
 from relstep.version import Release
 
@@ -30,11 +32,11 @@ ENVIRONMENT_FILE = "environment.json"
 @dataclass
 class BackupOutcome:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def schema_revision(self) -> str | None:
-        return self.manifest.get("schema_revision")
+        return self.manifest.schema_revision
 
 
 def check_inputs(config: Config) -> None:
@@ -71,13 +73,12 @@ def _dump_database(config: Config, db: DatabaseConfig, dest: Path) -> DumpInfo:
 
 
 def _capture_code(config: Config, build: snapshot.Building, hashes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    previous = snapshot.list_snapshots(config.backup_root)
+    # Files are shared with this app's previous snapshot only: another project's may go any time.
+    previous = lookup.of_config(config).own
     reuse: dict[str, Path] = {}
     if previous:
-        try:
-            reuse = code_capture.previous_by_hash(previous[0].path, previous[0].manifest().get("files", {}))
-        except RelstepError:
-            reuse = {}  # an unreadable predecessor only costs sharing, never the backup
+        files = previous[0].manifest().files
+        reuse = code_capture.previous_by_hash(previous[0].path, {rel: f.model_dump() for rel, f in files.items()})
     summaries = {}
     leave_out = _left_out_of_code(config)
     for name, source in config.code.items():
@@ -97,11 +98,10 @@ def _left_out_of_code(config: Config) -> dict[Path, str]:
     copy would keep every value the dump redacts.
     """
     from relstep.databases import engine_name
-    from relstep.restore import pre_restore_root
 
     leave_out = {
         config.backup_root: "backup_root: snapshots are never copied into snapshots",
-        pre_restore_root(config): "the pre-restore safety snapshots",
+        lookup.pre_restore_root(config): "the pre-restore safety snapshots",
     }
     databases = {f"the configured database {db.name} (in its redacted dump)": db.url for db in config.all_databases}
     if config.record.url:
@@ -201,21 +201,21 @@ def create_snapshot(config: Config, release: Release, now: datetime | None = Non
         os.umask(previous_umask)
 
 
-def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> dict[str, Any]:
-    return {
-        "engine": dump.engine,
-        "url": mask_url(db.url),  # masked like every other output: ?password= too, not only userinfo
-        "path": f"{DATABASES_DIR}/{db.name}",
-        "format": dump.format,
-        "tool": dump.tool,
-        "server_version": dump.server_version,
-        "row_counts": dump.row_counts,
-        "row_counts_consistent": dump.consistent,
-        "redacted": dump.redacted,
-        "excluded_tables": dump.excluded_tables,
-        "files": dump.files,
-        **({"extra": dump.extra} if dump.extra else {}),
-    }
+def _database_entry(db: DatabaseConfig, dump: DumpInfo) -> DatabaseEntry:
+    return DatabaseEntry(
+        engine=dump.engine,
+        url=mask_url(db.url),  # masked like every other output: ?password= too, not only userinfo
+        path=f"{DATABASES_DIR}/{db.name}",
+        format=dump.format,
+        tool=dump.tool,
+        server_version=dump.server_version,
+        row_counts=dump.row_counts,
+        row_counts_consistent=dump.consistent,
+        redacted=dump.redacted,
+        excluded_tables=dump.excluded_tables,
+        files=dump.files,
+        extra=dump.extra or None,
+    )
 
 
 def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupOutcome:
@@ -248,24 +248,26 @@ def _fill(config: Config, release: Release, build: snapshot.Building) -> BackupO
     build.write_json(ENVIRONMENT_FILE, environment)
 
     git = environment.get("git", {})
-    manifest: dict[str, Any] = {
-        "format": snapshot.FORMAT_VERSION,
-        "name": build.name,
-        "version": release.version,
-        "deployment_type": release.deployment_type,
-        "created_at": build.created.astimezone(timezone.utc).isoformat(timespec="seconds"),
-        "relstep_version": __version__,
-        "git_commit": git.get("commit"),
-        "git_tags": git.get("tags", []),
+    # Hashes the codec computed while writing: code capture's and the small files' (write_text).
+    known = {rel: FileEntry.model_validate(meta) for rel, meta in {**hashes, **build.hashes}.items()}
+    manifest = Manifest(
+        name=build.name,
+        version=release.version,
+        deployment_type=release.deployment_type,
+        created_at=build.created.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        relstep_version=__version__,
+        project=project_of(config),
+        git_commit=git.get("commit"),
+        git_tags=git.get("tags", []),
         # engine and row_counts describe the first database, as they did before `databases:` existed.
-        "engine": first.engine,
-        "row_counts": first.row_counts,
-        "schema_revision": migrations_json.get("schema_revision"),
-        "migration_tool": migrations_json.get("tool"),
-        "databases": {db.name: _database_entry(db, dumps[db.name]) for db in databases},
-        "code": code,
-        "files": snapshot.manifest_files(build.path, {**hashes, **build.hashes}),
-    }
+        engine=first.engine,
+        row_counts=first.row_counts,
+        schema_revision=migrations_json.get("schema_revision"),
+        migration_tool=migrations_json.get("tool"),
+        databases={db.name: _database_entry(db, dumps[db.name]) for db in databases},
+        code={name: CodeEntry.model_validate(summary) for name, summary in code.items()},
+        files=snapshot.manifest_files(build.path, known),
+    )
     # Not passed through mask_data: file paths are keys here, and a file named
     # keys.js is not a secret.  The only secret-bearing field, the URL, is masked above.
     path = build.finish(manifest, private=(code_capture.CODE_DIR,))

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from typer.core import TyperCommand
@@ -28,6 +28,9 @@ from typer.core import TyperCommand
 from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import InputError, InternalError, RelstepError, Terminated
 from relstep.result import Outcome, RunResult
+
+if TYPE_CHECKING:
+    from relstep.restore import RestoreCheck
 
 app = typer.Typer(
     name="relstep",
@@ -346,14 +349,14 @@ def record(
     path = (snapshot.resolve_snapshot(config.backup_root, snapshot_ref) if snapshot_ref
             else pipeline.newest_unrecorded(config))
     outcome, manifest = pipeline.record_snapshot(config, path)
-    result = RunResult(version=manifest["version"], deployment_type=manifest["deployment_type"], snapshot=str(path),
-                       schema_revision=manifest.get("schema_revision"), record_id=outcome.id)
+    result = RunResult(version=manifest.version, deployment_type=manifest.deployment_type, snapshot=str(path),
+                       schema_revision=manifest.schema_revision, record_id=outcome.id)
     if outcome.created_table:
         result.notes.append(pipeline.CREATED_TABLE_HINT.format(table=config.record.table))
     verb = "already recorded as" if outcome.already_recorded else "recorded as"
     return Outcome(
-        text=f"{path.name} ({manifest['version']}) {verb} ReleaseRecord id {outcome.id}",
-        data={"id": outcome.id, "snapshot": str(path), "version": manifest["version"],
+        text=f"{path.name} ({manifest.version}) {verb} ReleaseRecord id {outcome.id}",
+        data={"id": outcome.id, "snapshot": str(path), "version": manifest.version,
               "already_recorded": outcome.already_recorded, "created_table": outcome.created_table},
         result=result,
     )
@@ -373,12 +376,14 @@ def prune(
     lines = [f"{verb} {path}" for path in outcome.removed]
     lines += [f"{verb} leftover {path}" for path in outcome.partials_removed]
     lines.append(f"kept {len(outcome.kept)} snapshot(s) (retention {retention})")
+    lines += outcome.notes
     result = RunResult(pruned=[] if dry_run else [str(p) for p in outcome.removed])
     result.warnings += [f"could not remove leftover {path}: {reason}; remove it by hand"
                         for path, reason in outcome.partials_left]
     data = {"dry_run": dry_run, "retention": retention, "removed": [str(p) for p in outcome.removed],
             "kept": [str(p) for p in outcome.kept], "leftovers_removed": [str(p) for p in outcome.partials_removed],
-            "leftovers_left": [{"path": str(p), "reason": r} for p, r in outcome.partials_left]}
+            "leftovers_left": [{"path": str(p), "reason": r} for p, r in outcome.partials_left],
+            "notes": outcome.notes}
     return Outcome(text="\n".join(lines), data=data, result=result)
 
 
@@ -387,8 +392,8 @@ def list_snapshots(inv: Invocation) -> Outcome:
     """Snapshots, newest first: name, version, type, created, size, schema revision, recorded."""
     from relstep import inventory
 
-    rows = inventory.rows(inv.config)
-    return Outcome(text=inventory.table(rows), data=rows)
+    rows, notes = inventory.listing(inv.config)
+    return Outcome(text=inventory.table(rows, notes), data=rows)
 
 
 @command()
@@ -408,10 +413,10 @@ def _fetched(inv: Invocation, ref: str | None) -> str:
     return offsite.fetch_into_backup_root(inv.config, ref, inv.lock_timeout).name
 
 
-def _restore_check_json(chk: Any) -> dict[str, Any]:
+def _restore_check_json(chk: RestoreCheck) -> dict[str, Any]:
     manifest = chk.manifest
-    return {"snapshot": str(chk.snapshot), "version": manifest.get("version"),
-            "deployment_type": manifest.get("deployment_type"), "database": chk.database, "target": chk.target,
+    return {"snapshot": str(chk.snapshot), "version": manifest.version,
+            "deployment_type": manifest.deployment_type, "database": chk.database, "target": chk.target,
             "target_empty": chk.target_empty, "target_problem": chk.target_problem,
             "migration_tool": chk.migration_tool,
             "app_migrations": str(chk.app_migrations) if chk.app_migrations else None,

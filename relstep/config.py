@@ -89,6 +89,7 @@ class Config:
     databases: tuple[DatabaseConfig, ...] = ()
     offsite: OffsiteConfig | None = None
     notify: NotifyConfig | None = None
+    project: str | None = None      # as configured; relstep.identity.project_of derives the default
 
     @property
     def all_databases(self) -> tuple[DatabaseConfig, ...]:
@@ -113,9 +114,9 @@ class Config:
 
 def _models() -> Any:
     """Build the pydantic models lazily: ``relstep --help`` must not pay for them."""
-    from typing import Literal
+    from typing import Annotated, Literal
 
-    from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
+    from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, StringConstraints
 
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -149,6 +150,7 @@ def _models() -> Any:
         table: StrictStr = "ReleaseRecord"
 
     class File(Strict):
+        project: Annotated[StrictStr, StringConstraints(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
         backup_root: StrictStr = "backups/releases"
         retention: Any = None
         tag_prefix: StrictStr = "v"
@@ -552,6 +554,7 @@ def load_config(
         databases=databases,
         offsite=_offsite(parsed.offsite, raw, retention, where),
         notify=_notify(parsed.notify, where),
+        project=parsed.project,
     )
     _register_url_passwords(config)
     return config

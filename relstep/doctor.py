@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from relstep.errors import RelstepError
 from relstep.masking import mask_text
 
 SPACE_FACTOR = 2
+FUTURE_SLACK = 300      # seconds: clocks of two machines sharing a backup_root may differ a little
 
 
 @dataclass(frozen=True)
@@ -95,15 +97,26 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def last_snapshot_size(config: Config) -> tuple[str, int] | None:
+    from relstep import lookup
+
+    for snap in lookup.of_config(config).own:
+        return snap.name, snap.manifest().size
+    return None
+
+
+def _future_snapshots_check(config: Config, now: float | None = None) -> Check | None:
+    """Snapshots recorded as made in the future: retention would keep them ahead of every new one."""
     from relstep import snapshot
 
-    for snap in snapshot.list_snapshots(config.backup_root):
-        try:
-            files = snap.manifest().get("files", {})
-        except RelstepError:
-            continue
-        return snap.name, sum(int(f.get("size", 0)) for f in files.values())
-    return None
+    now = time.time() if now is None else now
+    ahead = [s for s in snapshot.list_snapshots(config.backup_root) if s.created > now + FUTURE_SLACK]
+    if not ahead:
+        return None
+    shown = ", ".join(s.name for s in ahead[:5])
+    return Check("snapshot times", False,
+                 f"{len(ahead)} snapshot(s) in {config.backup_root} are dated in the future ({shown}): the clock "
+                 "was wrong when they were made; retention keeps them ahead of every new snapshot until that time, "
+                 "so check the clock and remove them by hand if they are not needed")
 
 
 def _backup_root_check(config: Config) -> Check:
@@ -185,6 +198,9 @@ def run_checks(config_path: str | None, environ: Mapping[str, str] | None = None
         checks += _database_checks(DatabaseConfig(url=record_url, name="record"))[:1]
     checks.append(_backup_root_check(config))
     checks.append(_retention_check(config, environ))
+    future = _future_snapshots_check(config)
+    if future is not None:
+        checks.append(future)
     if config.offsite is not None:
         checks.append(_offsite_check(config))
     if config.notify is not None:

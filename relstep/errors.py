@@ -38,6 +38,14 @@ class VersionError(InputError):
     phase = "version"
 
 
+class ManifestError(InputError):
+    """A snapshot's MANIFEST.json is unreadable or malformed (verify reports it as a problem, exit 8)."""
+
+
+class ManifestTooNew(ManifestError):
+    """A snapshot written by a newer relstep, in a manifest format this one does not know."""
+
+
 class BackupError(RelstepError):
     exit_code = 3
     phase = "backup"

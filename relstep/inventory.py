@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from relstep import fsutil, snapshot
+from relstep import fsutil, lookup
 from relstep.config import Config
-from relstep.errors import InputError, RecordError
+from relstep.errors import RecordError
 from relstep.fsutil import human_bytes
+from relstep.manifest import Manifest
 
 
 def _recorded(config: Config) -> set[str] | None:
@@ -24,31 +25,37 @@ def _recorded(config: Config) -> set[str] | None:
 
 
 def rows(config: Config) -> list[dict[str, Any]]:
+    """This app's snapshots and those that record no project, newest first (other projects' are skipped)."""
+    return listing(config)[0]
+
+
+def listing(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
+    """(rows, notes): the rows of ``rows`` and lines naming what was left out or is never pruned."""
     recorded = _recorded(config)
+    view = lookup.of_config(config)
     result = []
-    for snap in snapshot.list_snapshots(config.backup_root):
-        try:
-            manifest = snap.manifest()
-        except InputError:
-            manifest = {}
+    for snap in view.visible:
+        manifest = snap.loaded
         result.append({
             "name": snap.name,
             "path": str(snap.path),
-            "version": manifest.get("version"),
-            "deployment_type": manifest.get("deployment_type"),
-            "created_at": manifest.get("created_at"),
-            "size": sum(f.get("size", 0) for f in manifest.get("files", {}).values()),
-            "schema_revision": manifest.get("schema_revision"),
+            "project": snap.project,
+            "version": manifest.version if manifest else None,
+            "deployment_type": manifest.deployment_type if manifest else None,
+            "created_at": manifest.created_at if manifest else None,
+            "size": manifest.size if manifest else 0,
+            "schema_revision": manifest.schema_revision if manifest else None,
             "recorded": None if recorded is None else str(snap.path) in recorded,
+            **({"problem": snap.problem.message} if snap.problem else {}),
         })
-    return result
+    notes = [note for note in (view.skipped_note(), view.unowned_note()) if note]
+    return result, notes
 
 
-
-
-def table(data: list[dict[str, Any]]) -> str:
+def table(data: list[dict[str, Any]], notes: list[str] | None = None) -> str:
+    footer = "".join(f"\n{note}" for note in notes or ())
     if not data:
-        return "no snapshots"
+        return "no snapshots" + footer
     headers = ("SNAPSHOT", "VERSION", "TYPE", "CREATED", "SIZE", "SCHEMA REVISION", "RECORDED")
     lines = [
         (r["name"], r["version"] or "?", r["deployment_type"] or "?", r["created_at"] or "?", human_bytes(r["size"]),
@@ -56,7 +63,7 @@ def table(data: list[dict[str, Any]]) -> str:
         for r in data
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *lines, strict=False)]
-    return "\n".join(_row(row, widths) for row in (headers, *lines))
+    return "\n".join(_row(row, widths) for row in (headers, *lines)) + footer
 
 
 def _row(values: tuple[Any, ...], widths: list[int]) -> str:
@@ -64,27 +71,17 @@ def _row(values: tuple[Any, ...], widths: list[int]) -> str:
 
 
 def find(config: Config, ref: str) -> Path:
-    """A snapshot by name or path inside backup_root, or the newest one of a version."""
-    root = config.backup_root
-    if (root / ref).exists() or "/" in ref:
-        return snapshot.resolve_snapshot(root, ref)
-    wanted = ref[len(config.tag_prefix):] if config.tag_prefix and ref.startswith(config.tag_prefix) else ref
-    for snap in snapshot.list_snapshots(root):
-        try:
-            if snap.manifest().get("version") == wanted:
-                return snap.path
-        except InputError:
-            continue
-    raise InputError(f"no snapshot named or versioned {ref!r} in {root}; run `relstep list` to see the snapshots")
+    """A snapshot by name or path inside backup_root (any project's: show only reads), or this
+    app's newest one of a version."""
+    return lookup.find(config, ref, foreign_by_name=True)
 
 
 def manifest_summary(path: Path) -> dict[str, Any]:
-    manifest = snapshot.read_manifest(path)
-    files = manifest.get("files", {})
-    summary = {k: v for k, v in manifest.items() if k != "files"}
+    manifest = Manifest.load(path)
+    summary = manifest.model_dump(mode="json", exclude={"files"})
     summary["path"] = str(path)
-    summary["file_count"] = len(files)
-    summary["size"] = sum(f.get("size", 0) for f in files.values())
+    summary["file_count"] = len(manifest.files)
+    summary["size"] = manifest.size
     summary["disk_usage"] = fsutil.tree_size(path)
     return summary
 
@@ -94,6 +91,7 @@ def describe(path: Path, summary: dict[str, Any]) -> str:
         f"snapshot:        {path}",
         f"version:         {summary.get('version')} ({summary.get('deployment_type')})",
         f"created:         {summary.get('created_at')}",
+        f"project:         {summary.get('project') or '- (recorded none)'}",
         f"git commit:      {summary.get('git_commit') or '-'}",
         f"engine:          {summary.get('engine')}",
         f"migration tool:  {summary.get('migration_tool') or '-'}",

@@ -12,8 +12,9 @@ same role ``.partial`` plays locally).
 * Verification reads every remote file back and hashes it: a size match alone
   would not notice a corrupted part.
 * Remote pruning reuses :func:`relstep.snapshot.beyond_retention` with the
-  snapshot's creation time (from its name) as mtime, which is what a local
-  snapshot's mtime is, and protects the snapshot recorded last, as local pruning does.
+  creation time each remote manifest records, as local pruning does, only for
+  the current project's copies (another app's, or one that records no project,
+  is never removed), and protects the snapshot recorded last.
 * Credentials never come from relstep.yml in clear (config refuses them): S3 uses
   botocore's chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``,
   ``~/.aws/credentials``, ``AWS_ENDPOINT_URL`` for S3-compatible servers); SFTP uses
@@ -25,22 +26,22 @@ same role ``.partial`` plays locally).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from relstep import fsutil, progress, snapshot
+from relstep import fsutil, lookup, progress, snapshot
 from relstep.config import Config, OffsiteConfig
-from relstep.errors import InputError, OffsiteError, RelstepError
+from relstep.errors import InputError, ManifestError, OffsiteError, RelstepError
+from relstep.identity import project_of
+from relstep.manifest import FileEntry, Manifest
 from relstep.masking import mask_text, register_secret
 
 CHUNK = 1024 * 1024
@@ -72,6 +73,7 @@ class PushOutcome:
     uploaded: bool = True                    # False: an identical, complete copy was already there
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # other projects' copies (or none recorded): left alone
     pruned: bool = True                      # False: remote pruning was skipped (last release unknown)
 
     def summary(self) -> str:
@@ -80,7 +82,8 @@ class PushOutcome:
         if not self.pruned:
             return (f"{self.name} {what} at {self.url}; remote pruning skipped: the record database "
                     "cannot be read, so the last recorded release is unknown")
-        return f"{self.name} {what} at {self.url}; kept {len(self.kept)}, removed {len(self.removed)}"
+        left = f"; left {len(self.skipped)} of other projects alone" if self.skipped else ""
+        return f"{self.name} {what} at {self.url}; kept {len(self.kept)}, removed {len(self.removed)}{left}"
 
 
 # --- connecting -------------------------------------------------------------------------------
@@ -189,8 +192,7 @@ def _failures(what: str, remote: Remote) -> Iterator[None]:
 
 def _created(name: str) -> float:
     """A snapshot's creation time from its name: what a local snapshot's mtime is set to."""
-    stamp = name.split("-", 1)[0]
-    return datetime.strptime(stamp, snapshot.NAME_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+    return snapshot.name_time(name) or 0.0
 
 
 def _entries(remote: Remote) -> list[str]:
@@ -210,12 +212,23 @@ def _has_files(remote: Remote, name: str) -> bool:
     return any(info.get("type") == "file" for info in found.values())
 
 
+def _read_remote(remote: Remote, name: str) -> snapshot.Snapshot:
+    """A complete remote copy with its manifest read (small: one request), as a local one is listed."""
+    where = f"{name}/{snapshot.MANIFEST} at {remote.shown}"
+    try:
+        loaded: Manifest | None = Manifest.parse(remote.fs.cat_file(remote.path(name, snapshot.MANIFEST)), where)
+        problem = None
+    except ManifestError as exc:
+        loaded, problem = None, exc
+    return snapshot.Snapshot(Path(remote.path(name)), snapshot.created_time(name, loaded), loaded, problem)
+
+
 def list_remote(remote: Remote) -> tuple[list[snapshot.Snapshot], list[str]]:
-    """(complete snapshots newest first, names of incomplete leftovers)."""
+    """(complete snapshots of every project newest first, names of incomplete leftovers)."""
     complete, leftovers = [], []
     for name in _entries(remote):
         if _is_complete(remote, name):
-            complete.append(snapshot.Snapshot(Path(remote.path(name)), _created(name)))
+            complete.append(_read_remote(remote, name))
         elif _has_files(remote, name):
             leftovers.append(name)
         # else: an empty folder.  Some S3 servers (SeaweedFS) keep listing a prefix whose
@@ -236,7 +249,7 @@ def _hash_remote(remote: Remote, path: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def verify_remote(remote: Remote, name: str, files: dict[str, dict[str, Any]],
+def verify_remote(remote: Remote, name: str, files: Mapping[str, FileEntry],
                   on_bytes: Callable[[int], None] | None = None) -> None:
     """Every file's remote size and SHA-256 equal the manifest's; raises OffsiteError naming the first that differs."""
     base = remote.path(name)
@@ -246,12 +259,12 @@ def verify_remote(remote: Remote, name: str, files: dict[str, dict[str, Any]],
     for rel, meta in sorted(files.items()):
         if rel not in listed:
             raise OffsiteError(f"{rel} of {name} is missing at {remote.shown}")
-        if listed[rel] is not None and int(listed[rel]) != meta["size"]:
+        if listed[rel] is not None and int(listed[rel]) != meta.size:
             raise OffsiteError(
-                f"{rel} of {name} is {listed[rel]} bytes at {remote.shown}, the manifest says {meta['size']}"
+                f"{rel} of {name} is {listed[rel]} bytes at {remote.shown}, the manifest says {meta.size}"
             )
         size, digest = _hash_remote(remote, remote.path(name, rel))
-        if (size, digest) != (meta["size"], meta["sha256"]):
+        if (size, digest) != (meta.size, meta.sha256):
             raise OffsiteError(f"{rel} of {name} at {remote.shown} does not match the manifest's SHA-256")
         if on_bytes:
             on_bytes(size)
@@ -270,15 +283,15 @@ def _upload_file(remote: Remote, local: Path, target: str, on_bytes: Callable[[i
     return size, digest.hexdigest()
 
 
-def _upload(remote: Remote, snap: Path, name: str, files: dict[str, dict[str, Any]]) -> None:
-    total = sum(meta["size"] for meta in files.values())
+def _upload(remote: Remote, snap: Path, name: str, files: Mapping[str, FileEntry]) -> None:
+    total = sum(meta.size for meta in files.values())
     dirs = sorted({posixpath.dirname(rel) for rel in files} | {""})
     for rel_dir in dirs:   # SFTP and local need folders; on S3 this costs nothing
         remote.fs.makedirs(remote.path(name, rel_dir) if rel_dir else remote.path(name), exist_ok=True)
     with progress.task(f"uploading {name}", unit="bytes", total=total) as task:
         for rel, meta in sorted(files.items()):
             sent = _upload_file(remote, snap / rel, remote.path(name, rel), task.advance)
-            if sent != (meta["size"], meta["sha256"]):
+            if sent != (meta.size, meta.sha256):
                 # The local copy changed since the manifest was written: uploading it would spread the damage.
                 raise OffsiteError(
                     f"local file {snap / rel} no longer matches its manifest entry; run `relstep verify`"
@@ -298,15 +311,16 @@ def push(config: Config, snap: Path, protect: str | None = None, prune: bool = T
     skips remote pruning (the caller could not tell which snapshot to protect).
     """
     offsite = _settings(config)
-    manifest = snapshot.read_manifest(snap)
+    manifest = Manifest.load(lookup.refuse_foreign(config, snap))
     name = snap.name
-    files: dict[str, dict[str, Any]] = manifest.get("files", {})
+    files = manifest.files
+    # The bytes as written, not a re-serialisation: the remote copy must be the same file.
     manifest_bytes = (snap / snapshot.MANIFEST).read_bytes()
     remote = open_remote(offsite.url)
     outcome = PushOutcome(name=name, url=remote.shown, files=len(files) + 1,
-                          bytes=sum(m["size"] for m in files.values()) + len(manifest_bytes))
-    all_files = {**files, snapshot.MANIFEST: {"size": len(manifest_bytes),
-                                              "sha256": hashlib.sha256(manifest_bytes).hexdigest()}}
+                          bytes=manifest.size + len(manifest_bytes))
+    all_files = {**files, snapshot.MANIFEST: FileEntry(size=len(manifest_bytes),
+                                                       sha256=hashlib.sha256(manifest_bytes).hexdigest())}
     with _failures(f"copying {name}", remote):
         if _is_complete(remote, name):
             # A re-run (`relstep offsite`) after a copy that already landed: check it, send nothing.
@@ -334,18 +348,24 @@ def push(config: Config, snap: Path, protect: str | None = None, prune: bool = T
         outcome.pruned = False
         return outcome
     with _failures("pruning off-site copies", remote):
-        removed, kept = prune_remote(remote, offsite.keep, {name} | ({protect} if protect else set()))
-    outcome.removed, outcome.kept = removed, kept
+        removed, kept, skipped = prune_remote(remote, offsite.keep, {name} | ({protect} if protect else set()),
+                                              project_of(config))
+    outcome.removed, outcome.kept, outcome.skipped = removed, kept, skipped
     return outcome
 
 
-def prune_remote(remote: Remote, keep: int, protect: set[str]) -> tuple[list[str], list[str]]:
-    """Remove complete remote snapshots beyond ``keep`` (the local rule) and incomplete leftovers.
+def prune_remote(remote: Remote, keep: int, protect: set[str],
+                 project: str) -> tuple[list[str], list[str], list[str]]:
+    """Remove ``project``'s complete remote copies beyond ``keep`` (the local rule) and incomplete leftovers.
 
-    One remote folder belongs to one backup_root: an incomplete folder there is a
-    failed or killed upload of ours, not another machine's upload in progress.
+    Returns (removed, kept, skipped): copies of other projects, or that record none,
+    are never removed, as locally.  One remote folder belongs to one backup_root:
+    an incomplete folder there is a failed or killed upload from it (uploads run
+    under its lock), not another machine's upload in progress.
     """
-    complete, leftovers = list_remote(remote)
+    everything, leftovers = list_remote(remote)
+    complete = [s for s in everything if s.project == project]
+    skipped = [s.name for s in everything if s.project != project]
     doomed = snapshot.beyond_retention(complete, keep, lambda s: s.name in protect)
     removed = []
     for snap in doomed:
@@ -356,7 +376,7 @@ def prune_remote(remote: Remote, keep: int, protect: set[str]) -> tuple[list[str
             _remove(remote, name)
             removed.append(name)
     kept = [s.name for s in complete if s not in doomed]
-    return removed, kept
+    return removed, kept, skipped
 
 
 def _settings(config: Config) -> OffsiteConfig:
@@ -403,9 +423,9 @@ def fetch(config: Config, name: str | None, dest: Path) -> Path:
         fsutil.make_private_dir(partial)
         try:
             remote.fs.get_file(remote.path(name, snapshot.MANIFEST), str(partial / snapshot.MANIFEST))
-            manifest = json.loads((partial / snapshot.MANIFEST).read_text(encoding="utf-8"))
-            files: dict[str, dict[str, Any]] = manifest.get("files", {})
-            total = sum(m["size"] for m in files.values())
+            manifest = Manifest.load(partial)   # also refuses paths that would leave the snapshot
+            files = manifest.files
+            total = manifest.size
             with progress.task(f"downloading {name}", unit="bytes", total=total) as task:
                 for rel, meta in sorted(files.items()):
                     target = partial / rel
@@ -413,9 +433,9 @@ def fetch(config: Config, name: str | None, dest: Path) -> Path:
                         raise OffsiteError(f"the manifest of {name} names a file outside the snapshot: {rel}")
                     target.parent.mkdir(parents=True, exist_ok=True, mode=fsutil.PRIVATE_DIR)
                     remote.fs.get_file(remote.path(name, rel), str(target))
-                    if fsutil.sha256_file(target) != (meta["size"], meta["sha256"]):
+                    if fsutil.sha256_file(target) != (meta.size, meta.sha256):
                         raise OffsiteError(f"{rel} of {name} at {remote.shown} does not match its manifest")
-                    task.advance(meta["size"])
+                    task.advance(meta.size)
             fsutil.privatize_tree(partial)
             os.replace(partial, final)
             stamp = _created(name)
@@ -427,22 +447,30 @@ def fetch(config: Config, name: str | None, dest: Path) -> Path:
 
 
 def resolve_remote(config: Config, ref: str | None) -> str:
-    """An off-site snapshot's name from a name, a version (newest such) or None (the newest)."""
+    """This app's off-site snapshot by name, by version (newest such) or None (the newest).
+
+    Once fetched, restore and verify refuse another project's copy by name, as they do locally.
+    """
     remote = open_remote(_settings(config).url)
+    project = project_of(config)
     with _failures("listing off-site snapshots", remote):
         complete, _ = list_remote(remote)
-        if not complete:
-            raise InputError(f"there is no complete snapshot at {remote.shown}")
-        if ref is None:
-            return complete[0].name
-        if any(s.name == ref for s in complete):
-            return ref
-        wanted = ref[len(config.tag_prefix):] if config.tag_prefix and ref.startswith(config.tag_prefix) else ref
-        for snap in complete:   # newest first; manifests are small
-            manifest = json.loads(remote.fs.cat_file(remote.path(snap.name, snapshot.MANIFEST)))
-            if manifest.get("version") == wanted:
+        for snap in complete:
+            if snap.name == ref and snap.project not in (None, project):
+                raise InputError(f"{ref} at {remote.shown} belongs to project {snap.project!r}, not to this app "
+                                 f"({project!r}); nothing was fetched")
+            if snap.name == ref:
                 return snap.name
-    raise InputError(f"no off-site snapshot named or versioned {ref!r} at {remote.shown}")
+        own = [s for s in complete if s.project == project]
+        if not own:
+            raise InputError(f"there is no complete snapshot of project {project!r} at {remote.shown}")
+        if ref is None:
+            return own[0].name
+        wanted = ref[len(config.tag_prefix):] if config.tag_prefix and ref.startswith(config.tag_prefix) else ref
+        for snap in own:   # newest first
+            if snap.loaded is not None and snap.loaded.version == wanted:
+                return snap.name
+    raise InputError(f"no off-site snapshot named or versioned {ref!r} of project {project!r} at {remote.shown}")
 
 
 def fetch_into_backup_root(config: Config, ref: str | None, lock_timeout: float) -> Path:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relstep import records, snapshot
+from relstep import lookup, records, snapshot
 from relstep.config import Config
 from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import DeployError, InputError, OffsiteError, PruneError, RecordError, RelstepError
+from relstep.manifest import Manifest
 from relstep.masking import mask_text
 from relstep.result import PhaseResult, RunResult
 from relstep.version import Release
@@ -32,11 +33,15 @@ CREATED_TABLE_HINT = (
 @dataclass(frozen=True)
 class PruneOutcome:
     removed: list[Path]
-    kept: list[Path]
+    kept: list[Path]                    # this app's snapshots that stay
     partials_removed: list[Path]
     protected: Path | None
     # Leftover .partial folders that could not be removed, with the reason (they stay, harmless).
     partials_left: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # other projects' snapshots skipped, unowned ones kept
+
+    def summary(self) -> str:
+        return "; ".join([f"kept {len(self.kept)}, removed {len(self.removed)}", *self.notes])
 
 
 class _Phases:
@@ -75,10 +80,12 @@ def _last_recorded_name(config: Config) -> str | None:
 
 
 def newest_snapshot(config: Config) -> Path:
-    found = snapshot.list_snapshots(config.backup_root)
-    if not found:
-        raise InputError(f"there is no snapshot in {config.backup_root}; run `relstep backup` first")
-    return found[0].path
+    """This app's newest snapshot."""
+    view = lookup.of_config(config)
+    if not view.own:
+        raise InputError(f"there is no snapshot of project {view.project!r} in {config.backup_root}; "
+                         "run `relstep backup` first")
+    return view.own[0].path
 
 
 def offsite_copy(config: Config, path: Path) -> Any:
@@ -103,12 +110,15 @@ def _recorded_paths(config: Config) -> list[str]:
 
 
 def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorded: bool = True) -> PruneOutcome:
-    """Remove finished snapshots beyond the newest ``keep``; never the one recorded last.
+    """Remove this app's snapshots beyond its newest ``keep``; never the one recorded last.
 
-    The caller holds the root lock.
+    Other projects' snapshots, and those that record no project, are never removed
+    (see relstep.lookup); the outcome's notes name them.  The caller holds the root lock.
     """
     protected = None
-    doomed = snapshot.to_prune(config.backup_root, keep)
+    view = lookup.of_config(config)
+    notes = [note for note in (view.skipped_note(), view.unowned_note()) if note]
+    doomed = snapshot.to_prune(view.own, keep)
     # Only ask the record database when something would go: prune must not depend on it otherwise.
     if protect_last_recorded and doomed:
         try:
@@ -121,12 +131,13 @@ def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorde
             ) from exc
         if recorded:
             protected = Path(recorded[-1])
-            doomed = snapshot.to_prune(config.backup_root, keep, {protected})
+            doomed = snapshot.to_prune(view.own, keep, {protected})
     # A set: `s not in doomed` on a list compared 1,000 x 970 dataclasses (0.5 s of a 1,000-snapshot prune).
     doomed_paths = {s.path for s in doomed}
-    kept = [s.path for s in snapshot.list_snapshots(config.backup_root) if s.path not in doomed_paths]
+    kept = [s.path for s in view.own if s.path not in doomed_paths]
     if dry_run:
-        return PruneOutcome([s.path for s in doomed], kept, snapshot.leftover_partials(config.backup_root), protected)
+        return PruneOutcome([s.path for s in doomed], kept, snapshot.leftover_partials(config.backup_root), protected,
+                            notes=notes)
     removed = []
     for snap in doomed:
         try:
@@ -135,7 +146,7 @@ def prune(config: Config, keep: int, dry_run: bool = False, protect_last_recorde
             raise PruneError(f"cannot remove {snap.path}: {exc.strerror or exc}") from exc
         removed.append(snap.path)
     partials, left = _remove_leftovers(config.backup_root)
-    return PruneOutcome(removed, kept, partials, protected, left)
+    return PruneOutcome(removed, kept, partials, protected, left, notes)
 
 
 def _remove_leftovers(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -153,20 +164,20 @@ def _remove_leftovers(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 def newest_unrecorded(config: Config) -> Path:
     recorded = set(_recorded_paths(config))
-    for snap in snapshot.list_snapshots(config.backup_root):
+    for snap in lookup.of_config(config).own:
         if str(snap.path) not in recorded:
             return snap.path
     raise InputError(f"every snapshot in {config.backup_root} is already recorded; pass --snapshot to choose one")
 
 
-def record_snapshot(config: Config, path: Path) -> tuple[records.RecordOutcome, dict[str, Any]]:
+def record_snapshot(config: Config, path: Path) -> tuple[records.RecordOutcome, Manifest]:
     if not config.record.url:
         raise InputError("no record database; set record.url or database.url in relstep.yml, or DATABASE_URL")
-    manifest = snapshot.read_manifest(path)
+    manifest = Manifest.load(lookup.refuse_foreign(config, path))
     outcome = records.record(
         config.record.url, config.record.table,
-        version=manifest["version"], deployment_type=manifest["deployment_type"],
-        backup_path=path.resolve(), schema_revision=manifest.get("schema_revision"),
+        version=manifest.version, deployment_type=manifest.deployment_type,
+        backup_path=path.resolve(), schema_revision=manifest.schema_revision,
     )
     return outcome, manifest
 
@@ -229,7 +240,7 @@ def run(
         result.pruned = [str(p) for p in outcome.removed]
         result.warnings += [f"could not remove leftover {path}: {reason}; remove it by hand"
                             for path, reason in outcome.partials_left]
-        return f"kept {len(outcome.kept)}, removed {len(outcome.removed)}"
+        return outcome.summary()
 
     def do_offsite() -> str:
         path = state.get("path") or newest_snapshot(config)

@@ -17,7 +17,6 @@ Core functions return data and raise ``RelstepError``s; ``describe_*`` render te
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,13 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relstep import compat, inventory, snapshot
+from relstep import compat, lookup, snapshot
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url, spec_for_url
 from relstep.databases.base import Engine
 from relstep.databases.registry import engine_errors
 from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import InputError, RelstepError, RestoreError, RestoreRefused, VerifyError
+from relstep.manifest import DatabaseEntry, Manifest
 from relstep.masking import mask_text, register_secret
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
 from relstep.verify import compare_row_counts, database_entries, engine_module
@@ -39,7 +39,6 @@ from relstep.verify import compare_row_counts, database_entries, engine_module
 if TYPE_CHECKING:
     from relstep.capture.code_restore import CodeRestore
 
-PRE_RESTORE_DIR = "pre-restore"
 PRE_RESTORE_TYPE = "pre-restore"
 
 # What to run for pending migrations, by tool: printed after the restore.
@@ -56,29 +55,6 @@ MIGRATE_COMMANDS = {
 }
 
 
-def pre_restore_root(config: Config) -> Path:
-    """``backups/releases`` -> ``backups/pre-restore``: a sibling, so release retention never sees it."""
-    return config.backup_root.parent / PRE_RESTORE_DIR
-
-
-def find_snapshot(config: Config, ref: str) -> Path:
-    """A snapshot by name, version or path inside backup_root, or by path inside the pre-restore folder.
-
-    Paths are accepted in the pre-restore folder too, so that a wrong restore can be
-    undone by restoring its safety snapshot; anything resolving elsewhere is refused.
-    """
-    try:
-        return inventory.find(config, ref)
-    except InputError:
-        pre_root = pre_restore_root(config)
-        if ("/" in ref or os.sep in ref) and pre_root.is_dir():
-            try:
-                return snapshot.resolve_snapshot(pre_root, ref)
-            except InputError:
-                pass
-        raise
-
-
 # --------------------------------------------------------------------------- check
 
 
@@ -87,9 +63,9 @@ class RestoreCheck:
     """Everything ``restore`` needs, gathered without changing anything."""
 
     snapshot: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     database: str                       # the manifest's database name ("main")
-    entry: dict[str, Any]               # the manifest's entry for it
+    entry: DatabaseEntry                # the manifest's entry for it
     target_url: str
     target_empty: bool | None           # None: the target could not be reached
     target_problem: str | None
@@ -104,10 +80,10 @@ class RestoreCheck:
 
     @property
     def engine(self) -> Engine:
-        return engine_module(self.entry["engine"])
+        return engine_module(self.entry.engine)
 
 
-def _pick_database(manifest: dict[str, Any], path: Path, name: str | None) -> tuple[str, dict[str, Any], bool]:
+def _pick_database(manifest: Manifest, path: Path, name: str | None) -> tuple[str, DatabaseEntry, bool]:
     """(name, manifest entry, whether migrations.json describes it) of the database to restore."""
     databases, problems = database_entries(manifest)
     if problems:
@@ -149,12 +125,12 @@ def _target_state(config: Config, url: str, tool: str) -> tuple[bool | None, str
         return None, exc.message, None
     if empty or tool == NONE:
         return empty, None, None
+    module = tool_for(tool)
+    assert module is not None   # only NONE has no module
     try:
         engine = create_engine(url)
         try:
             with engine.connect() as conn:
-                module = tool_for(tool)
-                assert module is not None  # tool is not NONE here
                 if find_table(conn, module.TABLE) is None:
                     return empty, None, None
                 return empty, None, read_state(conn, tool, config.migrations.path, config.base_dir)
@@ -168,13 +144,13 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     """Resolve the snapshot and the target and compute the compatibility verdict; change nothing."""
     from relstep.databases import url_password
 
-    path = find_snapshot(config, ref)
-    manifest = snapshot.read_manifest(path)
+    path = lookup.find_for_restore(config, ref)
+    manifest = Manifest.load(path)
     name, entry, described = _pick_database(manifest, path, database)
     # The configured database of the same name, whose URL is the default target and whose
     # redact rules the safety snapshot follows; a snapshot of one database maps to the first.
     configured = {d.name: d for d in config.all_databases}
-    db_config = configured.get(name) or (config.database if len(manifest["databases"]) == 1 else None)
+    db_config = configured.get(name) or (config.database if len(manifest.databases or {}) == 1 else None)
     url = database_url or (db_config.url if db_config else None)
     if not url:
         raise InputError(f"no database to restore {name} into; pass --database-url or set database.url in "
@@ -183,15 +159,14 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     spec = spec_for_url(url)
     with engine_errors(RestoreError):  # even --check-only reads the target, through its driver
         spec.require_driver()
-    if spec.name != entry["engine"]:
-        raise InputError(f"{path.name} holds a {entry['engine']} dump; {redact_url(url)} is not a "
-                         f"{entry['engine']} database", phase="restore")
+    if spec.name != entry.engine:
+        raise InputError(f"{path.name} holds a {entry.engine} dump; {redact_url(url)} is not a "
+                         f"{entry.engine} database", phase="restore")
     state = _migration_state(path) if described else MigrationState(tool=NONE)
     empty, problem, target_state = _target_state(config, url, state.tool)
     verdict = compat.check_project(state, config.migrations.path, config.base_dir, target_state)
-    app_path = None
-    if (module := tool_for(state.tool)) is not None:
-        app_path = resolve_path(module, config.migrations.path, config.base_dir)
+    module = tool_for(state.tool)
+    app_path = resolve_path(module, config.migrations.path, config.base_dir) if module is not None else None
     return RestoreCheck(path, manifest, name, entry, url, empty, problem, None if state.tool == NONE else state.tool,
                         app_path, verdict, replace(db_config or DatabaseConfig(url=url, name=name), url=url))
 
@@ -233,12 +208,12 @@ class RestoreOutcome:
         if self.forced and not verdict.ok:
             steps.append("the snapshot was restored despite an incompatible schema (--force): check the app "
                          "against it before opening it to users")
-        redacted = self.check.entry.get("redacted") or {}
+        redacted = self.check.entry.redacted
         if redacted:
             columns = ", ".join(f"{t}.{c}" for t, cs in sorted(redacted.items()) for c in cs)
             steps.append(f"reset the passwords: the backup never held them, so {columns} are now empty "
                          "(NULL or ''); have users reset theirs, or set new ones")
-        excluded = self.check.entry.get("excluded_tables") or []
+        excluded = self.check.entry.excluded_tables
         if excluded:
             steps.append(f"refill the excluded tables, restored empty: {', '.join(excluded)}")
         if self.code is not None:
@@ -253,12 +228,16 @@ class RestoreOutcome:
 
 
 def check_code_target(chk: RestoreCheck, code_to: Path | None, yes: bool) -> dict[str, dict[str, Any]]:
-    """The code trees to extract, after refusing a non-empty folder without --yes (exit 2)."""
+    """The code trees to extract, after refusing a non-empty folder without --yes (exit 2).
+
+    Their names and paths were checked when the manifest was loaded (relstep.manifest), and again
+    here by the code restore's own rules before anything is created through them.
+    """
     from relstep.capture.code_restore import KEPT_SUFFIX, problems
 
     if code_to is None:
         return {}
-    code = chk.manifest.get("code") or {}
+    code = {name: summary.model_dump() for name, summary in chk.manifest.code.items()}
     if not code:
         raise InputError(f"{chk.snapshot.name} holds no code; nothing to extract into {code_to}", phase="restore")
     for name, summary in code.items():
@@ -300,7 +279,8 @@ def take_safety_snapshot(config: Config, target: DatabaseConfig, lock_timeout: f
     # leaves the code out and stays quick to take at the worst moment.
     # Replacing ``database`` leaves just the target in ``all_databases``: the other
     # configured databases are not being overwritten.
-    pre_config = replace(config, backup_root=pre_restore_root(config), database=target, code={})
+    # The same project as the app's: the pre-restore folder may be shared by several apps too.
+    pre_config = replace(config, backup_root=lookup.pre_restore_root(config), database=target, code={})
     release = Release(_current_version(config, target.url), PRE_RESTORE_TYPE, "pre-restore safety snapshot")
     with snapshot.root_lock(pre_config.backup_root, lock_timeout):
         try:
@@ -317,9 +297,9 @@ def prune_safety_snapshots(config: Config, lock_timeout: float, protect: Path) -
     itself being restored (undoing a restore), before it was read.
     """
     removed = []
-    root = pre_restore_root(config)
+    root = lookup.pre_restore_root(config)
     with snapshot.root_lock(root, lock_timeout):
-        for old in snapshot.to_prune(root, config.retention, {protect}):
+        for old in snapshot.to_prune(lookup.of_config(config, root).own, config.retention, {protect}):
             try:
                 snapshot.remove_snapshot(old)
             except OSError:
@@ -361,7 +341,7 @@ def restore(
         # Under the lock a concurrent prune cannot remove the snapshot while it is read.
         # Only what this restore reads: the database's folder, the migration state, and the code
         # trees when --code-to asks for them (the other databases and code are not touched).
-        needed = (chk.entry["path"].rstrip("/") + "/", "migrations.json", *(("code/",) if code_to else ()))
+        needed = (chk.entry.path.rstrip("/") + "/", "migrations.json", *(("code/",) if code_to else ()))
         problems, _files, _bytes = verify.check_files(chk.snapshot, chk.manifest, within=needed)
         if problems:
             raise VerifyError(f"{chk.snapshot.name} fails verification ({problems[0]}"
@@ -390,14 +370,14 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome) -> None:
             if outcome.safety_snapshot else "")
     started = time.monotonic()
     try:
-        chk.engine.restore(chk.snapshot / chk.entry["path"], chk.target_url, chk.entry.get("extra"))
+        chk.engine.restore(chk.snapshot / chk.entry.path, chk.target_url, chk.entry.extra)
         actual = chk.engine.row_counts(chk.target_url)
     except RelstepError as exc:
         raise RestoreError(exc.message + undo) from exc
     outcome.seconds = time.monotonic() - started
     outcome.tables = len(actual)
-    mismatches = compare_row_counts(chk.entry.get("row_counts") or {}, actual)
-    if mismatches and chk.entry.get("row_counts_consistent", True):
+    mismatches = compare_row_counts(chk.entry.row_counts, actual)
+    if mismatches and chk.entry.row_counts_consistent:
         raise RestoreError(f"the restored database differs from the snapshot ({mismatches[0]}"
                            + (f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")" + undo)
     if mismatches:
@@ -413,7 +393,7 @@ def describe_check(chk: RestoreCheck) -> str:
     target = "unreachable: " + (chk.target_problem or "?") if chk.target_empty is None else (
         "empty" if chk.target_empty else "not empty")
     lines = [
-        f"snapshot:   {chk.snapshot} ({m.get('version')}, {m.get('deployment_type')}, created {m.get('created_at')})",
+        f"snapshot:   {chk.snapshot} ({m.version}, {m.deployment_type}, created {m.created_at or '?'})",
         f"target:     {chk.target} ({target})",
     ]
     if chk.target_empty is not None and chk.target_problem:
@@ -454,7 +434,7 @@ def describe_outcome(outcome: RestoreOutcome) -> str:
     lines.append(f"restored {chk.database} from {chk.snapshot.name} into {chk.target}: {outcome.tables} tables, "
                  f"row counts equal the snapshot's ({outcome.seconds:.1f} s)")
     if outcome.code:
-        lines += describe_code(outcome.code, chk.manifest.get("code") or {})
+        lines += describe_code(outcome.code, {name: entry.model_dump() for name, entry in chk.manifest.code.items()})
     lines += [f"note: {n}" for n in outcome.notes]
     todo = outcome.todo()
     if todo:

@@ -4,8 +4,8 @@ A snapshot is a directory ``<backup_root>/<UTC timestamp>`` (``20261124T010423Z`
 with ``-2``, ``-3``... when two are made in one second) holding ``MANIFEST.json``.
 It is built under ``<backup_root>/.<name>.partial`` and renamed into place only
 when complete and flushed, so a crash leaves no directory that looks finished.
-Its mtime is set to its creation time, and nothing writes inside it afterwards,
-so retention by mtime keeps a stable order.  Everything whose name starts with
+Its mtime is set to its creation time, which its manifest records too
+(``created_at``); retention orders by the manifest's, so a ``touch`` changes nothing.  Everything whose name starts with
 a dot is relstep's bookkeeping (partials, the lock) and is never listed.
 """
 
@@ -27,53 +27,70 @@ from pathlib import Path
 from typing import Any
 
 from relstep import codec, fsutil
-from relstep.errors import BackupError, ConfigError, InputError, LockTimeout
+from relstep.errors import BackupError, ConfigError, InputError, LockTimeout, ManifestError
+from relstep.manifest import FILENAME as MANIFEST
+from relstep.manifest import FileEntry, Manifest
 
-MANIFEST = "MANIFEST.json"
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 SNAPSHOT_NAME = re.compile(r"^\d{8}T\d{6}Z(?:-\d+)?$")
 PARTIAL_SUFFIX = ".partial"
 LOCK_NAME = ".relstep.lock"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """A finished snapshot as listed: its manifest read once, or why it could not be."""
+
     path: Path
-    mtime: float
+    created: float                      # the creation time relstep recorded (see created_time)
+    loaded: Manifest | None = None
+    problem: ManifestError | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    def manifest(self) -> dict[str, Any]:
-        return read_manifest(self.path)
+    @property
+    def project(self) -> str | None:
+        return self.loaded.project if self.loaded else None
+
+    def manifest(self) -> Manifest:
+        if self.loaded is None:
+            raise self.problem or ManifestError(f"{self.path / MANIFEST} was not read")
+        return self.loaded
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def name_time(name: str) -> float | None:
+    """The creation time a snapshot's name spells (``20261124T010423Z-2``), or None."""
     try:
-        with open(path / MANIFEST, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{path} is not a relstep snapshot (no {MANIFEST})") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path / MANIFEST}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path / MANIFEST} is not a relstep manifest")
-    problem = _manifest_problem(data)
-    if problem:
-        raise InputError(f"{path / MANIFEST} is not a relstep manifest: {problem}")
-    return data
+        stamp = datetime.strptime(name.split("-", 1)[0], NAME_FORMAT)
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
 
 
-def _manifest_problem(data: dict[str, Any]) -> str | None:
-    """What every reader relies on (record, show, list); verify checks each file entry itself."""
-    for key in ("version", "deployment_type"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            return f"it has no {key}"
-    if not isinstance(data.get("files", {}), dict):
-        return "files is not a mapping"
-    return None
+def created_time(name: str, manifest: Manifest | None) -> float:
+    """What retention orders by: the manifest's ``created_at``, else the name's timestamp.
+
+    Both are written by relstep when the snapshot is made; the folder's mtime (set to the
+    same instant) is not used, so a ``touch`` cannot change what is pruned.
+    """
+    created = manifest.created if manifest is not None else None
+    if created is not None:
+        return created.timestamp()
+    return name_time(name) or 0.0
+
+
+def read(path: Path) -> Snapshot:
+    """A finished snapshot folder with its manifest read (or the reason it cannot be)."""
+    try:
+        loaded: Manifest | None = Manifest.load(path)
+        problem = None
+    except ManifestError as exc:
+        loaded, problem = None, exc
+    except InputError as exc:   # the manifest vanished meanwhile (a concurrent prune)
+        loaded, problem = None, ManifestError(exc.message)
+    return Snapshot(path, created_time(path.name, loaded), loaded, problem)
 
 
 def ensure_root(root: Path) -> None:
@@ -105,7 +122,7 @@ def is_finished_snapshot(entry: os.DirEntry[str] | Path) -> bool:
 
 
 def list_snapshots(root: Path) -> list[Snapshot]:
-    """Finished snapshots, newest first (mtime, then name)."""
+    """Finished snapshots of every project, newest first (recorded creation time, then name)."""
     if not root.is_dir():
         return []
     found = []
@@ -114,13 +131,13 @@ def list_snapshots(root: Path) -> list[Snapshot]:
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             if is_finished_snapshot(Path(entry.path)):
-                found.append(Snapshot(Path(entry.path), entry.stat(follow_symlinks=False).st_mtime))
+                found.append(read(Path(entry.path)))
     return newest_first(found)
 
 
 def newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
-    """The order retention counts in: mtime (set to the creation time), then name."""
-    return sorted(snapshots, key=lambda s: (s.mtime, s.name), reverse=True)
+    """The order retention counts in: recorded creation time, then name."""
+    return sorted(snapshots, key=lambda s: (s.created, s.name), reverse=True)
 
 
 def resolve_snapshot(root: Path, ref: str) -> Path:
@@ -168,12 +185,12 @@ class Building:
     def write_json(self, relative: str, data: Any) -> Path:
         return self.write_text(relative, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
-    def finish(self, manifest: dict[str, Any], private: tuple[str, ...] = ()) -> Path:
+    def finish(self, manifest: Manifest, private: tuple[str, ...] = ()) -> Path:
         """Publish the snapshot.  ``private``: top-level folders whose writer already made
         every entry 0700/0600 (code capture does), so their thousands of inodes are not
         chmod-ed, and dirtied for the flush below, a second time."""
         fsutil.privatize_tree(self.path, skip=private)
-        self.write_json(MANIFEST, manifest)
+        self.write_text(MANIFEST, manifest.to_json())
         fsutil.sync_filesystem_of(self.path)
         fsutil.fsync_dir(self.path)
         os.replace(self.path, self.final_path)
@@ -200,7 +217,7 @@ def building(root: Path, now: datetime | None = None) -> Iterator[Building]:
         raise BackupError("internal error: the snapshot was built but never finished")
 
 
-def manifest_files(snapshot_dir: Path, known: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+def manifest_files(snapshot_dir: Path, known: dict[str, FileEntry] | None = None) -> dict[str, FileEntry]:
     """``{relative path: {"size", "sha256"}}`` for every file except the manifest, sorted by path.
 
     ``known`` carries hashes computed while the file was written (code capture),
@@ -217,13 +234,13 @@ def manifest_files(snapshot_dir: Path, known: dict[str, dict[str, Any]] | None =
     unknown = [rel for rel in found if rel not in known and rel != MANIFEST]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="relstep-hash") as pool:
         digests = dict(zip(unknown, pool.map(lambda rel: fsutil.sha256_file(f"{root}/{rel}"), unknown), strict=True))
-    files: dict[str, dict[str, Any]] = {}
+    files: dict[str, FileEntry] = {}
     for rel in found:
         if rel in known:
             files[rel] = known[rel]
         elif rel in digests:
             size, digest = digests[rel]
-            files[rel] = {"size": size, "sha256": digest}
+            files[rel] = FileEntry(size=size, sha256=digest)
     return files
 
 
@@ -252,18 +269,19 @@ def beyond_retention(
 ) -> list[Snapshot]:
     """The retention rule, for local and off-site copies alike.
 
-    Newest first by mtime (a snapshot's creation time), then name; everything
-    after the first ``keep`` goes, except protected snapshots.
+    ``snapshots`` are one project's (see relstep.lookup.scoped).  Newest first by
+    recorded creation time, then name; everything after the first ``keep`` goes,
+    except protected snapshots.
     """
     if keep < 1:
         raise InputError(f"retention must be at least 1, got {keep}")
     return [s for s in newest_first(snapshots)[keep:] if not is_protected(s)]
 
 
-def to_prune(root: Path, keep: int, protect: set[Path] | None = None) -> list[Snapshot]:
-    """Finished snapshots beyond the newest ``keep``, minus protected ones."""
+def to_prune(snapshots: Iterable[Snapshot], keep: int, protect: set[Path] | None = None) -> list[Snapshot]:
+    """``snapshots`` beyond the newest ``keep``, minus protected ones."""
     protected = {p.resolve() for p in (protect or set())}
-    return beyond_retention(list_snapshots(root), keep, lambda s: s.path.resolve() in protected)
+    return beyond_retention(snapshots, keep, lambda s: s.path.resolve() in protected)
 
 
 def remove_snapshot(snapshot: Snapshot) -> None:

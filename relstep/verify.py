@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relstep import fsutil, snapshot
+from relstep import fsutil, lookup, snapshot
 from relstep.config import Config
 from relstep.databases import engine_named, redact_url, spec_for_url, url_password
 from relstep.databases.base import Engine
 from relstep.databases.registry import engine_errors, spec_named
 from relstep.errors import InputError, RelstepError, VerifyError
 from relstep.fsutil import human_bytes
+from relstep.manifest import DatabaseEntry, FileEntry, Manifest
 from relstep.masking import mask_text, register_secret
 
 # Files are hashed in pool tasks of up to this many bytes or files: one task per
@@ -94,6 +95,7 @@ class SnapshotReport:
 @dataclass
 class VerifyResult:
     reports: list[SnapshotReport]
+    notes: list[str] = field(default_factory=list)      # other projects' snapshots left alone
 
     @property
     def ok(self) -> bool:
@@ -111,22 +113,10 @@ class VerifyResult:
         return text
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "snapshots": [r.to_json() for r in self.reports]}
+        return {"ok": self.ok, "snapshots": [r.to_json() for r in self.reports], "notes": self.notes}
 
 
 # --------------------------------------------------------------------------- level 1: files
-
-
-def safe_relative(rel: object) -> bool:
-    """A manifest path that stays inside the snapshot: relative, no '..', '.' or empty parts.
-
-    The manifest itself is not covered by a checksum, so a path read from it is
-    checked before relstep opens, restores or chmods anything through it.  Plain
-    string tests: this runs once per file of the snapshot.
-    """
-    if not isinstance(rel, str) or not rel or rel[0] == "/" or "\0" in rel:
-        return False
-    return all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 def _walk(root: Path) -> tuple[list[str], list[str]]:
@@ -198,31 +188,17 @@ def hash_files(root: Path, sizes: dict[str, int]) -> dict[str, Digest]:
     return digests
 
 
-def _expected_files(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        return {}, [Problem("manifest", snapshot.MANIFEST, "has no 'files' map")]
-    problems = []
-    good = {}
-    for rel, meta in files.items():
-        if not safe_relative(rel):
-            problems.append(Problem("manifest", snapshot.MANIFEST, f"lists an unsafe path {rel!r}"))
-        elif not (isinstance(meta, dict) and isinstance(meta.get("size"), int) and isinstance(meta.get("sha256"), str)):
-            problems.append(Problem("manifest", snapshot.MANIFEST, f"entry for {rel} lacks a size or sha256"))
-        else:
-            good[rel] = meta
-    return good, problems
-
-
 def check_files(
-    path: Path, manifest: dict[str, Any], within: tuple[str, ...] | None = None
+    path: Path, manifest: Manifest, within: tuple[str, ...] | None = None
 ) -> tuple[list[Problem], int, int]:
     """Every file of the snapshot against the manifest: (problems, files checked, bytes read).
 
     ``within`` limits the check to paths starting with one of these prefixes (restore
-    checks only what it is about to use, not the code trees it leaves alone).
+    checks only what it is about to use, not the code trees it leaves alone).  The
+    manifest's paths were checked when it was loaded (relstep.manifest).
     """
-    expected, problems = _expected_files(manifest)
+    expected: dict[str, FileEntry] = dict(manifest.files)
+    problems: list[Problem] = []
     found, odd = _walk(path)
     if within is not None:
         expected = {rel: meta for rel, meta in expected.items() if rel.startswith(within)}
@@ -232,7 +208,7 @@ def check_files(
     problems += [Problem("missing", rel) for rel in sorted(expected.keys() - on_disk)]
     problems += [Problem("extra", rel, "not in the manifest") for rel in sorted(on_disk - expected.keys())]
     problems += [Problem("extra", rel, "not a regular file") for rel in odd]
-    digests = hash_files(path, {rel: expected[rel]["size"] for rel in expected.keys() & on_disk})
+    digests = hash_files(path, {rel: expected[rel].size for rel in expected.keys() & on_disk})
     total = 0
     for rel, digest in sorted(digests.items()):
         if isinstance(digest, str):
@@ -240,11 +216,11 @@ def check_files(
             continue
         size, sha256 = digest
         total += size
-        want = expected[rel]["size"]
+        want = expected[rel].size
         if size != want:
             hint = "truncated" if size < want else "grown"
             problems.append(Problem("changed", rel, f"{size} bytes, the manifest says {want} ({hint})"))
-        elif sha256 != expected[rel]["sha256"]:
+        elif sha256 != expected[rel].sha256:
             problems.append(Problem("changed", rel, "its SHA-256 differs from the manifest's"))
     return problems, len(digests), total
 
@@ -252,18 +228,14 @@ def check_files(
 # --------------------------------------------------------------------------- levels 2 and 3: databases
 
 
-def database_entries(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
-    """The manifest's databases whose engine and folder are usable, and problems for the others."""
-    databases = manifest.get("databases")
-    if not isinstance(databases, dict):
+def database_entries(manifest: Manifest) -> tuple[dict[str, DatabaseEntry], list[Problem]]:
+    """The manifest's databases whose engine this relstep knows, and problems for the others."""
+    if manifest.databases is None:
         return {}, [Problem("manifest", snapshot.MANIFEST, "has no 'databases' map")]
     good, problems = {}, []
-    for name, entry in databases.items():
-        if not isinstance(entry, dict) or not safe_relative(entry.get("path")):
-            problems.append(Problem("manifest", snapshot.MANIFEST, f"database {name!r} has no safe 'path'"))
-            continue
+    for name, entry in manifest.databases.items():
         try:
-            spec_named(str(entry.get("engine")))
+            spec_named(entry.engine)
         except InputError:
             problems.append(Problem("manifest", snapshot.MANIFEST, f"database {name!r} names an unknown engine"))
             continue
@@ -279,12 +251,12 @@ def engine_module(name: str) -> Engine:
     return engine_named(name)
 
 
-def check_databases(path: Path, databases: dict[str, dict[str, Any]]) -> dict[str, Problem | None]:
+def check_databases(path: Path, databases: dict[str, DatabaseEntry]) -> dict[str, Problem | None]:
     """Each database's dump through its engine's ``check_files``: name -> the problem, or None."""
     found: dict[str, Problem | None] = {}
     for name, entry in databases.items():
         try:
-            engine_module(entry["engine"]).check_files(path / entry["path"])
+            engine_module(entry.engine).check_files(path / entry.path)
             found[name] = None
         except (RelstepError, OSError) as exc:
             found[name] = Problem("unreadable", f"database {name}", _reason(exc))
@@ -295,7 +267,7 @@ def _reason(exc: BaseException) -> str:
     return exc.message if isinstance(exc, RelstepError) else (getattr(exc, "strerror", None) or str(exc))
 
 
-def compare_row_counts(expected: dict[str, Any], actual: dict[str, int]) -> list[Problem]:
+def compare_row_counts(expected: dict[str, int], actual: dict[str, int]) -> list[Problem]:
     """Tables missing from, extra in, or with other counts than ``expected`` (the manifest's)."""
     problems = []
     for table in sorted(expected.keys() | actual.keys()):
@@ -308,11 +280,11 @@ def compare_row_counts(expected: dict[str, Any], actual: dict[str, int]) -> list
     return problems
 
 
-def scratch_server(config: Config, engine: str, scratch_url: str | None, entry: dict[str, Any]) -> str | None:
+def scratch_server(config: Config, engine: str, scratch_url: str | None, entry: DatabaseEntry) -> str | None:
     """The server a restore test of ``engine`` runs on: --scratch-url, else a configured
     database of the same engine, else the snapshot's own URL when it carries no
     (redacted) password.  SQLite's scratch database is a temporary file, any URL will do."""
-    candidates = [scratch_url, *(db.url for db in config.all_databases), entry.get("url")]
+    candidates = [scratch_url, *(db.url for db in config.all_databases), entry.url]
     for url in candidates:
         if isinstance(url, str) and url and "***@" not in url:
             try:
@@ -323,44 +295,43 @@ def scratch_server(config: Config, engine: str, scratch_url: str | None, entry: 
     return None
 
 
-def restore_test(path: Path, name: str, entry: dict[str, Any], server: str) -> tuple[RestoreTest, list[Problem]]:
+def restore_test(path: Path, name: str, entry: DatabaseEntry, server: str) -> tuple[RestoreTest, list[Problem]]:
     """Restore one database of the snapshot into a scratch database and compare row counts."""
-    engine = engine_module(entry["engine"])
+    engine = engine_module(entry.engine)
     spec = spec_for_url(server)
     if not spec.has_server:
         scratch_label = f"a temporary {spec.label} file"
     else:
         scratch_label = f"a scratch database on {redact_url(server).rsplit('/', 1)[0]}"
-    test = RestoreTest(database=name, engine=entry["engine"], scratch=scratch_label)
+    test = RestoreTest(database=name, engine=entry.engine, scratch=scratch_label)
     started = time.monotonic()
     try:
         with engine.scratch_database(server) as scratch:
-            engine.restore(path / entry["path"], scratch, entry.get("extra"))
+            engine.restore(path / entry.path, scratch, entry.extra)
             actual = engine.row_counts(scratch)
     except RelstepError as exc:
         return test, [Problem("restore-test", f"database {name}", exc.message)]
     finally:
         test.seconds = time.monotonic() - started
     test.restored, test.tables = True, len(actual)
-    expected = entry.get("row_counts")
-    if not isinstance(expected, dict):
-        return test, [Problem("manifest", snapshot.MANIFEST, f"database {name!r} has no row counts")]
-    return test, compare_row_counts(expected, actual)
+    return test, compare_row_counts(entry.row_counts, actual)
 
 
 # --------------------------------------------------------------------------- the command
 
 
-def select(config: Config, ref: str | None, every: bool) -> list[Path]:
-    """The snapshots to verify: one by name/path/version, all, or (default) the newest."""
-    from relstep.restore import find_snapshot
-
+def select(config: Config, ref: str | None, every: bool) -> tuple[list[Path], list[str]]:
+    """(snapshots to verify, notes): one by name/path/version, all of this app's (and those that
+    record no project), or (default) this app's newest; the notes name other projects' skipped."""
     if ref is not None and every:
         raise InputError("give either a SNAPSHOT or --all, not both", phase="verify")
     if ref is not None:
-        return [find_snapshot(config, ref)]
-    found = [s.path for s in snapshot.list_snapshots(config.backup_root)]
-    return found if every else found[:1]
+        return [lookup.find_for_restore(config, ref)], []
+    view = lookup.of_config(config)
+    skipped = [note for note in (view.skipped_note(),) if note]
+    if every:
+        return [s.path for s in view.visible], skipped
+    return [s.path for s in (view.own[:1] or view.visible[:1])], skipped
 
 
 def verify_snapshot(
@@ -369,12 +340,12 @@ def verify_snapshot(
     started = time.monotonic()
     report = SnapshotReport(path=path)
     try:
-        manifest = snapshot.read_manifest(path)
-    except InputError as exc:
+        manifest: Manifest | None = Manifest.load(path)
+    except InputError as exc:   # ManifestError, or the manifest vanished meanwhile
         report.problems.append(Problem("manifest", snapshot.MANIFEST, exc.message))
         manifest = None
     if manifest is not None:
-        report.version, report.deployment_type = manifest.get("version"), manifest.get("deployment_type")
+        report.version, report.deployment_type = manifest.version, manifest.deployment_type
         _verify_contents(config, path, manifest, report, with_restore_test, scratch_url)
     # prune renames a snapshot away before deleting it: files that vanished because a
     # concurrent run pruned the snapshot are retention working, not damage.
@@ -384,7 +355,7 @@ def verify_snapshot(
 
 
 def _verify_contents(
-    config: Config, path: Path, manifest: dict[str, Any], report: SnapshotReport,
+    config: Config, path: Path, manifest: Manifest, report: SnapshotReport,
     with_restore_test: bool, scratch_url: str | None,
 ) -> None:
     databases, problems = database_entries(manifest)
@@ -399,7 +370,7 @@ def _verify_contents(
     for name, problem in db_checks.items():
         if problem is None:
             report.databases_readable.append(name)
-        elif not any(p.subject.startswith(databases[name]["path"] + "/") for p in file_problems):
+        elif not any(p.subject.startswith(databases[name].path + "/") for p in file_problems):
             # Otherwise the file problems already name what is wrong; a dump that changed
             # on disk only fails its readability check again, in vaguer words.
             report.problems.append(problem)
@@ -409,14 +380,14 @@ def _verify_contents(
         report.notes.append("restore test skipped: the snapshot already failed verification")
         return
     for name, entry in databases.items():
-        server = scratch_server(config, entry["engine"], scratch_url, entry)
+        server = scratch_server(config, entry.engine, scratch_url, entry)
         if server is None:  # checked up front by plan_restore_tests; kept for direct callers
             report.problems.append(Problem("restore-test", f"database {name}", "no server; pass --scratch-url"))
             continue
         test, problems = restore_test(path, name, entry, server)
         report.restore_tests.append(test)
         report.problems += problems
-        if not entry.get("row_counts_consistent", True) and problems:
+        if not entry.row_counts_consistent and problems:
             # The engine could not count rows at the dump's instant (see the manifest's
             # row_counts_consistent): differing counts are expected, not damage.
             report.notes.append(f"database {name}: row counts differ but were not taken at the dump's instant: "
@@ -428,16 +399,16 @@ def _check_servers(config: Config, paths: list[Path], scratch_url: str | None) -
     """Before any work: every database to restore-test has a server to do it on (else exit 2)."""
     for path in paths:
         try:
-            databases, _ = database_entries(snapshot.read_manifest(path))
+            databases, _ = database_entries(Manifest.load(path))
         except InputError:
             continue  # reported as a verification problem of that snapshot
         for entry in databases.values():
             with engine_errors(VerifyError):  # a restore test connects: its driver must be installed
-                spec_named(entry["engine"]).require_driver()
-            if scratch_server(config, entry["engine"], scratch_url, entry) is None:
+                spec_named(entry.engine).require_driver()
+            if scratch_server(config, entry.engine, scratch_url, entry) is None:
                 raise InputError(
-                    f"{path.name} holds a {entry['engine']} dump but no {entry['engine']} server is configured "
-                    f"for the restore test; pass --scratch-url {entry['engine']}://USER@HOST/DATABASE",
+                    f"{path.name} holds a {entry.engine} dump but no {entry.engine} server is configured "
+                    f"for the restore test; pass --scratch-url {entry.engine}://USER@HOST/DATABASE",
                     phase="verify",
                 )
 
@@ -455,12 +426,12 @@ def verify(
     if scratch_url is not None:
         spec_for_url(scratch_url)  # an unsupported scheme is bad input (exit 2), not a failed verify
         register_secret(url_password(scratch_url))
-    paths = select(config, ref, every)
+    paths, notes = select(config, ref, every)
     if with_restore_test:
         _check_servers(config, paths, scratch_url)
     reports = [verify_snapshot(config, p, with_restore_test=with_restore_test, scratch_url=scratch_url)
                for p in paths]
-    return VerifyResult(reports)
+    return VerifyResult(reports, notes)
 
 
 # --------------------------------------------------------------------------- text
@@ -468,7 +439,7 @@ def verify(
 
 def describe(result: VerifyResult) -> str:
     if not result.reports:
-        return "no snapshots to verify"
+        return "\n".join(["no snapshots to verify", *result.notes])
     lines = []
     for r in result.reports:
         status = "ok" if r.ok and not r.vanished else ("pruned meanwhile" if r.vanished else "FAILED")
@@ -488,5 +459,6 @@ def describe(result: VerifyResult) -> str:
                          f"{t.tables} tables compared with the manifest's row counts ({t.seconds:.1f} s)")
         lines += [f"  problem:  {p}" for p in r.problems]
         lines += [f"  note:     {n}" for n in r.notes]
+    lines += result.notes
     # Engine messages mask their own URLs; this also catches a password inside any other text.
     return mask_text("\n".join(lines))

@@ -161,10 +161,10 @@ def buggy_inventory(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text carries a database password and a second line."""
     from relstep import inventory
 
-    def rows(config: object) -> list[object]:
+    def listing(config: object) -> tuple[list[object], list[str]]:
         raise RuntimeError("postgresql://app:s3cretpw@db.internal/app is gone\nsecond line")
 
-    monkeypatch.setattr(inventory, "rows", rows)
+    monkeypatch.setattr(inventory, "listing", listing)
     monkeypatch.chdir(app)
 
 
@@ -183,7 +183,7 @@ def test_verbose_shows_the_masked_traceback_then_the_line(capsys: pytest.Capture
     lines = err_lines(err)
     assert code == 70
     assert lines[0] == "Traceback (most recent call last):"
-    assert "s3cretpw" not in err and "in rows" in err
+    assert "s3cretpw" not in err and "in listing" in err
     assert lines[-1] == ("relstep: list failed: internal error: RuntimeError: "
                          "postgresql://app:***@db.internal/app is gone; run with -v for the traceback")
 
@@ -209,7 +209,7 @@ def test_every_reporting_command_prints_one_json_object(app: Path, tmp_path: Pat
     ran = relstep("prune", "--keep", "1", "--dry-run", "--json", cwd=app)
     assert ran.code == 0, ran.err
     assert json.loads(ran.out) == {"dry_run": True, "retention": 1, "removed": [str(first)], "kept": [str(second)],
-                                   "leftovers_removed": [], "leftovers_left": []}
+                                   "leftovers_removed": [], "leftovers_left": [], "notes": []}
 
     ran = relstep("record", "--snapshot", second.name, "--json", cwd=app)
     assert ran.code == 0, ran.err

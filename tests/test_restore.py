@@ -373,7 +373,9 @@ def project_snapshot(
     """A relstep snapshot of the real project's database (read only), in a backup root of its own."""
     root = tmp_path_factory.mktemp("verdict")
     config = tmp_path_factory.mktemp("verdict-config")
+    # One app (project) whose code is then checked out in other folders, one per verdict.
     write_config(config, {
+        "project": "verdict-app",
         "backup_root": str(root / "releases"), "database": {"url": real_project.url}, "code": {}, "environment": {},
         "migrations": {"tool": "auto", "path": str(real_project.project_dir / real_project.migrations_path)},
     })
@@ -406,6 +408,7 @@ def test_every_verdict_on_real_migration_data(project_snapshot: tuple[RealProjec
     project, snap = project_snapshot
     app = project.variant(tmp_path / "app", kind)
     write_config(app, {
+        "project": "verdict-app",
         "backup_root": str(snap.parent), "database": {"url": project.url}, "code": {}, "environment": {},
         "migrations": {"tool": project.tool, "path": project.migrations_path},
     })

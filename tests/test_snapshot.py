@@ -10,16 +10,24 @@ import pytest
 
 from relstep import snapshot
 from relstep.errors import InputError, LockTimeout
+from relstep.manifest import Manifest
 
 pytestmark = pytest.mark.unit   # no database server, no CI runner: `pytest -m unit`
 
 
-def finished(root: Path, name: str, mtime: float, version: str = "1.0.0") -> Path:
+def finished(root: Path, name: str, created: float, version: str = "1.0.0") -> Path:
+    """A snapshot recorded as made at ``created`` (manifest and mtime, as relstep writes them)."""
     path = root / name
     path.mkdir(parents=True)
-    (path / snapshot.MANIFEST).write_text(json.dumps({"version": version, "files": {}}))
-    os.utime(path, (mtime, mtime))
+    stamp = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
+    (path / snapshot.MANIFEST).write_text(json.dumps(
+        {"version": version, "deployment_type": "release", "created_at": stamp, "files": {}}))
+    os.utime(path, (created, created))
     return path
+
+
+def manifest(version: str = "1.2.3") -> Manifest:
+    return Manifest(version=version, deployment_type="release", files={})
 
 
 def test_building_publishes_atomically_with_creation_mtime(tmp_path: Path) -> None:
@@ -28,7 +36,7 @@ def test_building_publishes_atomically_with_creation_mtime(tmp_path: Path) -> No
         assert build.path.name == ".20261124T010423Z.partial"
         build.write_text("VERSION.txt", "1.2.3\n")
         assert snapshot.list_snapshots(tmp_path) == []
-        path = build.finish({"version": "1.2.3"})
+        path = build.finish(manifest())
     assert path == tmp_path / "20261124T010423Z"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20261124T010423Z"]
     assert path.stat().st_mtime == created.timestamp()
@@ -49,7 +57,7 @@ def test_two_snapshots_in_one_second_get_suffixes(tmp_path: Path) -> None:
     names = []
     for _ in range(3):
         with snapshot.building(tmp_path, created) as build:
-            names.append(build.finish({}).name)
+            names.append(build.finish(manifest()).name)
     assert names == ["20260101T000000Z", "20260101T000000Z-2", "20260101T000000Z-3"]
 
 
@@ -66,7 +74,7 @@ def test_listing_ignores_everything_but_finished_snapshots(tmp_path: Path) -> No
     assert [s.path for s in snapshot.list_snapshots(tmp_path)] == [b, a]
 
 
-def test_ties_in_mtime_are_broken_by_name(tmp_path: Path) -> None:
+def test_ties_in_creation_time_are_broken_by_name(tmp_path: Path) -> None:
     a = finished(tmp_path, "20260101T000000Z", 1000)
     b = finished(tmp_path, "20260101T000000Z-2", 1000)
     assert [s.path for s in snapshot.list_snapshots(tmp_path)] == [b, a]
@@ -74,13 +82,13 @@ def test_ties_in_mtime_are_broken_by_name(tmp_path: Path) -> None:
 
 def test_to_prune_and_remove(tmp_path: Path) -> None:
     paths = [finished(tmp_path, f"2026010{i}T000000Z", 1000 + i) for i in range(1, 6)]
-    doomed = snapshot.to_prune(tmp_path, 2, protect={paths[0]})
+    doomed = snapshot.to_prune(snapshot.list_snapshots(tmp_path), 2, protect={paths[0]})
     assert [s.path for s in doomed] == [paths[2], paths[1]]
     for s in doomed:
         snapshot.remove_snapshot(s)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (paths[0], paths[3], paths[4]))
     with pytest.raises(InputError):
-        snapshot.to_prune(tmp_path, 0)
+        snapshot.to_prune(snapshot.list_snapshots(tmp_path), 0)
 
 
 def test_resolve_snapshot_refuses_outside_paths(tmp_path: Path) -> None:
@@ -120,3 +128,22 @@ def test_backup_root_that_is_a_file_or_symlink(tmp_path: Path) -> None:
     for name in ("file", "link"):
         with pytest.raises(InputError, match=f"backup_root {tmp_path / name} is a"):
             snapshot.ensure_root(tmp_path / name)
+
+
+def test_order_is_the_recorded_creation_time_not_the_mtime(tmp_path: Path) -> None:
+    old = finished(tmp_path, "20260101T000000Z", 1000)
+    new = finished(tmp_path, "20260102T000000Z", 2000)
+    os.utime(old, (9000, 9000))     # someone touched it
+    assert [s.path for s in snapshot.list_snapshots(tmp_path)] == [new, old]
+    assert [s.path for s in snapshot.to_prune(snapshot.list_snapshots(tmp_path), 1)] == [old]
+
+
+def test_a_manifest_without_created_at_is_ordered_by_its_name(tmp_path: Path) -> None:
+    older, newer = tmp_path / "20260101T000000Z", tmp_path / "20260101T000000Z-2"
+    for path, mtime in ((older, 5000), (newer, 10)):
+        path.mkdir()
+        (path / snapshot.MANIFEST).write_text('{"version": "1", "deployment_type": "release", "files": {}}')
+        os.utime(path, (mtime, mtime))
+    listed = snapshot.list_snapshots(tmp_path)
+    assert [s.path for s in listed] == [newer, older]
+    assert listed[0].created == datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()

@@ -65,7 +65,7 @@ def problems(name: str, summary: Any) -> str | None:
     The manifest carries no checksum of its own, so every path and name it gives is
     checked before anything is created through it.
     """
-    from relstep.verify import safe_relative
+    from relstep.manifest import is_safe_relative as safe_relative
 
     if not isinstance(summary, dict) or not safe_relative(name) or "/" in name:
         return "it is not a code entry"

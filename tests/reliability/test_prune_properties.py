@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
@@ -24,6 +25,7 @@ from relstep import pipeline, records
 from relstep.config import load_config
 from tests.reliability.support import fingerprint
 
+PROJECT = "example.com/props"
 KINDS = ("snapshot", "snapshot", "snapshot", "no-manifest", "manifest-link", "manifest-folder", "foreign-manifest",
          "file", "link-to-snapshot", "link-outside", "dangling-link", "partial", "partial-link", "dot-folder")
 
@@ -53,8 +55,11 @@ def _name(i: int, entry: Entry) -> str:
     return "MANIFEST.json" if entry.kind == "file" and i == 0 else f"notes-{i}"
 
 
-def _manifest(name: str) -> str:
-    return json.dumps({"format": 1, "name": name, "version": "1.0.0", "deployment_type": "release", "files": {}})
+def _manifest(name: str, stamp: int = 1_700_000_000) -> str:
+    """A snapshot of the configured project, recorded as made at ``stamp`` (relstep also sets it as mtime)."""
+    created = datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+    return json.dumps({"format": 1, "name": name, "version": "1.0.0", "deployment_type": "release",
+                       "created_at": created, "project": PROJECT, "files": {}})
 
 
 def build(base: Path, spec: list[Entry]) -> tuple[Path, Path, list[Path]]:
@@ -68,11 +73,11 @@ def build(base: Path, spec: list[Entry]) -> tuple[Path, Path, list[Path]]:
         path = root / _name(i, entry)
         if entry.kind == "snapshot":
             path.mkdir()
-            (path / "MANIFEST.json").write_text(_manifest(path.name))
+            stamp = 1_700_000_000 + 100 * entry.mtime_slot
+            (path / "MANIFEST.json").write_text(_manifest(path.name, stamp))
             (path / "VERSION.txt").write_text("1.0.0\n")
             if entry.inner_link:
                 (path / "escape").symlink_to(outside)
-            stamp = 1_700_000_000 + 100 * entry.mtime_slot
             os.utime(path, (stamp, stamp))
             snapshots.append(path)
     for i, entry in enumerate(spec):
@@ -80,6 +85,7 @@ def build(base: Path, spec: list[Entry]) -> tuple[Path, Path, list[Path]]:
         if entry.kind in ("no-manifest", "manifest-link", "manifest-folder", "foreign-manifest", "partial",
                           "dot-folder"):
             path.mkdir()
+            stamp = 1_700_000_000 + 100 * entry.mtime_slot + 50  # among the snapshots, in age
             (path / "data.bin").write_bytes(b"someone's data")
             if entry.kind == "manifest-link":
                 (path / "MANIFEST.json").symlink_to(outside / "20260101T999999Z" / "MANIFEST.json")
@@ -88,9 +94,8 @@ def build(base: Path, spec: list[Entry]) -> tuple[Path, Path, list[Path]]:
             elif entry.kind == "foreign-manifest" and not entry.stamp_name:
                 (path / "MANIFEST.json").write_text('{"tool": "someone else\'s backup tool"}')
             elif entry.kind == "foreign-manifest":
-                (path / "MANIFEST.json").write_text(_manifest(path.name))  # a snapshot after all
+                (path / "MANIFEST.json").write_text(_manifest(path.name, stamp))  # a snapshot after all
                 snapshots.append(path)
-            stamp = 1_700_000_000 + 100 * entry.mtime_slot + 50  # among the snapshots, in age
             os.utime(path, (stamp, stamp))
         elif entry.kind == "file":
             path.write_text("notes\n")
@@ -119,7 +124,8 @@ def test_prune_removes_exactly_the_finished_snapshots_beyond_the_newest_n(
     with tempfile.TemporaryDirectory(prefix="relstep-prune-") as tmp:
         base = Path(tmp)
         root, outside, snapshots = build(base, spec)
-        (base / "relstep.yml").write_text(f"backup_root: releases\nrecord:\n  url: sqlite:///{base / 'rec.db'}\n")
+        (base / "relstep.yml").write_text(f"project: {PROJECT}\nbackup_root: releases\n"
+                                          f"record:\n  url: sqlite:///{base / 'rec.db'}\n")
         config = load_config(str(base / "relstep.yml"), environ={}, cwd=base)
         links = sorted(p for p in root.iterdir() if p.is_symlink())
         # ReleaseRecord rows: snapshots, links to them, or paths that are gone.
@@ -136,7 +142,8 @@ def test_prune_removes_exactly_the_finished_snapshots_beyond_the_newest_n(
         last = records.read_all(config.record.url, "ReleaseRecord")
         protected = os.path.realpath(last[-1].backup_path) if last else None
 
-        # The rule, written out independently of relstep's code.
+        # The rule, written out independently of relstep's code: the recorded creation time (written
+        # as the mtime too), then the name.
         ordered = sorted(snapshots, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
         doomed = [p for p in ordered[keep:] if os.path.realpath(p) != protected]
         leftovers = [p for p in root.iterdir() if p.name.endswith(".partial") and p.is_dir() and not p.is_symlink()]
