@@ -544,7 +544,9 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         tables = _list_tables(conn)
         parents = _ancestors(conn)
         require_matches({t.key: t.columns for t in tables}, plan.redact, parents)
-        excluded = [t for t in tables if matches_table(t.key, plan.exclude_tables)]
+        # Excluding a partitioned table (or a parent) excludes its partitions (children), as redacting does.
+        excluded = [t for t in tables if any(matches_table(name, plan.exclude_tables)
+                                             for name in (t.key, *parents.get(t.key, ())))]
         kept = [t for t in tables if t not in excluded]
         _refuse_filtered(conn, kept, target)
         redactions = _plan_redactions(kept, plan.redact, parents)

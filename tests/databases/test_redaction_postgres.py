@@ -142,6 +142,14 @@ def test_a_pattern_on_a_partitioned_table_or_an_inheritance_parent_redacts_every
     assert _rows(pg_url2, "SELECT id, secret_note FROM ONLY people") == [(1, None)]
 
 
+def test_excluding_a_partitioned_table_excludes_its_partitions(pg_url: str, tmp_path: Path) -> None:
+    _run(pg_url, PARTITIONED)
+    info = postgres.dump(pg_url, tmp_path, DumpPlan(exclude_tables=("accounts",)))
+    assert info.excluded_tables == ["accounts_eu", "accounts_us_high", "accounts_us_low"]
+    assert {t: n for t, n in info.row_counts.items() if n} == {"people": 1, "staff": 1}
+    assert _scan(tmp_path, ["part-secret-2", "part-secret-101", "part-secret-199"], "B-2").leaks() == []
+
+
 # --------------------------------------------------------------------------- generated columns
 
 

@@ -169,3 +169,20 @@ def test_redact_defaults_is_a_boolean_key_of_every_database_entry(tmp_path: Path
     (tmp_path / "relstep.yml").write_text("code: {}\ndatabase:\n  url: sqlite:///a.db\n  redact_defaults: 'no'\n")
     with pytest.raises(ConfigError, match=r"database\.redact_defaults: input should be a valid boolean"):
         load_config(None, environ={}, cwd=tmp_path)
+
+
+def test_a_restore_target_lacking_a_configured_column_still_gets_its_safety_snapshot(tmp_path: Path) -> None:
+    app = _app(tmp_path, {"redact": ["Post.body"]})
+    assert relstep("backup", "--version", "1.0.0", cwd=app).code == 0
+    # The live database moved on: Post.body is gone, so the pattern matches nothing there.
+    with sqlite3.connect(app / "app.db") as conn:
+        conn.execute('ALTER TABLE "Post" DROP COLUMN body')
+    assert relstep("backup", "--version", "1.0.1", cwd=app).code == 2   # a backup refuses, as it should
+    ran = relstep("restore", "1.0.0", "--yes", "--force", cwd=app)
+    assert ran.code == 0, ran.err
+    safety, = (p for p in (app / "backups" / "pre-restore").iterdir() if not p.name.startswith("."))
+    assert json.loads((safety / "MANIFEST.json").read_text())["databases"]["main"]["redacted"] == {
+        "User": ["password", "passwordHash"]}
+    with sqlite3.connect(app / "app.db") as conn:
+        # the column is back, redacted as the 1.0.0 snapshot holds it
+        assert conn.execute('SELECT count(*), count(NULLIF(body, \'\')) FROM "Post"').fetchone() == (100, 0)
