@@ -127,3 +127,19 @@ def test_show_and_the_manifest_say_history_was_left_out(tmp_path: Path, request:
            "out; only their current rows are kept")
     assert json.loads((snap / "MANIFEST.json").read_text())["databases"]["main"]["extra"]["history_skipped"] == why
     assert f"left out (main): history: {why}" in relstep("show", snap.name, cwd=app).out.splitlines()
+
+
+def test_an_excluded_system_versioned_table_loses_its_rows_and_history_but_not_its_schema(
+    mysql_url: str, mysql_url2: str, tmp_path: Path
+) -> None:
+    _run(mysql_url,
+         "CREATE TABLE Session (id INT PRIMARY KEY, token VARCHAR(100)) WITH SYSTEM VERSIONING",
+         "INSERT INTO Session VALUES (1, 'sess-secret-old')", "UPDATE Session SET token = 'sess-secret-new'",
+         "CREATE TABLE User (id INT PRIMARY KEY, email VARCHAR(100)) WITH SYSTEM VERSIONING",
+         "INSERT INTO User VALUES (1, 'kept@example.com')")
+    info = mysql.dump(mysql_url, tmp_path, DumpPlan(exclude_tables=("Session",)))
+    assert info.excluded_tables == ["Session"] and "history_skipped" not in info.extra
+    assert _scan(tmp_path, ["sess-secret-old", "sess-secret-new"], "kept@example.com").leaks() == []
+    mysql.restore(tmp_path, mysql_url2)
+    assert _rows(mysql_url2, "SELECT count(*) FROM Session FOR SYSTEM_TIME ALL") == [(0,)]
+    assert _rows(mysql_url2, "SELECT id, email FROM User FOR SYSTEM_TIME ALL") == [(1, "kept@example.com")]
