@@ -151,6 +151,14 @@ JOIN pg_class p ON p.oid = up.parent JOIN pg_namespace pn ON pn.oid = p.relnames
 WHERE c.relkind = 'r' AND {_USER_SCHEMA_SQL.replace("n.", "cn.")}
 """
 
+# Generated columns, left out of _TABLES_SQL: a pattern naming one is satisfied (its values are
+# never in the dump), not "matching nothing".
+_GENERATED_SQL = f"""
+SELECT n.nspname, c.relname, a.attname FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '' AND {_USER_SCHEMA_SQL}
+"""
+
 # Tables whose rows row-level security would filter for this role (not a superuser or BYPASSRLS,
 # and not the owner of a table without FORCE ROW LEVEL SECURITY): a dump of them would be short.
 _FILTERED_SQL = f"""
@@ -357,6 +365,14 @@ def _ancestors(conn: Connection) -> dict[str, list[str]]:
     return found
 
 
+def _matchable_columns(conn: Connection, tables: Iterable[_Table]) -> dict[str, list[Column]]:
+    """Every column a redact pattern may name: the dumped ones and the generated ones."""
+    columns: dict[str, list[Column]] = {t.key: list(t.columns) for t in tables}
+    for schema, name, column in _sql(conn, _GENERATED_SQL):
+        columns.setdefault(_key(schema, name), []).append(Column(column, True))
+    return columns
+
+
 def _refuse_filtered(conn: Connection, tables: Iterable[_Table], target: _Target) -> None:
     """Fail (exit 3) rather than dump tables that row-level security would show in part.
 
@@ -543,7 +559,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         _require_client(tool, server_major, target)
         tables = _list_tables(conn)
         parents = _ancestors(conn)
-        require_matches({t.key: t.columns for t in tables}, plan.redact, parents)
+        require_matches(_matchable_columns(conn, tables), plan.redact, parents)
         # Excluding a partitioned table (or a parent) excludes its partitions (children), as redacting does.
         excluded = [t for t in tables if any(matches_table(name, plan.exclude_tables)
                                              for name in (t.key, *parents.get(t.key, ())))]
