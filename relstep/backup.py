@@ -15,7 +15,7 @@ from relstep import __version__, codec, fsutil, lookup, progress, snapshot
 from relstep.capture import code as code_capture
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, engine_name, spec_for_url
-from relstep.databases.base import DEFAULT_REDACT, DumpInfo, DumpPlan
+from relstep.databases.base import DumpInfo, DumpPlan, plan_patterns
 from relstep.databases.registry import engine_errors
 from relstep.databases.tools import DISK_FULL_WORDS
 from relstep.errors import BackupError, ConfigError, RelstepError
@@ -73,8 +73,7 @@ def _migration_reader(config: Config):
 
 def _dump_database(config: Config, db: DatabaseConfig, dest: Path) -> DumpInfo:
     engine = engine_for(db.url)
-    plan = DumpPlan(redact=tuple(db.redact) if db.redact is not None else tuple(DEFAULT_REDACT),
-                    exclude_tables=db.exclude_tables)
+    plan = DumpPlan(redact=plan_patterns(db.redact or (), db.redact_defaults), exclude_tables=db.exclude_tables)
     # migrations: describes the first database (the app's own); the others are dumped as they are.
     inspect = _migration_reader(config) if db == config.database else None
     # Engines stream into dest through their tools; the folder's size is the progress anyone can see.

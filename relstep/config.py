@@ -37,9 +37,10 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|(\$\
 class DatabaseConfig:
     url: str
     name: str = "main"
-    redact: tuple[str, ...] | None = None        # None: relstep's default patterns
+    redact: tuple[str, ...] | None = None        # patterns added to relstep's defaults (None: none)
     exclude_tables: tuple[str, ...] = ()
     restore_test_after_backup: bool = False       # backup ends by proving the new snapshot restores equal
+    redact_defaults: bool = True                 # False: only the configured patterns
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def _models() -> Any:
     class Database(Strict):
         url: StrictStr | None = None
         redact: list[StrictStr] | None = None
+        redact_defaults: StrictBool = True
         exclude_tables: list[StrictStr] = []
         restore_test_after_backup: StrictBool = False
 
@@ -373,6 +375,7 @@ def _database(entry: Any, url: str, name: str, place: _Place, label: str) -> Dat
         redact=tuple(entry.redact) if entry is not None and entry.redact is not None else None,
         exclude_tables=tuple(entry.exclude_tables) if entry is not None else (),
         restore_test_after_backup=entry.restore_test_after_backup if entry is not None else False,
+        redact_defaults=entry.redact_defaults if entry is not None else True,
     )
 
 

@@ -316,11 +316,11 @@ def render_config(found: Findings, config_dir: Path | None = None) -> str:
         source = f"(.env names it: a {found.env_file_scheme} database; relstep reads the environment, not .env)" \
             if found.env_file_scheme else "(set it in the deploy environment or CI secrets)"
         lines += [f"  # From the environment {source}.", f"  url: ${{{found.env_var}}}"]
-    redact = list(DEFAULT_REDACT)
     extra = [c for c in (found.prisma.secret_columns if found.prisma else []) if not _covered(c)]
     lines += [
-        "  # Columns written as NULL in the dump (TABLE.COLUMN globs). The first four are relstep's defaults.",
-        f"  redact: {_yaml_list(redact + extra)}",
+        "  # Columns written as NULL in the dump (TABLE.COLUMN globs; a trailing ? lets one match nothing),",
+        "  # on top of relstep's defaults (password, token and OTP columns; redact_defaults: false drops them).",
+        f"  redact: {_yaml_list(extra)}",
         "  # Tables whose rows are not worth keeping (sessions, caches): schema kept, rows skipped.",
         "  exclude_tables: []",
         "",

@@ -321,6 +321,7 @@ def take_safety_snapshot(config: Config, target: DatabaseConfig, lock_timeout: f
                          now: datetime | None = None) -> Path:
     """Back up the target database into the pre-restore folder."""
     from relstep.backup import create_snapshot
+    from relstep.databases.base import optional
     from relstep.version import Release
 
     # Only the database is at risk: restore never writes over the code on disk
@@ -329,6 +330,10 @@ def take_safety_snapshot(config: Config, target: DatabaseConfig, lock_timeout: f
     # Replacing ``database`` leaves just the target in ``all_databases``: the other
     # configured databases are not being overwritten.
     # The same project as the app's: the pre-restore folder may be shared by several apps too.
+    # The target may lack a column the configured patterns name (it is at another schema): that must
+    # not cost the safety snapshot, so every pattern is optional here (columns that exist are redacted).
+    if target.redact is not None:
+        target = replace(target, redact=tuple(optional(p) for p in target.redact))
     pre_config = replace(config, backup_root=lookup.pre_restore_root(config), database=target, code={})
     release = Release(_current_version(config, target.url), PRE_RESTORE_TYPE, "pre-restore safety snapshot")
     with snapshot.root_lock(pre_config.backup_root, lock_timeout):

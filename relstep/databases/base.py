@@ -27,7 +27,7 @@ Every expected failure of an engine is a :class:`DatabaseError`; the phase that 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +36,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from relstep.errors import InputError, RelstepError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from sqlalchemy.engine import Connection
 
     from relstep.databases.restoring import RestoreOptions, RestoreReport
@@ -45,9 +43,29 @@ if TYPE_CHECKING:
 
 Inspect = Callable[["Connection"], Any]
 
-# Used when the config names no redact patterns: every column with one of these
-# names, in any table, matched case-insensitively.
-DEFAULT_REDACT = ["*.password", "*.passwordHash", "*.password_hash", "*.hashed_password"]
+# relstep's default redaction: every column with one of these names, in any table, matched
+# case-insensitively (camelCase spellings are listed where apps use them).  They are optional by
+# nature (a database without such a column is fine) and added to the configured patterns unless
+# ``database.redact_defaults: false``.  Left out on purpose: NOT NULL UNIQUE tokens such as
+# NextAuth's ``Session.sessionToken``, whose '' in every row would fail the restore's unique index.
+DEFAULT_REDACT = [
+    # Prisma/Node apps, Django (``password``), Rails' has_secure_password (``password_digest``)
+    "*.password", "*.passwordHash", "*.password_hash", "*.hashed_password", "*.hashedPassword",
+    "*.password_digest", "*.passwordDigest",
+    # Rails/Devise (devise-two-factor's ``encrypted_otp_secret`` below)
+    "*.encrypted_password", "*.reset_password_token", "*.unlock_token", "*.confirmation_token",
+    # Laravel (Fortify's two-factor columns)
+    "*.remember_token", "*.two_factor_secret", "*.two_factor_recovery_codes",
+    # API tokens, OAuth tokens (NextAuth's Account), reset and remember tokens, OTP/TOTP secrets
+    "*.api_token", "*.apiToken", "*.access_token", "*.accessToken", "*.refresh_token", "*.refreshToken",
+    "*.id_token", "*.reset_token", "*.resetToken", "*.resetPasswordToken", "*.password_reset_token",
+    "*.passwordResetToken", "*.rememberToken", "*.otp_secret", "*.otpSecret", "*.encrypted_otp_secret",
+    "*.totp_secret", "*.totpSecret", "*.mfa_secret", "*.mfaSecret", "*.twoFactorSecret",
+    "*.otp_backup_codes", "*.recovery_codes", "*.twoFactorRecoveryCodes",
+]
+
+# A pattern ending in this may match nothing; any other pattern that matches no column fails the backup.
+OPTIONAL = "?"
 
 
 class DatabaseError(RelstepError):
@@ -61,11 +79,34 @@ class DriverMissing(InputError):
     """The Python driver of an engine is not installed (exit 2: nothing was done)."""
 
 
+class UnmatchedRedactPattern(InputError):
+    """A configured redact pattern names no column (exit 2: a typo must not redact nothing)."""
+
+    phase = "backup"
+
+
+def optional(pattern: str) -> str:
+    """``pattern`` marked as allowed to match nothing."""
+    return pattern if pattern.endswith(OPTIONAL) else pattern + OPTIONAL
+
+
+def plan_patterns(configured: Iterable[str] = (), defaults: bool = True) -> tuple[str, ...]:
+    """The redact patterns of a dump: the configured ones, then (unless turned off) the defaults.
+
+    Defaults are optional, also where a config lists them itself (``relstep init`` used to).
+    """
+    default_names = {p.lower() for p in DEFAULT_REDACT}
+    patterns = [optional(p) if p.lower() in default_names else p for p in configured]
+    if defaults:
+        patterns += [optional(p) for p in DEFAULT_REDACT]
+    return tuple(dict.fromkeys(patterns))
+
+
 @dataclass(frozen=True)
 class DumpPlan:
     """What to leave out of a dump."""
 
-    redact: tuple[str, ...] = tuple(DEFAULT_REDACT)
+    redact: tuple[str, ...] = field(default_factory=plan_patterns)  # see plan_patterns
     exclude_tables: tuple[str, ...] = ()
 
 
@@ -129,7 +170,7 @@ class Column:
 
 
 def _split_pattern(pattern: str) -> tuple[str, str]:
-    table, _, column = pattern.rpartition(".")
+    table, _, column = pattern.removesuffix(OPTIONAL).rpartition(".")
     return (table or "*"), column
 
 
@@ -144,25 +185,68 @@ def matches_table(table: str, patterns: Iterable[str]) -> bool:
     return False
 
 
+def _hits(
+    table: str, columns: Iterable[Column], pattern: tuple[str, str], parents: Mapping[str, Iterable[str]]
+) -> list[Column]:
+    table_glob, column_glob = pattern
+    names = [table, *parents.get(table, ())]
+    if not any(matches_table(name, [table_glob]) for name in names):
+        return []
+    return [c for c in columns if fnmatch.fnmatchcase(c.name.lower(), column_glob.lower())]
+
+
 def columns_to_redact(
-    columns_by_table: dict[str, list[Column]], patterns: Iterable[str]
+    columns_by_table: Mapping[str, Iterable[Column]],
+    patterns: Iterable[str],
+    parents: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, list[Column]]:
     """Resolve ``TABLE.COLUMN`` globs against the real schema.
 
     Table names may be schema-qualified (``audit.User``); a pattern without a
-    schema part matches the bare table name in any schema.
+    schema part matches the bare table name in any schema.  ``parents`` names the tables a
+    table's rows also belong to (a partition's partitioned table, an inheritance child's
+    parents): a pattern naming a parent covers the table too.
     """
     parsed = [_split_pattern(p) for p in patterns]
     result: dict[str, list[Column]] = {}
     for table, columns in columns_by_table.items():
-        hits = [
-            c
-            for c in columns
-            if any(matches_table(table, [tp]) and fnmatch.fnmatchcase(c.name.lower(), cp.lower()) for tp, cp in parsed)
-        ]
+        columns = list(columns)
+        matched = {c.name for pattern in parsed for c in _hits(table, columns, pattern, parents or {})}
+        hits = [c for c in columns if c.name in matched]
         if hits:
             result[table] = hits
     return result
+
+
+def require_matches(
+    columns_by_table: Mapping[str, Iterable[Column]],
+    patterns: Iterable[str],
+    parents: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """Raise UnmatchedRedactPattern for the first non-optional pattern that names no column of
+    ``columns_by_table`` (every table of the database, excluded ones too), with the closest names."""
+    import difflib
+
+    tables = {table: list(columns) for table, columns in columns_by_table.items()}
+    for pattern in patterns:
+        if pattern.endswith(OPTIONAL) or any(
+            _hits(table, columns, _split_pattern(pattern), parents or {}) for table, columns in tables.items()
+        ):
+            continue
+        names = sorted({f"{table}.{c.name}" for table, columns in tables.items() for c in columns}
+                       | {f"{parent}.{c.name}" for table, ps in (parents or {}).items()
+                          for parent in ps for c in tables.get(table, [])})
+        by_lower = {name.lower(): name for name in names}  # case-insensitive, as matching is
+        wanted = pattern.removeprefix("*.").lower()
+        close = [by_lower[n] for n in difflib.get_close_matches(wanted, list(by_lower), n=3, cutoff=0.6)]
+        if not close and "." not in wanted:  # "*.pasword": compare with column names alone
+            columns = {n.rpartition(".")[2]: n for n in by_lower}
+            close = [by_lower[columns[c]] for c in difflib.get_close_matches(wanted, list(columns), n=3, cutoff=0.6)]
+        hint = f"the closest columns are {', '.join(close)}" if close else "no column has a similar name"
+        raise UnmatchedRedactPattern(
+            f"database.redact pattern {pattern!r} matches no column ({hint}); fix the pattern, "
+            f"or end it with '{OPTIONAL}' if it may match nothing"
+        )
 
 
 def redacted_value_sql(column: Column) -> str:

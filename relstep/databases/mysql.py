@@ -62,6 +62,7 @@ from relstep.databases.base import (
     columns_to_redact,
     matches_table,
     redacted_value_sql,
+    require_matches,
 )
 from relstep.databases.mysql_filter import DumpFilter
 from relstep.databases.restoring import RestoreOptions, RestoreReport
@@ -322,23 +323,72 @@ def _count(conn: Connection, table: str) -> int:
     return int(_scalar(conn, f"SELECT COUNT(*) FROM {_quote(table)}"))
 
 
-def _columns(conn: Connection, database: str, tables: Iterable[str]) -> dict[str, list[Column]]:
+@dataclass(frozen=True)
+class _MyColumn(Column):
+    generation: str | None = None   # a generated column's expression (ROW START/END: system versioning)
+
+
+def _columns(conn: Connection, database: str, tables: Iterable[str]) -> dict[str, list[_MyColumn]]:
     from sqlalchemy import text
 
     wanted = set(tables)
     rows = conn.execute(
         text(
-            "SELECT TABLE_NAME, COLUMN_NAME, IS_NULLABLE, DATA_TYPE FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, ORDINAL_POSITION"
+            "SELECT TABLE_NAME, COLUMN_NAME, IS_NULLABLE, DATA_TYPE, GENERATION_EXPRESSION "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, ORDINAL_POSITION"
         ),
         {"db": database},
     )
-    result: dict[str, list[Column]] = {}
-    for table, name, nullable, data_type in rows:
+    result: dict[str, list[_MyColumn]] = {}
+    for table, name, nullable, data_type, generation in rows:
         if table in wanted:
-            column = Column(name, nullable == "YES", data_type.lower() in TEXT_TYPES)
+            column = _MyColumn(name, nullable == "YES", data_type.lower() in TEXT_TYPES, generation)
             result.setdefault(table, []).append(column)
     return result
+
+
+_WORD = re.compile(r"`((?:[^`]|``)+)`|([A-Za-z_$][\w$]*)")
+
+
+def _with_generated(columns: list[_MyColumn], redacted: list[Column]) -> list[Column]:
+    """``redacted`` plus the generated columns computed from them (to any depth).
+
+    The dump tool writes VIRTUAL and STORED generated columns' values into its INSERTs, so
+    ``upper(password)`` would carry the password; such columns are blanked as well (the restore
+    computes them again from the blanked values).  Any word of the expression naming a redacted
+    column counts: a string literal that happens to spell one only blanks one column too many.
+    """
+    names = {c.name.lower() for c in redacted}
+    result = list(redacted)
+    grew = True
+    while grew:
+        grew = False
+        for column in columns:
+            if column.generation is None or column.name.lower() in names:
+                continue
+            words = {(quoted or bare).replace("``", "`").lower() for quoted, bare in _WORD.findall(column.generation)}
+            if words & names:
+                names.add(column.name.lower())
+                result.append(column)
+                grew = True
+    return result
+
+
+def _trx_versioned(conn: Connection, database: str) -> list[str]:
+    """System-versioned tables whose history is kept by transaction id (``--dump-history`` refuses them)."""
+    from sqlalchemy import text
+
+    return sorted(conn.execute(
+        text("SELECT DISTINCT TABLE_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :db "
+             "AND GENERATION_EXPRESSION = 'ROW START' AND DATA_TYPE = 'bigint'"),
+        {"db": database},
+    ).scalars())
+
+
+@functools.lru_cache(maxsize=8)
+def _has_dump_history(tool: str) -> bool:
+    """Whether this dump tool can write system-versioned tables' history (MariaDB 10.11 and later)."""
+    return "--dump-history" in tools.run([tool, "--no-defaults", "--help"]).stdout
 
 
 # --------------------------------------------------------------------------- dump
@@ -467,6 +517,7 @@ def _code_flags(conn: Connection, database: str) -> tuple[list[str], dict[str, s
 
 
 def _dump_argv(tool: _Tool, options: _Options, target: _Target, excluded: Iterable[str], code: list[str]) -> list[str]:
+    """``code``: flags for what else to dump (routines, events, history)."""
     flags = [
         "--single-transaction",  # one MVCC snapshot, no table locks
         "--quick",  # stream rows instead of buffering each table
@@ -505,16 +556,33 @@ class _Plan:
     excluded: list[str]
     redacted: dict[str, list[Column]]
     non_transactional: list[str] = field(default_factory=list)
+    versioned: list[str] = field(default_factory=list)   # system-versioned tables (they have history)
 
     @classmethod
     def read(cls, conn: Connection, database: str, plan: DumpPlan) -> _Plan:
         all_tables = _tables(conn, database)
         tables = _data_tables(all_tables)
+        columns = _columns(conn, database, tables)
+        require_matches(columns, plan.redact)
         excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
-        kept = [t for t in tables if t not in excluded]
-        redacted = columns_to_redact(_columns(conn, database, kept), plan.redact)
+        kept = {t: columns.get(t, []) for t in tables if t not in excluded}
+        redacted = {t: _with_generated(kept[t], cols) for t, cols in columns_to_redact(kept, plan.redact).items()}
         loose = [t for t in tables if all_tables[t][1].lower() not in TRANSACTIONAL_ENGINES]
-        return cls(tables, excluded, redacted, loose)
+        versioned = [t for t in tables if all_tables[t][0] == "SYSTEM VERSIONED"]
+        return cls(tables, excluded, redacted, loose, versioned)
+
+    def history(self, conn: Connection, database: str, tool: _Tool, supported: bool) -> tuple[list[str], str | None]:
+        """The dump tool's history flag, or why the history of the system-versioned tables is left out."""
+        if not self.versioned:
+            return [], None
+        if not supported:
+            return [], f"{Path(tool.path).name} cannot dump the history of {', '.join(self.versioned)} " \
+                        "(--dump-history needs MariaDB 10.11 or later); only their current rows are kept"
+        by_trx = _trx_versioned(conn, database)
+        if by_trx:
+            return [], f"--dump-history cannot dump transaction-precise history ({', '.join(by_trx)}), so the " \
+                        f"history of {', '.join(self.versioned)} is left out; only their current rows are kept"
+        return ["--dump-history"], None
 
     def content_sources(self) -> dict[str, dict[str, str] | None]:
         """Each table's redacted columns -> the literal the dump holds instead; None: no rows dumped."""
@@ -593,6 +661,7 @@ def _dump(
     server_version = str(_scalar(conn, "SELECT VERSION()"))
     code_flags, notes = _code_flags(conn, target.database)
     extra: dict[str, Any] = dict(notes)
+    dumps_history = _has_dump_history(tool.path)  # asked before the lock: writers wait while it is held
     problem = _take_global_read_lock(conn)
     locked_at = time.monotonic()
     conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -600,6 +669,10 @@ def _dump(
     # Read under the lock: no DDL can change the schema before the tool's snapshot.
     resolved = _Plan.read(conn, target.database, plan)
     _refuse_unrestorable(conn, target.database, resolved)
+    history_flags, history_left_out = resolved.history(conn, target.database, tool, dumps_history)
+    if history_left_out:
+        extra["history_skipped"] = history_left_out
+    code_flags += history_flags
     with _option_file(target, tool.path) as options:
         argv = _dump_argv(tool, options, target, resolved.excluded, code_flags)
         with _DumpProcess(argv, target, options) as proc:

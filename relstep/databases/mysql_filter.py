@@ -22,9 +22,10 @@ from relstep.databases.base import Column, DatabaseError, columns_to_redact
 # quantifiers: no backtracking, even on huge rows.
 _VALUE = re.compile(rb"(?:'(?:[^'\\]++|\\.|'')*+'|[^',()]++)++", re.DOTALL)
 _SPACE = re.compile(rb"[ \t\r\n]*")
-_IDENT = re.compile(rb"`((?:[^`]|``)+)`")
+# Column names are quoted, except the history columns ``--dump-history`` appends (row_start, row_end).
+_IDENT = re.compile(rb"`((?:[^`]|``)+)`|([A-Za-z_][A-Za-z0-9_$]*)")
 _INSERT_TABLE = re.compile(rb"(?:INSERT(?: IGNORE)?|REPLACE) INTO `((?:[^`]|``)+)`")
-_COLUMN_LIST = re.compile(rb" \(((?:`(?:[^`]|``)+`(?:, )?)+)\) VALUES ")
+_COLUMN_LIST = re.compile(rb" \(((?:(?:`(?:[^`]|``)+`|[A-Za-z_][A-Za-z0-9_$]*)(?:, )?)+)\) VALUES ")
 _NO_COLUMN_LIST = re.compile(rb" VALUES ")
 
 
@@ -187,7 +188,7 @@ class DumpFilter:
             return line
         if columns is None:
             raise DumpFormatError(f"cannot read the column list of an INSERT statement of table `{table}`")
-        names = [_unquote(raw).lower() for raw in _IDENT.findall(columns.group(1))]
+        names = [_unquote(quoted or bare).lower() for quoted, bare in _IDENT.findall(columns.group(1))]
         self._check_planned(table, names)
         if table not in self.redact:
             return line

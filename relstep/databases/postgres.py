@@ -63,6 +63,7 @@ from relstep.databases.base import (
     columns_to_redact,
     matches_table,
     redacted_value_sql,
+    require_matches,
 )
 from relstep.databases.restoring import RestoreOptions, RestoreReport
 from relstep.errors import ConfigError, RelstepError
@@ -136,6 +137,36 @@ WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND {_USER_SCHEMA_SQL}
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+# Every table a table's rows also belong to: the partitioned tables above a partition, the parents
+# of an inheritance child (pg_inherits holds both), to any depth.  Patterns naming them cover it.
+_ANCESTORS_SQL = f"""
+WITH RECURSIVE up(child, parent) AS (
+    SELECT inhrelid, inhparent FROM pg_inherits
+    UNION SELECT up.child, i.inhparent FROM up JOIN pg_inherits i ON i.inhrelid = up.parent
+)
+SELECT cn.nspname, c.relname, pn.nspname, p.relname
+FROM up
+JOIN pg_class c ON c.oid = up.child JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = up.parent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.relkind = 'r' AND {_USER_SCHEMA_SQL.replace("n.", "cn.")}
+"""
+
+# Generated columns, left out of _TABLES_SQL: a pattern naming one is satisfied (its values are
+# never in the dump), not "matching nothing".
+_GENERATED_SQL = f"""
+SELECT n.nspname, c.relname, a.attname FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '' AND {_USER_SCHEMA_SQL}
+"""
+
+# Tables whose rows row-level security would filter for this role (not a superuser or BYPASSRLS,
+# and not the owner of a table without FORCE ROW LEVEL SECURITY): a dump of them would be short.
+_FILTERED_SQL = f"""
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relrowsecurity AND {_USER_SCHEMA_SQL} AND row_security_active(c.oid)
+ORDER BY n.nspname, c.relname
 """
 
 _TABLE_DATA_TOC = re.compile(r"^(\d+); \d+ \d+ TABLE DATA ", re.MULTILINE)
@@ -307,7 +338,7 @@ class _Table:
     @property
     def key(self) -> str:
         """relstep's name for the table: bare in ``public``, ``schema.table`` elsewhere."""
-        return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+        return _key(self.schema, self.name)
 
     @property
     def sql(self) -> str:
@@ -322,6 +353,42 @@ def _list_tables(conn: Connection) -> list[_Table]:
         if column is not None:  # a table may have no columns at all
             found.append(_PgColumn(column, nullable, is_text, type_sql))
     return [_Table(schema, name, tuple(cols)) for (schema, name), cols in columns.items()]
+
+
+def _key(schema: str, name: str) -> str:
+    return name if schema == "public" else f"{schema}.{name}"
+
+
+def _ancestors(conn: Connection) -> dict[str, list[str]]:
+    """{table key: keys of the partitioned tables and parents its rows belong to}."""
+    found: dict[str, list[str]] = {}
+    for schema, name, parent_schema, parent in _sql(conn, _ANCESTORS_SQL):
+        found.setdefault(_key(schema, name), []).append(_key(parent_schema, parent))
+    return found
+
+
+def _matchable_columns(conn: Connection, tables: Iterable[_Table]) -> dict[str, list[Column]]:
+    """Every column a redact pattern may name: the dumped ones and the generated ones."""
+    columns: dict[str, list[Column]] = {t.key: list(t.columns) for t in tables}
+    for schema, name, column in _sql(conn, _GENERATED_SQL):
+        columns.setdefault(_key(schema, name), []).append(Column(column, True))
+    return columns
+
+
+def _refuse_filtered(conn: Connection, tables: Iterable[_Table], target: _Target) -> None:
+    """Fail (exit 3) rather than dump tables that row-level security would show in part.
+
+    pg_dump refuses them too (it sets row_security = off); our own COPY and counts would quietly
+    see only the rows the policies allow, and the manifest would call the short dump complete.
+    """
+    dumped = {t.key for t in tables}
+    filtered = [key for key in (_key(*row) for row in _sql(conn, _FILTERED_SQL)) if key in dumped]
+    if filtered:
+        raise DatabaseError(
+            f"row-level security hides rows of {', '.join(filtered)} from user {target.user}, so the dump "
+            "would be incomplete; back up as a role with BYPASSRLS (or a superuser), as the table owner "
+            "without FORCE ROW LEVEL SECURITY, or list the tables in database.exclude_tables"
+        )
 
 
 def _count_rows(conn: Connection, table: _Table) -> int:
@@ -403,9 +470,11 @@ class _Redaction:
         return f"SELECT {', '.join(items)} FROM ONLY {self.table.sql}"
 
 
-def _plan_redactions(tables: Iterable[_Table], patterns: Iterable[str]) -> list[_Redaction]:
+def _plan_redactions(
+    tables: Iterable[_Table], patterns: Iterable[str], parents: Mapping[str, list[str]]
+) -> list[_Redaction]:
     by_key = {t.key: t for t in tables}
-    hits = columns_to_redact({key: list(t.columns) for key, t in by_key.items()}, patterns)
+    hits = columns_to_redact({key: list(t.columns) for key, t in by_key.items()}, patterns, parents)
     plans = [_Redaction(by_key[key], tuple(c.name for c in columns)) for key, columns in hits.items()]
     for plan in plans:
         for column in plan.table.columns:
@@ -554,15 +623,23 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
     with _connect(target, DatabaseError, READ_ONLY_SNAPSHOT) as conn:
         snapshot = _sql(conn, "SELECT pg_export_snapshot()").scalar_one()
         # Like pg_dump's own sessions: a role's timeouts must not cut a long count, or end this
-        # transaction while it idles during pg_dump, before the redacted COPYs have run.
-        _sql(conn, "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0")
+        # transaction while it idles during pg_dump, before the redacted COPYs have run; and
+        # row_security = off, so that a policy we did not foresee raises instead of filtering rows.
+        _sql(conn, "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; "
+                   "SET LOCAL row_security = off")
         server_version, server_major = _sql(
             conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int / 10000"
         ).one()
         _require_client(tool, server_major, target)
         tables = _list_tables(conn)
-        excluded = [t for t in tables if matches_table(t.key, plan.exclude_tables)]
-        redactions = _plan_redactions((t for t in tables if t not in excluded), plan.redact)
+        parents = _ancestors(conn)
+        require_matches(_matchable_columns(conn, tables), plan.redact, parents)
+        # Excluding a partitioned table (or a parent) excludes its partitions (children), as redacting does.
+        excluded = [t for t in tables if any(matches_table(name, plan.exclude_tables)
+                                             for name in (t.key, *parents.get(t.key, ())))]
+        kept = [t for t in tables if t not in excluded]
+        _refuse_filtered(conn, kept, target)
+        redactions = _plan_redactions(kept, plan.redact, parents)
         _refuse_unrestorable(conn, tables, excluded, redactions)
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]

@@ -8,11 +8,19 @@ The raw copy is made in a scratch folder, redacted there with
 ``secure_delete`` on (freed pages are zeroed), then written out with
 ``VACUUM INTO`` so the published file is rebuilt from live rows only: no
 redacted value survives in a free page or the freelist.
+
+Copies of a redacted value inside the file are handled too: STORED generated columns and
+expression indexes are recomputed by SQLite on the UPDATE itself; full-text indexes (FTS3/4/5)
+are not, when their content is another table (the triggers that keep them in sync are set aside
+while redacting), and FTS5 keeps deleted tokens in its segments until a merge, so every FTS
+table over a redacted or emptied table, or with a redacted column, is rebuilt afterwards.  A
+contentless FTS table (``content=''``) cannot be rebuilt: one with a column to redact is refused.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -23,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from relstep import codec
-from relstep.databases import sqlalchemy_url, sqlite_fingerprint
+from relstep.databases import base, sqlalchemy_url, sqlite_fingerprint
 from relstep.databases.base import Column, DatabaseError, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
 from relstep.databases.restoring import RestoreOptions, RestoreReport
 from relstep.errors import ConfigError, SessionsInTheWay
@@ -75,14 +83,49 @@ def _open_source(url: str) -> sqlite3.Connection:
         raise DatabaseError(f"cannot open SQLite database {path}: {exc}") from exc
 
 
+_FTS = re.compile(r"^\s*CREATE\s+VIRTUAL\s+TABLE\b.*?\bUSING\s+(fts[345])\b", re.IGNORECASE | re.DOTALL)
+_FTS_CONTENT = re.compile(r"""\bcontent\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)"|([\w$]+))""", re.IGNORECASE)
+
+
+def _fts_tables(conn: sqlite3.Connection) -> dict[str, str | None]:
+    """{FTS table: the table its content is read from}: itself (None) or another one ('' = contentless)."""
+    found: dict[str, str | None] = {}
+    for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql IS NOT NULL"):
+        if _FTS.match(sql):
+            content = _FTS_CONTENT.search(sql)
+            found[name] = None if content is None else next(g for g in content.groups() if g is not None)
+    return found
+
+
+def _fts_to_rebuild(
+    fts: dict[str, str | None], redact: dict[str, list[Column]], excluded: list[str]
+) -> list[str]:
+    """The FTS tables whose index may hold a value being removed; refuse the contentless ones."""
+    changed = {t.lower() for t in [*redact, *excluded]}
+    rebuild = []
+    for name, content in fts.items():
+        if content == "" and name in redact:
+            raise DatabaseError(
+                f"cannot redact the contentless full-text table {name}: its index keeps every token and "
+                "cannot be rebuilt; add it to database.exclude_tables, or give it a content table"
+            )
+        if content != "" and (name in redact or (content or "").lower() in changed):
+            rebuild.append(name)
+    return rebuild
+
+
 def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded: list[str]) -> None:
     # Triggers could copy a password elsewhere (an audit table) while we blank it: set them aside.
     triggers = copy.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    fts = _fts_tables(copy)
+    rebuild = _fts_to_rebuild(fts, redact, excluded)
     copy.execute("PRAGMA secure_delete = ON")
     with copy:
         for name, _sql in triggers:
             copy.execute(f"DROP TRIGGER {_quote(name)}")
         for table, columns in redact.items():
+            if fts.get(table, None) is not None:
+                continue  # an FTS table reading another table's content: rebuilt from it below
             assignments = ", ".join(f"{_quote(c.name)} = {'NULL' if c.nullable else chr(39) * 2}" for c in columns)
             try:
                 copy.execute(f"UPDATE {_quote(table)} SET {assignments}")
@@ -93,6 +136,8 @@ def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded:
                                   "drop the constraint") from exc
         for table in excluded:
             copy.execute(f"DELETE FROM {_quote(table)}")
+        for table in rebuild:  # its index is made again from the rows as they are now
+            copy.execute(f"INSERT INTO {_quote(table)}({_quote(table)}) VALUES ('rebuild')")
         for _name, sql in triggers:
             copy.execute(sql)
 
@@ -118,6 +163,14 @@ def _compress(source: Path, dest: Path) -> codec.Written:
     return out.result
 
 
+def _what_to_leave_out(tables: list[str], columns: dict[str, list[Column]],
+                       plan: DumpPlan) -> tuple[list[str], dict[str, list[Column]]]:
+    """(excluded tables, columns to redact): a pattern that matches nothing fails here (exit 2)."""
+    base.require_matches(columns, plan.redact)
+    excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
+    return excluded, columns_to_redact({t: cols for t, cols in columns.items() if t not in excluded}, plan.redact)
+
+
 def _dump_in_memory(
     url: str, dest: Path, plan: DumpPlan, inspect: Inspect | None
 ) -> tuple[codec.Written, dict[str, list[Column]], list[str], dict[str, int], Any, Fingerprint]:
@@ -141,8 +194,7 @@ def _dump_in_memory(
                 engine = create_engine("sqlite://", creator=lambda: copy, poolclass=StaticPool)
                 with engine.connect() as conn:
                     inspected = inspect(conn)
-            redact = columns_to_redact(columns, plan.redact)
-            excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
+            excluded, redact = _what_to_leave_out(tables, columns, plan)
             _refuse_unrestorable(copy, excluded)
             _redact(copy, redact, excluded)
             counts = _count(copy, tables)
@@ -183,8 +235,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
                     inspected = inspect(conn)
             finally:
                 engine.dispose()
-        redact = columns_to_redact(columns, plan.redact)
-        excluded = [t for t in tables if matches_table(t, plan.exclude_tables)]
+        excluded, redact = _what_to_leave_out(tables, columns, plan)
         compact = work / "compact.sqlite3"
         with closing(sqlite3.connect(raw)) as copy:
             _refuse_unrestorable(copy, excluded)
