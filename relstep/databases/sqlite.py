@@ -130,7 +130,11 @@ def _redact(copy: sqlite3.Connection, redact: dict[str, list[Column]], excluded:
             try:
                 copy.execute(f"UPDATE {_quote(table)} SET {assignments}")
             except sqlite3.IntegrityError as exc:  # SQLite checks the constraints as the copy is redacted
-                names = ", ".join(f"{table}.{c.name}" for c in columns)
+                # SQLite names the columns of the failing UNIQUE/NOT NULL constraint: blame those (a CHECK
+                # names only itself, so then every column redacted in the table is a suspect).
+                failed = set(str(exc).partition(": ")[2].split(", "))
+                named = [c for c in columns if f"{table}.{c.name}" in failed] or columns
+                names = ", ".join(f"{table}.{c.name}" for c in named)
                 raise ConfigError(f"cannot redact {names}: a constraint rejects the redacted values ({exc}), so "
                                   "the snapshot could never be restored; leave it out of database.redact or "
                                   "drop the constraint") from exc
