@@ -444,9 +444,9 @@ def diff(
 @command()
 def status(
     inv: Invocation,
-    max_age: str | None = typer.Option(None, "--max-age", metavar="DURATION", help="Fail (exit 10) when the "
+    max_age: str | None = typer.Option(None, "--max-age", metavar="DURATION", help="Fail (exit 11) when the "
                                        "newest snapshot is older, e.g. 26h, 2d."),
-    min_size_ratio: float | None = typer.Option(None, "--min-size-ratio", metavar="R", help="Fail (exit 10) when "
+    min_size_ratio: float | None = typer.Option(None, "--min-size-ratio", metavar="R", help="Fail (exit 11) when "
                                                 "the newest snapshot is smaller than R times the previous one."),
 ) -> Outcome:
     """The newest snapshot, its age and record, retention, pins and verify results; with thresholds a health check."""

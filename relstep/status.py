@@ -3,7 +3,7 @@
 It reads only what is beside and inside backup_root (the manifests, the pins, prune's and
 verify's logs, relstep.journal) and the record table.  :func:`gather` returns a
 :class:`Status`; :func:`problems` applies the thresholds; the CLI prints and decides the exit
-code (``HealthError``, exit 10) and the runner sends the alert and the heartbeat.
+code (``HealthError``, exit 11) and the runner sends the alert and the heartbeat.
 """
 
 from __future__ import annotations
