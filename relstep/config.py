@@ -429,7 +429,6 @@ def _databases(parsed: Any, environ: Mapping[str, str], place: _Place) -> tuple[
     return (_database(parsed.database, url, "main", place, label),) if url and url.strip() else ()
 
 
-OFFSITE_SCHEMES = ("s3", "sftp", "file")
 
 
 def _offsite(parsed: Any, raw: dict[str, Any], retention: int, where: str) -> OffsiteConfig | None:
@@ -449,12 +448,14 @@ def _offsite(parsed: Any, raw: dict[str, Any], retention: int, where: str) -> Of
             f"{where}: offsite.url holds a password in clear; remove it and use ${{VAR}} for it, "
             "the provider's environment variables (AWS_ACCESS_KEY_ID, ...) or its usual config files"
         )
+    from relstep.offsite_backends import BACKENDS
+
     scheme = urlsplit(parsed.url).scheme.lower()
-    if scheme not in OFFSITE_SCHEMES:
+    if scheme not in BACKENDS:
         shown = scheme + "://" if scheme else "(none)"
+        examples = [b.example for b in BACKENDS.values()]
         raise ConfigError(
-            f"{where}: offsite.url scheme {shown} is not supported; use s3://bucket/prefix, "
-            "sftp://user@host/path or file:///path"
+            f"{where}: offsite.url scheme {shown} is not supported; use {', '.join(examples[:-1])} or {examples[-1]}"
         )
     keep = retention if parsed.keep is None else parse_retention(parsed.keep, f"{where}: offsite.keep")
     return OffsiteConfig(url=parsed.url, keep=keep, required=parsed.required)

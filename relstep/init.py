@@ -454,7 +454,9 @@ def init(root: Path, target: Path | None = None, *, prisma: bool = False, now: d
             notes.append(f"{found.prisma.path} already has a ReleaseRecord model; nothing added")
         else:
             written += add_prisma_release_record(found.prisma, now)
-            notes.append("apply it with `npx prisma migrate deploy` before the next `relstep run`")
+            from relstep.migrations import prisma as prisma_tool
+
+            notes.append(f"apply it with `{prisma_tool.APPLY_COMMAND}` before the next `relstep run`")
     gitignore = root / ".gitignore"
     if gitignore.is_file() and "backups" not in gitignore.read_text(encoding="utf-8", errors="replace"):
         notes.append("add backups/ to .gitignore: snapshots hold production data")

@@ -28,27 +28,22 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from relstep import fsutil, lookup, progress, snapshot
 from relstep.config import Config, OffsiteConfig
 from relstep.errors import InputError, ManifestError, OffsiteError, RelstepError
 from relstep.identity import project_of
 from relstep.manifest import FileEntry, Manifest
-from relstep.masking import mask_text, register_secret
+from relstep.masking import mask_text
 
 CHUNK = 1024 * 1024
-# S3 parts: 5 MiB is S3's minimum; 16 MiB keeps a 10 GiB dump under the 10,000-part limit.
-PART_SIZE = int(os.environ.get("RELSTEP_OFFSITE_PART_SIZE", 16 * 1024 * 1024))
-CONNECT_TIMEOUT = 15
-EXTRAS = {"s3": ("s3fs", "relstep[s3]"), "sftp": ("sshfs", "relstep[sftp]")}
 
 
 @dataclass(frozen=True)
@@ -96,78 +91,28 @@ def _shown(url: str) -> str:
 
 
 def open_remote(url: str) -> Remote:
-    """An fsspec filesystem and root folder for ``offsite.url``."""
+    """An fsspec filesystem and root folder for ``offsite.url``, through its backend's opener."""
+    from relstep.offsite_backends import BACKENDS
+
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     shown = _shown(url)
-    if scheme in EXTRAS:
-        module, extra = EXTRAS[scheme]
+    backend = BACKENDS.get(scheme)
+    if backend is None:
+        raise OffsiteError(f"unsupported off-site URL {shown}; use {', '.join(b.example for b in BACKENDS.values())}")
+    if backend.module is not None:
         try:
-            __import__(module)
+            __import__(backend.module)
         except ImportError:
-            raise OffsiteError(f"{scheme}:// off-site copies need {module}; install it with pip install '{extra}'") \
-                from None
+            raise OffsiteError(f"{scheme}:// off-site copies need {backend.module}; install it with "
+                               f"pip install '{backend.extra}'") from None
     try:
-        if scheme == "s3":
-            import s3fs
-
-            # Endpoint, region and keys: botocore's own chain (AWS_ENDPOINT_URL, AWS_PROFILE, ~/.aws/...).
-            fs = s3fs.S3FileSystem(
-                config_kwargs={"connect_timeout": CONNECT_TIMEOUT, "read_timeout": 120,
-                               "retries": {"max_attempts": 3, "mode": "standard"}},
-                default_block_size=PART_SIZE, skip_instance_cache=True,
-            )
-            root = (parts.netloc + parts.path).rstrip("/")
-        elif scheme == "sftp":
-            import sshfs
-
-            kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "known_hosts": _known_hosts(shown),
-                                      "skip_instance_cache": True}
-            if parts.port:
-                kwargs["port"] = parts.port
-            if parts.username:
-                kwargs["username"] = unquote(parts.username)
-            if parts.password:   # only ever from ${VAR}: config refuses it in clear
-                register_secret(unquote(parts.password))
-                kwargs["password"] = unquote(parts.password)
-            fs = sshfs.SSHFileSystem(parts.hostname or "localhost", **kwargs)
-            root = unquote(parts.path).rstrip("/") or "."
-        elif scheme == "file":
-            from fsspec.implementations.local import LocalFileSystem
-
-            fs = LocalFileSystem(auto_mkdir=True)
-            root = unquote(parts.path).rstrip("/") or "/"
-        else:
-            raise OffsiteError(f"unsupported off-site URL {shown}; use s3://, sftp:// or file://")
+        fs, root = backend.open(parts, shown)
     except RelstepError:
         raise
     except Exception as exc:  # every backend raises its own types; all mean "cannot reach"
         raise OffsiteError(f"cannot reach {shown}: {_reason(exc)}") from exc
-    return Remote(fs=fs, root=root, shown=shown, io_options={"block_size": PART_SIZE} if scheme == "s3" else {})
-
-
-def _known_hosts(shown: str) -> str:
-    """The known_hosts file to check the server's key against, passed to asyncssh explicitly.
-
-    Left to itself, asyncssh trusts any host key when it finds no known_hosts file, and
-    did not reject an unlisted host in our tests; ssh would ask, and an unattended step
-    must not accept a key nobody confirmed.  ``UserKnownHostsFile`` in ~/.ssh/config wins.
-    """
-    ssh = Path("~/.ssh").expanduser()
-    path = ssh / "known_hosts"
-    try:
-        config = (ssh / "config").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        config = ""
-    match = re.search(r"^\s*UserKnownHostsFile\s+(\S+)", config, re.IGNORECASE | re.MULTILINE)
-    if match and match.group(1).lower() != "none":
-        path = Path(match.group(1).strip('"')).expanduser()
-    if not path.is_file():
-        raise OffsiteError(
-            f"cannot check the host key of {shown}: {path} does not exist; add the server's key "
-            "(ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts, after checking its fingerprint)"
-        )
-    return str(path)
+    return Remote(fs=fs, root=root, shown=shown, io_options=dict(backend.io_options))
 
 
 def _reason(exc: BaseException) -> str:

@@ -53,18 +53,6 @@ if TYPE_CHECKING:
 
 PRE_RESTORE_TYPE = "pre-restore"
 
-# What to run for pending migrations, by tool: printed after the restore.
-MIGRATE_COMMANDS = {
-    "prisma": "npx prisma migrate deploy",
-    "alembic": "alembic upgrade head",
-    "django": "python manage.py migrate",
-    "flyway": "flyway migrate",
-    "rails": "bin/rails db:migrate",
-    "golang-migrate": "migrate -path <migrations> -database <url> up",
-    "knex": "npx knex migrate:latest",
-    "sequelize": "npx sequelize-cli db:migrate",
-    "typeorm": "npx typeorm migration:run",
-}
 
 
 # --------------------------------------------------------------------------- check
@@ -248,7 +236,8 @@ class RestoreOutcome:
         steps = []
         verdict, tool = self.check.verdict, self.check.migration_tool
         if verdict.pending:
-            command = MIGRATE_COMMANDS.get(tool or "", "your migration tool")
+            module = tool_for(tool) if tool else None
+            command = getattr(module, "APPLY_COMMAND", None) or "your migration tool"
             steps.append(f"run the {len(verdict.pending)} pending migration(s) with `{command}`: "
                          + ", ".join(verdict.pending))
         if self.forced and not verdict.ok:

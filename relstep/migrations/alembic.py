@@ -22,6 +22,7 @@ NAME = "alembic"
 TABLE = "alembic_version"
 DEFAULT_PATH = "alembic"   # the script directory; its versions/ folder is also accepted
 MARKERS = ("alembic.ini", "alembic/env.py", "migrations/env.py")
+APPLY_COMMAND = "alembic upgrade head"  # what applies pending migrations (restore's advice)
 
 detect = base.default_detect(TABLE, ["version_num"])
 schema_revision = base.last_name   # the (last) head: the chain ends with it

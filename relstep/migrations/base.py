@@ -6,6 +6,7 @@ A module (``prisma.py``, ``alembic.py``, ...) exposes::
     TABLE: str                             # its bookkeeping table ("_prisma_migrations")
     DEFAULT_PATH: str                      # where its migrations live in a project
     MARKERS: tuple[str, ...]               # globs under the project dir that suggest the tool
+    APPLY_COMMAND: str                     # the command that applies pending migrations
     def detect(tables: set[str], columns: dict[str, set[str]], project_dir: Path) -> bool
     def applied(conn: Connection, migrations_path: Path | None) -> list[Migration]
     def on_disk(path: Path) -> list[Migration]

@@ -26,6 +26,7 @@ NAME = "django"
 TABLE = "django_migrations"
 DEFAULT_PATH = "."   # the project directory: every app under it is scanned
 MARKERS = ("manage.py",)
+APPLY_COMMAND = "python manage.py migrate"  # what applies pending migrations (restore's advice)
 
 detect = base.default_detect(TABLE, ["app", "name", "applied"])
 schema_revision = base.last_name

@@ -26,6 +26,7 @@ NAME = "flyway"
 TABLE = "flyway_schema_history"
 DEFAULT_PATH = "src/main/resources/db/migration"   # Spring Boot's; the Flyway CLI's is sql/
 MARKERS = ("flyway.conf", "flyway.toml", "conf/flyway.conf", "src/main/resources/db/migration")
+APPLY_COMMAND = "flyway migrate"  # what applies pending migrations (restore's advice)
 
 detect = base.default_detect(TABLE, ["installed_rank", "script", "checksum", "success"])
 comparable = base.all_comparable

@@ -23,6 +23,7 @@ NAME = "golang-migrate"
 TABLE = "schema_migrations"
 DEFAULT_PATH = "migrations"
 MARKERS = ("migrations/*.up.sql", "db/migrations/*.up.sql")
+APPLY_COMMAND = "migrate -path <migrations> -database <url> up"  # what applies pending migrations (restore's advice)
 
 detect = base.default_detect(TABLE, ["version", "dirty"])
 schema_revision = base.last_name

@@ -12,6 +12,7 @@ NAME = "knex"
 TABLE = "knex_migrations"
 DEFAULT_PATH = "migrations"
 MARKERS = ("knexfile.js", "knexfile.ts", "knexfile.cjs", "knexfile.mjs")
+APPLY_COMMAND = "npx knex migrate:latest"  # what applies pending migrations (restore's advice)
 SUFFIXES = (".js", ".cjs", ".mjs", ".ts")
 
 detect = base.default_detect(TABLE, ["name", "batch"])

@@ -22,6 +22,7 @@ NAME = "prisma"
 TABLE = "_prisma_migrations"
 DEFAULT_PATH = "prisma/migrations"
 MARKERS = ("prisma/schema.prisma", "prisma/migrations/migration_lock.toml", "schema.prisma")
+APPLY_COMMAND = "npx prisma migrate deploy"  # what applies pending migrations (restore's advice)
 
 detect = base.default_detect(TABLE, ["migration_name", "finished_at", "rolled_back_at"])
 schema_revision = base.last_name   # applied() already holds only finished, not rolled-back rows

@@ -16,6 +16,7 @@ NAME = "rails"
 TABLE = "schema_migrations"
 DEFAULT_PATH = "db/migrate"
 MARKERS = ("config/application.rb", "db/migrate", "bin/rails")
+APPLY_COMMAND = "bin/rails db:migrate"  # what applies pending migrations (restore's advice)
 
 schema_revision = base.last_name
 comparable = base.all_comparable

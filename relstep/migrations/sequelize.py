@@ -12,6 +12,7 @@ NAME = "sequelize"
 TABLE = "SequelizeMeta"
 DEFAULT_PATH = "migrations"
 MARKERS = (".sequelizerc",)
+APPLY_COMMAND = "npx sequelize-cli db:migrate"  # what applies pending migrations (restore's advice)
 
 detect = base.default_detect(TABLE, ["name"])
 schema_revision = base.last_name

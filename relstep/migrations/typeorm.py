@@ -18,6 +18,7 @@ NAME = "typeorm"
 TABLE = "migrations"
 DEFAULT_PATH = "src/migration"
 MARKERS = ("ormconfig.json", "ormconfig.js", "ormconfig.ts", "src/data-source.ts", "data-source.ts")
+APPLY_COMMAND = "npx typeorm migration:run"  # what applies pending migrations (restore's advice)
 
 _CLASS = re.compile(r"\bclass\s+([A-Za-z_$][\w$]*)\s+implements\s+MigrationInterface\b")
 
