@@ -69,6 +69,23 @@ def damage_after_restore(monkeypatch: pytest.MonkeyPatch, engine: ModuleType, *s
     return damaged
 
 
+def damage_before_the_proof(monkeypatch: pytest.MonkeyPatch, *statements: str) -> list[str]:
+    """Run ``statements`` on the database a real restore is about to prove (its staged copy, or the
+    target after an in-place restore), then the real proof.  Returns the URLs it damaged."""
+    from relstep import restore as restore_module
+
+    real_prove: Callable[..., None] = restore_module.prove
+    damaged: list[str] = []
+
+    def damage_then_prove(url: str, *args: Any, **kwargs: Any) -> None:
+        execute(url, *statements)
+        damaged.append(url)
+        real_prove(url, *args, **kwargs)
+
+    monkeypatch.setattr(restore_module, "prove", damage_then_prove)
+    return damaged
+
+
 def cli(app: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Ran:
     """The CLI in this process (so a monkeypatched seam applies), run from the app's folder."""
     from relstep.cli import app as typer_app

@@ -22,6 +22,7 @@ from tests.databases.fingerprint_support import (
     backup,
     cli,
     damage_after_restore,
+    damage_before_the_proof,
     execute,
     manifest,
     problems,
@@ -123,12 +124,15 @@ def test_the_real_restore_fails_with_exit_9_naming_the_difference(
 ) -> None:
     folder, _url = app
     snap = backup(folder)
-    damage_after_restore(monkeypatch, postgres, "DROP INDEX post_title")
+    damaged = damage_before_the_proof(monkeypatch, "DROP INDEX post_title")
 
     ran = cli(folder, monkeypatch, "restore", snap.name, "--database-url", pg_url2, "--yes")
 
     assert ran.code == 9, ran.out + ran.err
     assert "the restored database differs: index public.post_title missing" in ran.err
+    # The damage was on the staged copy, which never replaced the target: it is still empty.
+    assert len(damaged) == 1 and damaged[0] != pg_url2
+    assert postgres.is_empty(pg_url2)
 
 
 def test_the_real_restore_prints_the_proof(app: tuple[Path, str], pg_url2: str) -> None:
