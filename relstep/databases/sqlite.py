@@ -73,6 +73,36 @@ def _count(conn: sqlite3.Connection, tables: list[str]) -> dict[str, int]:
     return {t: conn.execute(f"SELECT count(*) FROM {_quote(t)}").fetchone()[0] for t in tables}
 
 
+def _source_lock_wait() -> float:
+    """Seconds a backup waits for another connection's lock on the database (RELSTEP_SQLITE_LOCK_WAIT)."""
+    try:
+        wait = float(os.environ.get("RELSTEP_SQLITE_LOCK_WAIT", DEFAULT_SOURCE_LOCK_WAIT))
+    except ValueError:
+        wait = DEFAULT_SOURCE_LOCK_WAIT
+    return wait if 0 <= wait < float("inf") else DEFAULT_SOURCE_LOCK_WAIT
+
+
+def _copy_from(source: sqlite3.Connection, copy: sqlite3.Connection, url: str) -> None:
+    """The backup API's copy of ``source``, waiting at most the source lock wait for a lock on it.
+
+    Python's backup retries a locked database for ever (an app holding an EXCLUSIVE lock would hang
+    the backup with no word); raising from the progress callback aborts it."""
+    wait = _source_lock_wait()
+    deadline = time.monotonic() + wait
+
+    def give_up_when_locked_too_long(status: int, remaining: int, total: int) -> None:
+        if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() >= deadline:
+            raise _StillLocked
+
+    try:
+        source.backup(copy, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
+    except _StillLocked:
+        raise DatabaseError(
+            f"SQLite database {database_path(url)} stayed locked by another connection for {wait:g} s "
+            "(RELSTEP_SQLITE_LOCK_WAIT); no snapshot was written: end the transaction that holds it "
+            "(`fuser -v` names the processes that have the file open) and run the backup again") from None
+
+
 def _open_source(url: str) -> sqlite3.Connection:
     path = database_path(url)
     if not path.is_file():
@@ -185,7 +215,7 @@ def _dump_in_memory(
         if not hasattr(copy, "serialize"):
             raise DatabaseError("an encrypted SQLite snapshot needs Python 3.11 or newer (sqlite3 serialize)")
         try:
-            source.backup(copy)
+            _copy_from(source, copy, url)
             journal_mode = str(source.execute("PRAGMA journal_mode").fetchone()[0])
             tables = _user_tables(copy)
             columns = {t: _columns(copy, t) for t in tables}
@@ -222,7 +252,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         raw = work / "raw.sqlite3"
         with closing(_open_source(url)) as source, closing(sqlite3.connect(raw)) as copy:
             try:
-                source.backup(copy)
+                _copy_from(source, copy, url)
             except sqlite3.Error as exc:
                 raise DatabaseError(f"SQLite backup of {database_path(url)} failed: {exc}") from exc
             journal_mode = str(source.execute("PRAGMA journal_mode").fetchone()[0])
@@ -312,6 +342,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
 
 
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+DEFAULT_SOURCE_LOCK_WAIT = 30.0   # seconds a backup waits for an app's lock on the database
 LOCK_RETRY = 0.05   # seconds between attempts to write into a locked target
 
 
