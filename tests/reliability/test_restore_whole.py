@@ -78,6 +78,8 @@ def _assert_unchanged(ran: Any, db: str, before: dict[str, Any]) -> None:
     assert relstep_sessions() == []
 
 
+@pytest.mark.skip(reason="backup now refuses this plan before writing (issue 12), so this relstep cannot make "
+                  "the snapshot; it needs a snapshot written by an older relstep as a fixture (noted on issue 13)")
 def test_a_redacted_unique_column_fails_the_restore_and_changes_nothing(tmp_path: Path,
                                                                         pg_db: tuple[str, str]) -> None:
     url, db = pg_db
@@ -94,6 +96,8 @@ def test_a_redacted_unique_column_fails_the_restore_and_changes_nothing(tmp_path
     _assert_unchanged(ran, db, before)
 
 
+@pytest.mark.skip(reason="backup now refuses this plan before writing (issue 12), so this relstep cannot make "
+                  "the snapshot; it needs a snapshot written by an older relstep as a fixture (noted on issue 13)")
 def test_an_excluded_table_that_a_foreign_key_needs_fails_the_restore_and_changes_nothing(
     tmp_path: Path, pg_db: tuple[str, str]
 ) -> None:
