@@ -113,7 +113,9 @@ def fingerprint(root: Path, skip: Callable[[str], bool] = lambda rel: False) -> 
         for name in sorted(dirnames + filenames):
             full = here / name
             rel = full.relative_to(root).as_posix()
-            if skip(rel):
+            # relstep's append-only journals beside the snapshots (what verify found, what prune
+            # removed) record every run by design, a failed one too: not a change of content.
+            if skip(rel) or (name.startswith(".relstep-") and name.endswith(".log")):
                 continue
             st = full.lstat()
             if stat.S_ISLNK(st.st_mode):

