@@ -88,19 +88,11 @@ def _copy_from(source: sqlite3.Connection, copy: sqlite3.Connection, url: str) -
     Python's backup retries a locked database for ever (an app holding an EXCLUSIVE lock would hang
     the backup with no word); raising from the progress callback aborts it."""
     wait = _source_lock_wait()
-    deadline = time.monotonic() + wait
-
-    def give_up_when_locked_too_long(status: int, remaining: int, total: int) -> None:
-        if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() >= deadline:
-            raise _StillLocked
-
-    try:
-        source.backup(copy, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
-    except _StillLocked:
+    if not _backup_within(source, copy, wait):
         raise DatabaseError(
             f"SQLite database {database_path(url)} stayed locked by another connection for {wait:g} s "
             "(RELSTEP_SQLITE_LOCK_WAIT); no snapshot was written: end the transaction that holds it "
-            "(`fuser -v` names the processes that have the file open) and run the backup again") from None
+            "(`fuser -v` names the processes that have the file open) and run the backup again")
 
 
 def _open_source(url: str) -> sqlite3.Connection:
@@ -347,7 +339,24 @@ LOCK_RETRY = 0.05   # seconds between attempts to write into a locked target
 
 
 class _StillLocked(Exception):
-    """The target stayed locked past --lock-wait (raised inside the backup's progress callback)."""
+    """A database stayed locked past the wait (raised inside the backup's progress callback)."""
+
+
+def _backup_within(source: sqlite3.Connection, target: sqlite3.Connection, wait: float) -> bool:
+    """The backup API's copy of ``source`` into ``target``; False, with ``target`` unchanged, when
+    either stayed locked for ``wait`` seconds: Python's backup retries a locked database for ever,
+    and raising from the progress callback is the only way to stop it."""
+    deadline = time.monotonic() + wait
+
+    def give_up_when_locked_too_long(status: int, remaining: int, total: int) -> None:
+        if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() >= deadline:
+            raise _StillLocked
+
+    try:
+        source.backup(target, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
+    except _StillLocked:
+        return False
+    return True
 
 
 def _copy_into(staging: Path, target: Path, lock_wait: float) -> None:
@@ -359,20 +368,11 @@ def _copy_into(staging: Path, target: Path, lock_wait: float) -> None:
             # The backup API cannot change a WAL database's page size: give the copy the target's.
             copy.execute(f"PRAGMA page_size = {int(page_size)}")
             copy.execute("VACUUM")
-        deadline = time.monotonic() + lock_wait
-
-        def give_up_when_locked_too_long(status: int, remaining: int, total: int) -> None:
-            # Python's backup retries a locked target for ever; raising here aborts it, target unchanged.
-            if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() >= deadline:
-                raise _StillLocked
-
-        try:
-            copy.backup(live, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
-        except _StillLocked:
+        if not _backup_within(copy, live, lock_wait):
             raise SessionsInTheWay(
                 f"{target} stayed locked by another connection for {lock_wait:g} s (--lock-wait); nothing "
                 "was changed: stop the app (`fuser -v` names the processes that have the file open) and run "
-                "the restore again") from None
+                "the restore again")
         if live.execute("PRAGMA journal_mode").fetchone()[0] != journal:
             live.execute(f"PRAGMA journal_mode = {journal}")
         if journal == "wal":
