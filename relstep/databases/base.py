@@ -156,10 +156,12 @@ class Engine(Protocol):
     def tool_versions(self) -> dict[str, str]:
         """``{tool name: --version line or "missing"}`` for the environment record and doctor."""
 
-    def fingerprint(self, url: str, content: bool = True) -> Fingerprint:
+    def fingerprint(self, url: str, content: bool = True, like: Fingerprint | None = None) -> Fingerprint:
         """Schema and per-table content digests of the live database as it is now (after a restore:
         the proof compares it with ``DumpInfo.fingerprint``, recorded in the manifest).
-        ``content=False``: the schema only, without reading a row (the drift check)."""
+        ``content=False``: the schema only, without reading a row (the drift check).
+        ``like``: the recorded fingerprint this one will be compared with; content is digested the
+        way it was (a snapshot of an older relstep may have used another method)."""
 
 
 @dataclass(frozen=True)

@@ -37,23 +37,21 @@ NULL/'' values at restore; patterns match the partitions of a partitioned table 
 from __future__ import annotations
 
 import getpass
-import gzip
 import json
 import os
 import re
 import secrets
 import subprocess
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from relstep import codec
-from relstep.databases import create_engine, pg_fingerprint, redact_url, registry, sqlalchemy_url, tools
+from relstep.databases import create_engine, pg_digest, pg_fingerprint, redact_url, registry, sqlalchemy_url, tools
 from relstep.databases.base import (
     Column,
     DatabaseError,
@@ -65,19 +63,10 @@ from relstep.databases.base import (
     redacted_value_sql,
     require_matches,
 )
+from relstep.databases.pg_digest import GZIP_READ_ERRORS as _GZIP_READ_ERRORS
+from relstep.databases.pg_digest import gzip_module as _gzip
 from relstep.databases.restoring import RestoreOptions, RestoreReport
 from relstep.errors import ConfigError, RelstepError
-
-_gzip: Any  # gzip's interface, from ISA-L when it is installed
-_INFLATE_ERRORS: tuple[type[Exception], ...]
-try:  # ISA-L inflates pg_dump's .dat.gz files about 3x faster than zlib (bench/README.md, verify)
-    from isal import igzip as _isal_gzip
-    from isal.isal_zlib import error as _isal_error
-
-    _gzip, _INFLATE_ERRORS = _isal_gzip, (zlib.error, cast(type[Exception], _isal_error))
-except ImportError:  # the same files, read by the standard library
-    _gzip, _INFLATE_ERRORS = gzip, (zlib.error,)
-_GZIP_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *_INFLATE_ERRORS)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -151,6 +140,11 @@ FROM up
 JOIN pg_class c ON c.oid = up.child JOIN pg_namespace cn ON cn.oid = c.relnamespace
 JOIN pg_class p ON p.oid = up.parent JOIN pg_namespace pn ON pn.oid = p.relnamespace
 WHERE c.relkind = 'r' AND {_USER_SCHEMA_SQL.replace("n.", "cn.")}
+"""
+
+# Every ordinary table by OID: pg_dump's table of contents names a table's data file by its OID.
+_TABLE_OIDS_SQL = """
+SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'
 """
 
 # Generated columns, left out of _TABLES_SQL: a pattern naming one is satisfied (its values are
@@ -441,6 +435,14 @@ def _zstd_chunks(path: Path, size: int, error: ErrorType) -> Iterator[bytes]:
         raise error(str(exc)) from exc
 
 
+def _list_dump(dump_dir: Path, pg_restore: str) -> str:
+    """``pg_restore --list`` of a pg_dump directory: its table of contents, one entry a line."""
+    listed = tools.run([pg_restore, "--list", str(dump_dir)])
+    if listed.returncode != 0:
+        raise DatabaseError(f"{dump_dir / 'toc.dat'} is unreadable: {_last_error_line(listed.stderr)}")
+    return listed.stdout
+
+
 def _check_gzip(path: Path) -> None:
     try:
         with _gzip.open(path, "rb") as stream:
@@ -558,16 +560,17 @@ def _content_sources(
     return {t.key: None if t in excluded else planned.get(t.key, _Redaction(t, ())).select_sql() for t in tables}
 
 
-def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -> dict[str, dict[str, Any]]:
-    """Write each planned table's rows, then the index that tells ``restore`` where they go; return
-    the codec's manifest entries of the files written."""
+def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction],
+                    digest: pg_digest.CopyDigest) -> dict[str, dict[str, Any]]:
+    """Write each planned table's rows (``digest`` hashes them on the way), then the index that tells
+    ``restore`` where they go; return the codec's manifest entries of the files written."""
     entries = []
     written: dict[str, dict[str, Any]] = {}
     if plans:
         (dest_dir / REDACTED_DIR).mkdir(mode=0o700)
     for number, plan in enumerate(plans):
         relative = f"{REDACTED_DIR}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', plan.table.key)[:60]}.copy.zst"
-        copied = _copy_out(conn, plan, dest_dir / relative)
+        copied = _copy_out(conn, plan, dest_dir / relative, digest)
         written[relative] = copied.entry()
         size = copied.content_size
         entries.append({
@@ -577,14 +580,15 @@ def _write_redacted(conn: Connection, dest_dir: Path, plans: list[_Redaction]) -
             "redacted": list(plan.redacted),
             "file": relative,
             "bytes": size,
+            "encoding": pg_digest.ENCODING,
         })
     index = json.dumps({"version": 1, "tables": entries}, indent=2).encode()
     written[REDACTED_INDEX] = codec.write_bytes(dest_dir / REDACTED_INDEX, index).entry()
     return written
 
 
-def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> codec.Written:
-    """Stream one table's rows, as the snapshot sees them, through the codec (zstd)."""
+def _copy_out(conn: Connection, plan: _Redaction, path: Path, digest: pg_digest.CopyDigest) -> codec.Written:
+    """Stream one table's rows, as the snapshot sees them, through the codec (zstd) and ``digest``."""
     with (
         codec.create(path, compress=True, level=ZSTD_LEVEL) as out,
         _driver(conn).cursor() as cursor,
@@ -592,6 +596,7 @@ def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> codec.Written:
     ):
         for block in copy:
             out.write(block)
+            digest.feed(plan.table.key, block)
     assert out.result is not None
     return out.result
 
@@ -644,16 +649,26 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
         dump_args = _pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data)
-        with tools.owned(tools.popen(dump_args, env=target.tool_env(), text=True)) as dumping:
-            # Read in the same snapshot while pg_dump writes, so the fingerprint's scans overlap the dump's.
-            fingerprint = pg_fingerprint.read(conn, _content_sources(tables, excluded, redactions))
+        dump_env = pg_digest.dump_environment(target.tool_env())  # the settings the content digests need
+        with tools.owned(tools.popen(dump_args, env=dump_env, text=True)) as dumping:
+            # The schema's part of the fingerprint, read in the same snapshot while pg_dump writes.
+            fingerprint = pg_fingerprint.read(conn, {})
             dumped = tools.finish(dumping)
-        # The fingerprint counted every table's rows in this snapshot: no second count(*) pass.
-        counts = {t.key: fingerprint.content[t.key].rows for t in tables}
         _check_tool(dumped, target, DatabaseError)
-        written = _write_redacted(conn, dest_dir, redactions)
+        # Content digests come from the dump itself: pg_dump's files on two threads while the
+        # redacted tables' COPY (hashed as it is written) runs here; also the tables' row counts.
+        digest = pg_digest.CopyDigest()
+        data_files = pg_digest.data_files(_list_dump(dest_dir / DUMP_DIR, PG_RESTORE.require()))
+        oids = {oid: _key(schema, name) for oid, schema, name in _sql(conn, _TABLE_OIDS_SQL)}
+        digesting = pg_digest.digest_dump_dir(dest_dir / DUMP_DIR, data_files, oids, digest)
+        with pg_digest.copy_settings(conn):
+            written = _write_redacted(conn, dest_dir, redactions, digest)
+        written.update({f"{DUMP_DIR}/{name}": entry for name, entry in digesting.result().items()})
+        fingerprint.content = digest.results(t.key for t in tables)
+        counts = {key: c.rows for key, c in fingerprint.content.items()}
     files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
-    # pg_dump wrote its directory itself, so the codec could not hash it on the way: read once now.
+    # pg_dump wrote its directory itself, so the codec could not hash it on the way: its data files
+    # were hashed while digested, the rest (toc.dat, large objects) is read once now.
     hashes = {**codec.hash_files(dest_dir, (f for f in files if f not in written)), **written}
     return DumpInfo(
         engine=NAME,
@@ -725,9 +740,12 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
 def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:
     table = f"{_quote_ident(entry['schema'])}.{_quote_ident(entry['table'])}"
     columns = ", ".join(_quote_ident(c) for c in entry["columns"])
-    with _driver(conn).cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for chunk in _zstd_chunks(db_dir / entry["file"], entry["bytes"], DatabaseError):
-            copy.write(chunk)
+    with _driver(conn).cursor() as cursor:
+        if entry.get("encoding"):  # the file's own; older snapshots wrote the database's, the connection's default
+            cursor.execute("SELECT set_config('client_encoding', %s, false)", [entry["encoding"]])
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for chunk in _zstd_chunks(db_dir / entry["file"], entry["bytes"], DatabaseError):
+                copy.write(chunk)
 
 
 # --------------------------------------------------------------------------- the rest of the contract
@@ -784,10 +802,18 @@ def server_version(url: str) -> str:
         return str(_sql(conn, "SHOW server_version").scalar_one())
 
 
-def fingerprint(url: str, content: bool = True) -> Fingerprint:
-    """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot."""
+def fingerprint(url: str, content: bool = True, like: Fingerprint | None = None) -> Fingerprint:
+    """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot.
+
+    Content digests are read the way ``like`` (a recorded fingerprint) was made: each table's COPY
+    data (pg_digest), or, for snapshots of an older relstep, the server-side sums of row hashes."""
     with _connect(_Target.parse(url), DatabaseError, READ_ONLY_SNAPSHOT) as conn:
-        return pg_fingerprint.read(conn, _content_sources(_list_tables(conn), [], []) if content else {})
+        tables = _list_tables(conn) if content else []
+        if like is not None and like.content and not pg_digest.made_by_dump(like):
+            return pg_fingerprint.read(conn, _content_sources(tables, [], []))
+        found = pg_fingerprint.read(conn, {})
+        found.content = pg_digest.read_tables(conn, {t.key: (t.sql, [c.name for c in t.columns]) for t in tables})
+        return found
 
 
 def tool_versions() -> dict[str, str]:
@@ -799,10 +825,7 @@ def check_files(db_dir: Path) -> None:
     pg_restore = PG_RESTORE.require()
     entries = _read_index(db_dir, DatabaseError)
     dump_dir = db_dir / DUMP_DIR
-    listed = tools.run([pg_restore, "--list", str(dump_dir)])
-    if listed.returncode != 0:
-        raise DatabaseError(f"{dump_dir / 'toc.dat'} is unreadable: {_last_error_line(listed.stderr)}")
-    for dump_id in _TABLE_DATA_TOC.findall(listed.stdout):
+    for dump_id in _TABLE_DATA_TOC.findall(_list_dump(dump_dir, pg_restore)):
         if not (dump_dir / f"{dump_id}.dat.gz").is_file():
             raise DatabaseError(f"{dump_dir / f'{dump_id}.dat.gz'} is missing from the dump")
     # ISA-L (or zlib) and zstd release the GIL, so two threads read two files at once.

@@ -403,8 +403,11 @@ def server_version(url: str) -> str:
     return sqlite3.sqlite_version
 
 
-def fingerprint(url: str, content: bool = True) -> Fingerprint:
-    """The fingerprint of the SQLite file at ``url`` as it is now (after a restore, say)."""
+def fingerprint(url: str, content: bool = True, like: Fingerprint | None = None) -> Fingerprint:
+    """The fingerprint of the SQLite file at ``url`` as it is now (after a restore, say).
+
+    ``like`` changes nothing: SQLite's rows have always been digested one way, at backup from the
+    snapshot's own copy and here from the file, by the same ``sqlite_fingerprint.read``."""
     try:
         with closing(_open_source(url)) as conn:
             return sqlite_fingerprint.read(conn, content=content)

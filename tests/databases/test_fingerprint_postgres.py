@@ -162,22 +162,6 @@ def test_the_fingerprint_is_read_at_the_dumps_instant(pg_url: str, tmp_path: Pat
         assert fp.compare(info.fingerprint, postgres.fingerprint(scratch)) == []
 
 
-def test_a_table_whose_types_have_no_hash_function_is_digested_as_row_text(pg_url: str, tmp_path: Path) -> None:
-    execute(pg_url, "CREATE TABLE docs (id int PRIMARY KEY, doc json, at point)",
-            """INSERT INTO docs VALUES (1, '{"a": 1}', '(1,2)'), (2, NULL, NULL)""",
-            "CREATE TABLE plain (id int PRIMARY KEY, doc jsonb)", """INSERT INTO plain VALUES (1, '{"b": 2}')""")
-    info = postgres.dump(pg_url, tmp_path, DumpPlan())
-
-    assert info.fingerprint.content["docs"].digest.startswith("t:")
-    assert info.fingerprint.content["plain"].digest.startswith("h:")
-    assert info.row_counts == {"docs": 2, "plain": 1}
-    with postgres.scratch_database(pg_url) as scratch:
-        postgres.restore(tmp_path, scratch)
-        assert fp.compare(info.fingerprint, postgres.fingerprint(scratch)) == []
-        execute(scratch, """UPDATE docs SET doc = '{"a": 2}' WHERE id = 1""")
-        assert fp.compare(info.fingerprint, postgres.fingerprint(scratch)) == ["table docs: content differs"]
-
-
 def test_redacted_columns_are_digested_as_redacted(pg_url: str, tmp_path: Path) -> None:
     execute(pg_url, "CREATE TABLE u (id int PRIMARY KEY, password text NOT NULL, note text)",
             "INSERT INTO u VALUES (1, 'hunter2', 'a'), (2, 'secret', NULL)")
