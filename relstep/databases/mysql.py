@@ -39,7 +39,6 @@ import functools
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import threading
 import time
@@ -52,7 +51,15 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from relstep import codec
-from relstep.databases import create_engine, mysql_fingerprint, redact_url, registry, sqlalchemy_url, tools
+from relstep.databases import (
+    create_engine,
+    mysql_digest,
+    mysql_fingerprint,
+    redact_url,
+    registry,
+    sqlalchemy_url,
+    tools,
+)
 from relstep.databases.base import (
     Column,
     DatabaseError,
@@ -516,13 +523,19 @@ def _code_flags(conn: Connection, database: str) -> tuple[list[str], dict[str, s
     return flags, notes
 
 
+# How the dump tool writes rows: the backup and the digest of a restored database use the same.
+_ROW_FLAGS = (
+    "--single-transaction",  # one MVCC snapshot, no table locks
+    "--quick",  # stream rows instead of buffering each table
+    "--complete-insert",  # column names in every INSERT: the filter finds redacted columns by name
+    "--hex-blob",  # binary data as 0x.. literals, never raw bytes
+)
+
+
 def _dump_argv(tool: _Tool, options: _Options, target: _Target, excluded: Iterable[str], code: list[str]) -> list[str]:
     """``code``: flags for what else to dump (routines, events, history)."""
     flags = [
-        "--single-transaction",  # one MVCC snapshot, no table locks
-        "--quick",  # stream rows instead of buffering each table
-        "--complete-insert",  # column names in every INSERT: the filter finds redacted columns by name
-        "--hex-blob",  # binary data as 0x.. literals, never raw bytes
+        *_ROW_FLAGS,
         "--triggers",
         *code,
         "--no-tablespaces",  # tablespace DDL needs PROCESS and is not part of one database
@@ -535,15 +548,17 @@ def _dump_argv(tool: _Tool, options: _Options, target: _Target, excluded: Iterab
     return _client_argv(tool.path, options, *flags, "--", target.database)
 
 
-def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path) -> codec.Written:
-    """Stream ``source`` through the filter into a private zstd file (the codec hashes it meanwhile)."""
+def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path,
+                      digest: mysql_digest.InsertDigest) -> codec.Written:
+    """Stream ``source`` through the filter into a private zstd file (the codec hashes it meanwhile)
+    and ``digest`` (the content digests of the rows as written)."""
     with codec.create(path, compress=True, level=ZSTD_LEVEL, threads=-1) as out:
-        if dump_filter.active:
-            for line in source:
-                out.write(dump_filter.feed(line))
-            dump_filter.close()
-        else:
-            shutil.copyfileobj(source, out, CHUNK)
+        for line in source:
+            if dump_filter.active:
+                line = dump_filter.feed(line)
+            out.write(line)
+            digest.feed(line)
+        dump_filter.close()
     assert out.result is not None
     return out.result
 
@@ -688,9 +703,13 @@ def _dump(
             inspected = inspect(conn) if inspect is not None else None
             left_out = [kind for kind, note in (("routine", "routines_skipped"), ("event", "events_skipped"))
                         if note in notes]
-            fingerprint = mysql_fingerprint.read(conn, target.database, resolved.content_sources(), left_out)
-            written = _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path)
+            fingerprint = mysql_fingerprint.read(conn, target.database, resolved.content_sources(), left_out,
+                                                 content=False)
+            # Content digests of the rows as written, redacted values included (not a second read).
+            digest = mysql_digest.InsertDigest()
+            written = _write_compressed(proc.stdout, resolved.dump_filter(plan.redact), path, digest)
             proc.finish()
+            fingerprint.content = digest.results(counts)
     conn.rollback()
     if resolved.non_transactional:
         extra["non_transactional_tables"] = resolved.non_transactional
@@ -755,17 +774,39 @@ def server_version(url: str) -> str:
         return str(_scalar(conn, "SELECT VERSION()"))
 
 
-def fingerprint(url: str, content: bool = True) -> Fingerprint:
-    """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot."""
+def fingerprint(url: str, content: bool = True, like: Fingerprint | None = None) -> Fingerprint:
+    """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot.
+
+    Content: the dump tool's rows through the backup's digester (mysql_digest), or, to compare
+    with a snapshot of an older relstep (``like``), the server-side sums it recorded."""
     target = _Target.from_url(url, DatabaseError)
     with _connect(target, DatabaseError) as conn:
         conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
             tables = _data_tables(_tables(conn, target.database))
-            return mysql_fingerprint.read(conn, target.database, {t: {} for t in tables}, content=content)
+            older = content and like is not None and bool(like.content) and not mysql_digest.made_by_dump(like)
+            found = mysql_fingerprint.read(conn, target.database, {t: {} for t in tables}, content=older)
+            if content and not older:
+                found.content = _digest_rows(conn, target, {t: _count(conn, t) for t in tables})
+            return found
         finally:
             conn.rollback()
+
+
+def _digest_rows(conn: Connection, target: _Target, counts: dict[str, int]) -> dict[str, Any]:
+    """Each table's content digest, from the rows the dump tool writes of it now (data only)."""
+    path = DUMP_TOOL.require()
+    tool = _Tool(path, tools.tool_version(path))
+    history, _ = _Plan.read(conn, target.database, DumpPlan(redact=())).history(
+        conn, target.database, tool, _has_dump_history(path))
+    with _option_file(target, path) as options:
+        argv = _client_argv(path, options, *_ROW_FLAGS, "--no-create-info", "--skip-triggers", "--no-tablespaces",
+                            "--skip-dump-date", *history, "--", target.database)
+        with _DumpProcess(argv, target, options) as proc:
+            found = mysql_digest.digest_lines(proc.stdout, counts)
+            proc.finish()
+    return found
 
 
 def row_counts(url: str) -> dict[str, int]:
