@@ -1,4 +1,4 @@
-"""MariaDB content digests come from the dump stream as written, and a re-dump of the restored database gives them again.
+"""MariaDB content digests come from the dump stream as written; a re-dump of the restored database gives them again.
 
 Real server, real mariadb-dump; the digests are checked against the dump file relstep wrote.
 """
@@ -51,7 +51,8 @@ def test_each_digest_is_of_the_rows_as_the_dump_file_holds_them(mysql_url: str, 
 
 def test_how_rows_are_grouped_into_statements_does_not_change_the_digest() -> None:
     one = [b"INSERT INTO `t` (`a`) VALUES (1),(2),(3);\n"]
-    three = [b"INSERT INTO `t` (`a`) VALUES (1),\n", b"(2);\n", b"-- a comment\n", b"INSERT INTO `t` (`a`) VALUES (3);\n"]
+    three = [b"INSERT INTO `t` (`a`) VALUES (1),\n", b"(2);\n", b"-- a comment\n",
+             b"INSERT INTO `t` (`a`) VALUES (3);\n"]
     routine = [b"DELIMITER ;;\n", b"INSERT INTO `t` (`a`) VALUES (9);\n", b"DELIMITER ;\n"]
 
     first = mysql_digest.digest_lines(one, {"t": 3})
