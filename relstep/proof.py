@@ -51,14 +51,19 @@ NO_PRIVILEGES = {kind: "--no-privileges left them out" for kind in ("grant", "re
 
 
 def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool,
-          left_out: Mapping[str, str] | None = None) -> Proof:
+          left_out: Mapping[str, str] | None = None, named_like_the_snapshot: str | None = None) -> Proof:
     """Compare the database at ``url`` with the manifest ``entry`` it was restored from.
 
     ``same_database``: ``url`` is the snapshot's own database, so what the engine keeps outside the
     dump (MariaDB's grants, SQLite's journal mode) is compared too.
     ``left_out``: kinds the restore was told to leave out -> why (``NO_OWNER``, ``NO_PRIVILEGES``);
-    they are not compared, and a note says so.  Raises the engine's error when the database cannot
-    be read; ValueError for a fingerprint this relstep cannot read.
+    they are not compared, and a note says so.
+    ``named_like_the_snapshot``: the URL of the database the restore will replace, when it has the
+    snapshot's database name and ``url`` (a staged copy) has another: what the server keeps under
+    that name (the engine's ``FINGERPRINT_KEPT_BY_NAME``: MariaDB's grants), which a load neither
+    brings nor removes, is compared there before anything is replaced.
+    Raises the engine's error when the database cannot be read; ValueError for a fingerprint this
+    relstep cannot read.
     """
     consistent = entry.row_counts_consistent
     recorded = entry.fingerprint
@@ -68,8 +73,14 @@ def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool
     actual = engine.fingerprint(url, like=expected)
     outside: dict[str, str] = {} if same_database else dict(getattr(engine, "FINGERPRINT_OUTSIDE_DUMP", {}))
     outside.update(left_out or {})
-    proof = Proof(FINGERPRINT, summary(expected, outside), compare(expected, actual, outside),
-                  tables=len(actual.content))
+    differences = compare(expected, actual, outside)
+    by_name = [k for k in getattr(engine, "FINGERPRINT_KEPT_BY_NAME", ()) if k in outside and k not in (left_out or {})]
+    if named_like_the_snapshot is not None and not same_database and by_name:
+        there = engine.fingerprint(named_like_the_snapshot, content=False)
+        differences += compare(_only(expected, by_name), _only(there, by_name))
+        for kind in by_name:
+            del outside[kind]
+    proof = Proof(FINGERPRINT, summary(expected, outside), differences, tables=len(actual.content))
     proof.notes += expected.notes
     proof.notes += [f"not compared: {plural(kind, 2)} ({why})" + ("" if kind in (left_out or {}) else
                                                                    ", since this restore went into another database")
@@ -81,6 +92,12 @@ def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool
         if content:
             proof.notes.append("content differs but was not read at the dump's instant: " + "; ".join(content))
     return proof
+
+
+def _only(fingerprint: Fingerprint, kinds: list[str]) -> Fingerprint:
+    """The objects of ``kinds`` alone (no content, no other kind)."""
+    return Fingerprint(engine=fingerprint.engine, objects={k: v for k, v in fingerprint.objects.items() if k in kinds},
+                       values={k: v for k, v in fingerprint.values.items() if k in kinds})
 
 
 def _by_row_counts(engine: Engine, entry: DatabaseEntry, url: str, consistent: bool) -> Proof:

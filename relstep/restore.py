@@ -417,7 +417,7 @@ def restore(
 
 
 def prove(url: str, chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions,
-          same_database: bool = False) -> None:
+          same_database: bool = False, named_like_the_snapshot: str | None = None) -> None:
     """Raise RestoreError unless the database at ``url`` equals the snapshot's entry: by its
     fingerprint (schema and content digests), by row counts for snapshots that have none.
 
@@ -430,7 +430,8 @@ def prove(url: str, chk: RestoreCheck, outcome: RestoreOutcome, options: Restore
     if options.no_privileges:
         left_out.update(NO_PRIVILEGES)
     try:
-        proof = prove_equal(chk.engine, chk.entry, url, same_database=same_database, left_out=left_out)
+        proof = prove_equal(chk.engine, chk.entry, url, same_database=same_database, left_out=left_out,
+                            named_like_the_snapshot=named_like_the_snapshot)
     except ValueError as exc:  # a fingerprint this relstep cannot read
         raise RestoreError(f"cannot check the restored database: {exc}") from exc
     outcome.tables = proof.tables
@@ -489,12 +490,16 @@ def _put_back(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOption
 
 def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
     started = time.monotonic()
-    options = replace(options, prove=lambda staged: prove(staged, chk, outcome, options), report=outcome.report)
+    same_name = _database_name(chk.target_url) == _database_name(chk.entry.url)
+    # A staged copy has another name: what the server keeps under the target's name (MariaDB's
+    # grants) is compared on the target itself, before the staged copy replaces anything.
+    options = replace(options, prove=lambda staged: prove(
+        staged, chk, outcome, options, named_like_the_snapshot=chk.target_url if same_name else None),
+        report=outcome.report)
     try:
         chk.engine.restore(chk.snapshot / chk.entry.path, chk.target_url, chk.entry.extra, options)
         if not outcome.proof:  # restored in place, nothing staged to prove first: prove the result
-            prove(chk.target_url, chk, outcome, options,
-                  same_database=_database_name(chk.target_url) == _database_name(chk.entry.url))
+            prove(chk.target_url, chk, outcome, options, same_database=same_name)
     except RelstepError as exc:
         if outcome.report.live_changed and outcome.safety_snapshot is not None:
             _put_back(chk, outcome, options)

@@ -85,6 +85,7 @@ FORMAT = "mariadb-dump-sql-zstd"
 DUMP_FILE = "dump.sql.zst"
 # Fingerprint kinds kept outside the dump: compared only against a database of the snapshot's own name.
 FINGERPRINT_OUTSIDE_DUMP = mysql_fingerprint.OUTSIDE_DUMP
+FINGERPRINT_KEPT_BY_NAME = mysql_fingerprint.KEPT_BY_NAME
 
 # FLUSH TABLES WITH READ LOCK first waits for running statements; while it waits,
 # new writes queue behind it.  Better a dump marked inconsistent than a stalled site.

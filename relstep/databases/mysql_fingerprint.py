@@ -30,6 +30,8 @@ NAME = "mysql"
 # Kinds kept outside the dump, so a restore into a database of another name cannot bring them:
 # kind -> why (for the proof's note).
 OUTSIDE_DUMP = {"grant": "the server keeps them under the database's name, outside the dump"}
+# Of those, what a restore into a database of the snapshot's name finds there, untouched by the load.
+KEPT_BY_NAME = ("grant",)
 
 _KEY_LINE = re.compile(r"^(?:(PRIMARY)|UNIQUE|FULLTEXT|SPATIAL|VECTOR)?\s*KEY\s*(`(?:[^`]|``)*`)?")
 _CONSTRAINT_LINE = re.compile(r"^CONSTRAINT\s+(`(?:[^`]|``)*`)")

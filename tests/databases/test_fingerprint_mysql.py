@@ -170,3 +170,33 @@ def test_an_unrestorable_backup_is_refused_before_anything_is_written(
     assert ran.code == 2, ran.out + ran.err
     assert ran.err.strip().splitlines()[-1] == f"relstep: config failed: {message}"
     assert [p.name for p in snapshots(folder)] == []
+
+
+def _title(url: str, post_id: int) -> str:
+    from relstep.databases import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql(f"SELECT title FROM Post WHERE id = {post_id}").scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_the_real_restore_into_the_snapshots_own_database_names_a_dropped_grant(
+    app: tuple[Path, str], reader: str
+) -> None:
+    """Where a lost MariaDB grant shows at the CLI: ``relstep restore`` into the database of the
+    snapshot's name.  (``verify --restore-test`` cannot: its scratch database has another name, under
+    which the server keeps no grant, and it says so; see test_the_restore_test_says_grants_were_not_compared.)
+    The grants are compared on the target before the proven staged copy replaces anything, so the
+    target keeps its rows."""
+    folder, url = app
+    snap = backup(folder)
+    execute(url, f"REVOKE SELECT ON Post FROM {reader}", "UPDATE Post SET title = 'after the backup' WHERE id = 3")
+
+    ran = relstep("restore", snap.name, "--yes", cwd=folder, input="")
+
+    assert ran.code == 9, ran.out + ran.err
+    assert f"the restored database differs: grant SELECT on Post to {reader} missing" in ran.err
+    assert _title(url, 3) == "after the backup"
