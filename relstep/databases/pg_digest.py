@@ -103,7 +103,10 @@ EMPTY = content(0, hashlib.sha256().hexdigest())   # an empty table, and a table
 
 
 class CopyDigest:
-    """Per-table SHA-256 and line count of COPY text data, fed in chunks (one thread per table)."""
+    """Per-table SHA-256 and line count of COPY text data, fed in chunks (one thread per table).
+
+    Feed it rows only: a table's data as pg_dump stores it (in any archive format) ends with
+    ``TRAILER``, which ``without_trailer`` checks and takes off."""
 
     def __init__(self) -> None:
         self._tables: dict[str, _Table] = {}
@@ -148,7 +151,7 @@ def _inflated(path: Path, raw_hash: Any) -> Iterator[bytes]:
         os.close(fd)
 
 
-def _without_trailer(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
+def without_trailer(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
     """The rows of a pg_dump data file: every byte but its end-of-data trailer, which must be there."""
     held = b""
     for chunk in chunks:
@@ -171,7 +174,7 @@ def _digest_file(path: Path, table: str | None, digest: CopyDigest) -> dict[str,
             for _ in chunks:
                 pass
         else:
-            for rows in _without_trailer(chunks, str(path)):
+            for rows in without_trailer(chunks, str(path)):
                 digest.feed(table, rows)
     except GZIP_READ_ERRORS as exc:
         raise DatabaseError(f"{path} is corrupt or truncated: {exc}") from exc
