@@ -552,16 +552,31 @@ def _dump_argv(tool: _Tool, options: _Options, target: _Target, excluded: Iterab
 def _write_compressed(source: IO[bytes], dump_filter: DumpFilter, path: Path,
                       digest: mysql_digest.InsertDigest) -> codec.Written:
     """Stream ``source`` through the filter into a private zstd file (the codec hashes it meanwhile)
-    and ``digest`` (the content digests of the rows as written)."""
+    and ``digest`` (the content digests of the rows as written), in blocks of whole lines."""
     with codec.create(path, compress=True, level=ZSTD_LEVEL, threads=-1) as out:
-        for line in source:
-            if dump_filter.active:
-                line = dump_filter.feed(line)
-            out.write(line)
-            digest.feed(line)
+        blocks = _filtered(source, dump_filter) if dump_filter.active else mysql_digest.whole_lines(
+            iter(lambda: source.read(CHUNK), b""))
+        for block in blocks:
+            out.write(block)
+            digest.feed(block)
         dump_filter.close()
     assert out.result is not None
     return out.result
+
+
+def _filtered(source: IO[bytes], dump_filter: DumpFilter) -> Iterator[bytes]:
+    """The filter's output, line by line, joined into blocks of about CHUNK bytes."""
+    batch: list[bytes] = []
+    size = 0
+    for line in source:
+        line = dump_filter.feed(line)
+        batch.append(line)
+        size += len(line)
+        if size >= CHUNK:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 @dataclass
@@ -805,7 +820,7 @@ def _digest_rows(conn: Connection, target: _Target, counts: dict[str, int]) -> d
         argv = _client_argv(path, options, *_ROW_FLAGS, "--no-create-info", "--skip-triggers", "--no-tablespaces",
                             "--skip-dump-date", *history, "--", target.database)
         with _DumpProcess(argv, target, options) as proc:
-            found = mysql_digest.digest_lines(proc.stdout, counts)
+            found = mysql_digest.digest_stream(iter(lambda: proc.stdout.read(CHUNK), b""), counts)
             proc.finish()
     return found
 

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from relstep.fingerprint import Fingerprint, TableContent
 
 METHOD = "dump"
-_INSERT = re.compile(rb"(?:INSERT(?: IGNORE)?|REPLACE) INTO `((?:[^`]|``)+)`")
-_VALUES = b" VALUES "
-_END = b";\n"
+# Where rows start (an INSERT's VALUES) or code starts (DELIMITER ;; before a routine or trigger
+# body, whose INSERTs are code, not rows), at the start of a line.
+_START = re.compile(rb"^(?:(?:INSERT(?: IGNORE)?|REPLACE) INTO `((?:[^`]|``)+)`[^\n]*? VALUES |DELIMITER ;;\n)",
+                    re.MULTILINE)
+_CODE_END = re.compile(rb"^DELIMITER ;\n", re.MULTILINE)
+_END = b";\n"   # a statement's end: inside rows a newline is escaped, so ";" + newline ends the INSERT
 
 
 def content(rows: int, sha256_hex: str) -> TableContent:
@@ -31,42 +35,47 @@ def content(rows: int, sha256_hex: str) -> TableContent:
 
 
 class InsertDigest:
-    """Feed it the dump's lines (after redaction); it digests each table's rows."""
+    """Feed it the dump's bytes (after redaction) in blocks of whole lines; it digests each table's rows.
+
+    Works on blocks, not lines (MariaDB's tool writes one row a line: a Python call per row would
+    cost more than the dump): a block is searched for statement starts, and each statement's rows
+    are hashed with their line breaks taken out in one ``replace``."""
 
     def __init__(self) -> None:
-        self._hashes: dict[str, hashlib._Hash] = {}
-        self._current: hashlib._Hash | None = None   # inside a statement that goes on past its line
-        self._in_routine = False
+        self._hashes: dict[str, Any] = {}
+        self._current: Any = None   # the hash of a statement that goes on in the next block
+        self._in_code = False       # inside DELIMITER ;; ... DELIMITER ;
 
-    def feed(self, line: bytes) -> None:
-        if self._current is not None:
-            self._end_or_continue(self._current, line)
-            return
-        if line.startswith(b"DELIMITER "):
-            # Routine and trigger bodies (between DELIMITER ;; and DELIMITER ;) are code, not rows.
-            self._in_routine = line.split() != [b"DELIMITER", b";"]
-            return
-        if self._in_routine or not line.startswith((b"INSERT", b"REPLACE")):
-            return
-        match = _INSERT.match(line)
-        start = line.find(_VALUES, match.end()) if match else -1
-        if match is None or start < 0:
-            return  # not a row statement the dump tool writes; the filter has judged it already
-        table = match.group(1).replace(b"``", b"`").decode("utf-8", "surrogateescape")
-        digest = self._hashes.get(table)
-        if digest is None:
-            digest = self._hashes[table] = hashlib.sha256()
-        else:
-            digest.update(b",")
-        self._end_or_continue(digest, memoryview(line)[start + len(_VALUES):])
-
-    def _end_or_continue(self, digest: hashlib._Hash, rows: bytes | memoryview) -> None:
-        if bytes(rows[-len(_END):]) == _END:
-            digest.update(rows[: -len(_END)])
-            self._current = None
-        else:  # the statement goes on: MariaDB's tool writes one row a line
-            digest.update(rows[:-1] if bytes(rows[-1:]) == b"\n" else rows)
-            self._current = digest
+    def feed(self, block: bytes) -> None:
+        pos = 0
+        while pos < len(block):
+            if self._in_code:
+                found = _CODE_END.search(block, pos)
+                if found is None:
+                    return
+                self._in_code, pos = False, found.end()
+            elif self._current is not None:
+                end = block.find(_END, pos)
+                rows = block[pos:] if end < 0 else block[pos:end]
+                self._current.update(rows.replace(b"\n", b""))
+                if end < 0:
+                    return
+                self._current, pos = None, end + len(_END)
+            else:
+                found = _START.search(block, pos)
+                if found is None:
+                    return
+                pos = found.end()
+                if found.group(1) is None:
+                    self._in_code = True
+                    continue
+                table = found.group(1).replace(b"``", b"`").decode("utf-8", "surrogateescape")
+                digest = self._hashes.get(table)
+                if digest is None:
+                    digest = self._hashes[table] = hashlib.sha256()
+                else:
+                    digest.update(b",")  # rows of the next statement go on the same list
+                self._current = digest
 
     def results(self, counts: Mapping[str, int]) -> dict[str, TableContent]:
         """Every table of ``counts`` (its rows in the dump) with its digest; a table without INSERTs is empty."""
@@ -75,10 +84,23 @@ class InsertDigest:
                 for table, rows in counts.items()}
 
 
-def digest_lines(lines: Iterable[bytes], counts: Mapping[str, int]) -> dict[str, TableContent]:
+def whole_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Blocks of whole lines from arbitrary chunks (the last line may lack its newline)."""
+    held = b""
+    for chunk in chunks:
+        data = held + chunk
+        cut = data.rfind(b"\n") + 1
+        held = data[cut:]
+        if cut:
+            yield data[:cut]
+    if held:
+        yield held
+
+
+def digest_stream(chunks: Iterable[bytes], counts: Mapping[str, int]) -> dict[str, TableContent]:
     digest = InsertDigest()
-    for line in lines:
-        digest.feed(line)
+    for block in whole_lines(chunks):
+        digest.feed(block)
     return digest.results(counts)
 
 

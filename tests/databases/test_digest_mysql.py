@@ -49,16 +49,19 @@ def test_each_digest_is_of_the_rows_as_the_dump_file_holds_them(mysql_url: str, 
             "table u: content differs"]
 
 
-def test_how_rows_are_grouped_into_statements_does_not_change_the_digest() -> None:
-    one = [b"INSERT INTO `t` (`a`) VALUES (1),(2),(3);\n"]
-    three = [b"INSERT INTO `t` (`a`) VALUES (1),\n", b"(2);\n", b"-- a comment\n",
-             b"INSERT INTO `t` (`a`) VALUES (3);\n"]
-    routine = [b"DELIMITER ;;\n", b"INSERT INTO `t` (`a`) VALUES (9);\n", b"DELIMITER ;\n"]
+def test_how_rows_are_grouped_into_statements_lines_and_chunks_does_not_change_the_digest() -> None:
+    one = b"INSERT INTO `t` (`a`) VALUES (1),(2),(3);\n"
+    three = b"INSERT INTO `t` (`a`) VALUES (1),\n(2);\n-- a comment\nINSERT INTO `t` (`a`) VALUES (3);\n"
+    code = (b"DELIMITER ;;\nCREATE TRIGGER x BEFORE INSERT ON t FOR EACH ROW\n"
+            b"INSERT INTO `t` (`a`) VALUES (9);;\nDELIMITER ;\n")
 
-    first = mysql_digest.digest_lines(one, {"t": 3})
-    assert mysql_digest.digest_lines(three, {"t": 3}) == first
-    assert mysql_digest.digest_lines([*routine, *one], {"t": 3}) == first
-    assert mysql_digest.digest_lines([b"INSERT INTO `t` (`a`) VALUES (1),(2),(4);\n"], {"t": 3}) != first
+    first = mysql_digest.digest_stream([one], {"t": 3})
+    assert mysql_digest.digest_stream([three], {"t": 3}) == first
+    # Cut anywhere (the stream arrives in pipe-sized chunks), with code in between: the same digest.
+    stream = code + three + code
+    assert all(mysql_digest.digest_stream([stream[:cut], stream[cut:]], {"t": 3}) == first
+               for cut in range(len(stream) + 1))
+    assert mysql_digest.digest_stream([b"INSERT INTO `t` (`a`) VALUES (1),(2),(4);\n"], {"t": 3}) != first
 
 
 def test_a_snapshot_of_an_older_relstep_is_compared_by_its_own_method(mysql_url: str, tmp_path: Path) -> None:
