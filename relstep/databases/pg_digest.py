@@ -105,20 +105,46 @@ EMPTY = content(0, hashlib.sha256().hexdigest())   # an empty table, and a table
 class CopyDigest:
     """Per-table SHA-256 and line count of COPY text data, fed in chunks (one thread per table).
 
-    Feed it rows only: a table's data as pg_dump stores it (in any archive format) ends with
-    ``TRAILER``, which ``without_trailer`` checks and takes off."""
+    ``feed`` takes rows only; ``feed_dump_data`` a table's data as pg_dump stores it (in any archive
+    format): the rows, then ``TRAILER``, which must be there and is not digested."""
 
     def __init__(self) -> None:
         self._tables: dict[str, _Table] = {}
         self._lock = threading.Lock()
 
-    def feed(self, table: str, chunk: bytes | memoryview) -> None:
+    def _state(self, table: str) -> _Table:
         state = self._tables.get(table)
         if state is None:
             with self._lock:
                 state = self._tables.setdefault(table, _Table())
+        return state
+
+    def feed(self, table: str, chunk: bytes | memoryview) -> None:
+        state = self._state(table)
         state.hash.update(chunk)
         state.rows += (chunk.tobytes() if isinstance(chunk, memoryview) else chunk).count(b"\n")
+
+    def feed_dump_data(self, table: str, chunks: Iterable[bytes], name: str) -> None:
+        """Rows and trailer of one table; DatabaseError naming ``name`` when the trailer is missing.
+        Large chunks are hashed and counted in place, without a copy (this runs over the whole dump)."""
+        state = self._state(table)
+        held = b""
+        for chunk in chunks:
+            if len(chunk) > len(TRAILER):
+                if held:
+                    self.feed(table, held)
+                end = len(chunk) - len(TRAILER)
+                state.hash.update(memoryview(chunk)[:end])
+                state.rows += chunk.count(b"\n", 0, end)
+                held = chunk[end:]
+            elif chunk:
+                data = held + chunk
+                cut = max(len(data) - len(TRAILER), 0)
+                if cut:
+                    self.feed(table, data[:cut])
+                held = data[cut:]
+        if held != TRAILER:
+            raise DatabaseError(f"{name} does not end like a pg_dump data file")
 
     def result(self, table: str) -> TableContent:
         state = self._tables.get(table)
@@ -139,7 +165,7 @@ def _inflated(path: Path, raw_hash: Any) -> Iterator[bytes]:
     try:
         for chunk in fsutil.read_chunks(fd):
             raw_hash.update(chunk)
-            data = bytes(chunk)
+            data: bytes | memoryview = chunk  # consumed at once (only unused_data is kept, as a copy)
             while data:
                 yield inflate.decompress(data)
                 data = inflate.unused_data if inflate.eof else b""
@@ -151,35 +177,18 @@ def _inflated(path: Path, raw_hash: Any) -> Iterator[bytes]:
         os.close(fd)
 
 
-def without_trailer(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
-    """The rows of a pg_dump data file: every byte but its end-of-data trailer, which must be there."""
-    held = b""
-    for chunk in chunks:
-        if not chunk:
-            continue
-        data = held + chunk
-        held = data[-len(TRAILER):]
-        if len(data) > len(TRAILER):
-            yield data[: -len(TRAILER)]
-    if held != TRAILER:
-        raise DatabaseError(f"{name} does not end like a pg_dump data file")
-
-
 def _digest_file(path: Path, table: str | None, digest: CopyDigest) -> dict[str, Any]:
     raw = hashlib.sha256()
-    size = 0
     try:
         chunks = _inflated(path, raw)
         if table is None:  # data of a table relstep does not digest: only hashed for the manifest
             for _ in chunks:
                 pass
         else:
-            for rows in without_trailer(chunks, str(path)):
-                digest.feed(table, rows)
+            digest.feed_dump_data(table, chunks, str(path))
     except GZIP_READ_ERRORS as exc:
         raise DatabaseError(f"{path} is corrupt or truncated: {exc}") from exc
-    size = path.stat().st_size
-    return {"size": size, "sha256": raw.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": raw.hexdigest()}
 
 
 def data_files(listing: str) -> dict[str, int]:
