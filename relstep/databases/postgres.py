@@ -812,8 +812,10 @@ def fingerprint(url: str, content: bool = True, like: Fingerprint | None = None)
         if like is not None and like.content and not pg_digest.made_by_dump(like):
             return pg_fingerprint.read(conn, _content_sources(tables, [], []))
         found = pg_fingerprint.read(conn, {})
-        found.content = pg_digest.read_tables(conn, {t.key: (t.sql, [c.name for c in t.columns]) for t in tables})
-        return found
+    if tables:
+        found.content = pg_digest.read_back(PSQL.require(), _Target.parse(url).tool_env(),
+                                            {t.key: (t.sql, [c.name for c in t.columns]) for t in tables})
+    return found
 
 
 def tool_versions() -> dict[str, str]:
