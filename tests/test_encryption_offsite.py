@@ -61,11 +61,12 @@ def _remote(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[
     return url, env, tree_files
 
 
-def offsite_only_app(tmp_path: Path, request: pytest.FixtureRequest, url: str, keep: int = 1) -> tuple[Path, str, Path]:
-    app, db_url, identity = encrypted_app(tmp_path, request, "sqlite")
+def offsite_only_app(tmp_path: Path, request: pytest.FixtureRequest, url: str,
+                     engine: str = "sqlite") -> tuple[Path, str, Path]:
+    app, db_url, identity = encrypted_app(tmp_path, request, engine)
     config = yaml.safe_load((app / "relstep.yml").read_text())
     config["encryption"]["offsite_only"] = True
-    write_config(app, {**config, "offsite": {"url": url, "required": True, "keep": keep}})
+    write_config(app, {**config, "offsite": {"url": url, "required": True, "keep": 1}})
     return app, db_url, identity
 
 
@@ -79,7 +80,7 @@ def delete_posts(url: str) -> None:
     db = create_engine(url)
     try:
         with db.begin() as conn:
-            conn.execute(text('DELETE FROM "Post"'))
+            conn.execute(text("DELETE FROM Post" if url.startswith("mysql") else 'DELETE FROM "Post"'))
     finally:
         db.dispose()
 
@@ -224,3 +225,31 @@ def test_offsite_only_copy_damage_and_a_wrong_identity_are_caught(
                                        "encryption does not authenticate")
     assert damaged.last_err.endswith("; the off-site copy is damaged")
     assert [p.name for p in (app / "backups/releases").iterdir()] == [".relstep.lock"], "nothing was left behind"
+
+
+@pytest.mark.parametrize("engine", ["postgres", "mysql"])
+def test_offsite_only_on_the_server_engines(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -> None:
+    """PostgreSQL's directory dump (files pg_dump writes itself) and MariaDB's stream go up encrypted
+    file by file, and come back restorable with the identity."""
+    url, env, remote_files = _remote("file", request, tmp_path)
+    app, db_url, identity = offsite_only_app(tmp_path, request, url, engine)
+    before = tables(db_url)
+    ran = relstep("run", "--version", "1.0.0", cwd=app, env=env, input="")
+    assert ran.code == 0, ran.err
+    snap = only_snapshot(app)
+    scan = Scan([ROW_VALUE, CODE_LINE, ENV_VALUE])
+    for where, data in remote_files().items():
+        scan.add(where, data)
+    assert scan.leaks() == []
+    local_scan = Scan([ROW_VALUE])
+    local_scan.add_tree("local", snap)
+    assert local_scan.leaks(), "the local dump is plain (and the scan could find the value)"
+
+    original = local_files(snap)
+    shutil.rmtree(snap)
+    delete_posts(db_url)
+    fetched = relstep("restore", "1.0.0", "--from-offsite", "--yes", "--identity", str(identity),
+                      cwd=app, env=env, input="")
+    assert fetched.code == 0, fetched.err
+    assert tables(db_url)["Post"] == before["Post"]
+    assert local_files(app / "backups/releases" / snap.name) == original

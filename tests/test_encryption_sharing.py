@@ -86,3 +86,40 @@ def test_unchanged_encrypted_code_files_are_shared_only_with_the_same_recipients
     assert not {p.stat().st_ino for p in after.values()} & {p.stat().st_ino for p in new.values()}
     assert manifest(third)["code"]["backend"]["linked"] == 0
     assert manifest(third)["encryption"]["recipients"] == [other_public]
+
+
+def test_a_changed_previous_ciphertext_is_never_shared(tmp_path: Path) -> None:
+    """The previous age file must still hold the ciphertext its manifest records, byte for byte."""
+    import os
+
+    import pyrage
+
+    from relstep import codec
+    from relstep.capture import code as code_capture
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.js").write_bytes(b"export const a = 1;\n")
+    (source / "b.js").write_bytes(b"export const b = 2;\n")
+    recipients = [pyrage.x25519.Identity.generate().to_public()]
+    first, second = tmp_path / "s1", tmp_path / "s2"
+    hashes: dict[str, dict] = {}
+    first.mkdir()
+    with codec.encrypting(first, recipients):
+        code_capture.capture_tree("app", source, first, (), {}, {}, hashes)
+    damaged = first / "code/app/a.js"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0x01   # same size, another last byte: only the checksum tells
+    os.chmod(damaged, 0o600)
+    damaged.write_bytes(bytes(data))
+
+    second.mkdir()
+    reuse = code_capture.previous_by_hash(first, hashes, encrypted=True)
+    new_hashes: dict[str, dict] = {}
+    with codec.encrypting(second, recipients):
+        summary = code_capture.capture_tree("app", source, second, (), {}, reuse, new_hashes)
+    assert summary.linked == 1
+    assert (second / "code/app/b.js").stat().st_ino == (first / "code/app/b.js").stat().st_ino
+    assert (second / "code/app/a.js").stat().st_ino != damaged.stat().st_ino
+    assert new_hashes["code/app/a.js"]["plain_sha256"] == hashes["code/app/a.js"]["plain_sha256"]
+    assert (second / "code/app/a.js").read_bytes() != bytes(data)
