@@ -20,6 +20,10 @@ same role ``.partial`` plays locally).
   ``~/.aws/credentials``, ``AWS_ENDPOINT_URL`` for S3-compatible servers); SFTP uses
   ``~/.ssh/config``, the agent, ``~/.ssh/id_*`` and ``~/.ssh/known_hosts``.
 
+* With ``encryption:`` set, a plain local snapshot (``offsite_only``) is encrypted file by file
+  on the way up and decrypted on the way back with the identity (:mod:`relstep.offsite_crypt`);
+  the remote manifest then records the ciphertexts' checksums, so every check above needs no key.
+
 ``fetch(config, name, dest)`` is the API ``restore``/``verify --from-offsite`` use.
 """
 
