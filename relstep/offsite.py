@@ -280,8 +280,8 @@ def _expected_remote(remote: Remote, name: str, local: Manifest,
     copy = Manifest.parse(top, f"{name}/{snapshot.MANIFEST} at {remote.shown}")
     if not offsite_crypt.is_encrypted_copy(copy):
         return all_files
-    own = copy.files.get(offsite_crypt.LOCAL_MANIFEST)
-    if own is None or own.plain_sha256 != all_files[snapshot.MANIFEST].sha256:
+    own = offsite_crypt.local_manifest_entry(copy, f"{name} at {remote.shown}")
+    if own.plain_sha256 != all_files[snapshot.MANIFEST].sha256:
         raise OffsiteError(f"the off-site copy of {name} at {remote.shown} holds another manifest than the "
                            "local snapshot; remove the remote copy and run `relstep offsite` again")
     offsite_crypt.check_local_manifest(copy, local, f"{name} at {remote.shown}")
@@ -432,11 +432,13 @@ def fetch(config: Config, name: str | None, dest: Path) -> Path:
             if identities is None:
                 (partial / snapshot.MANIFEST).write_bytes(top)
             else:
-                _decrypt_file(remote, name, offsite_crypt.LOCAL_MANIFEST, copy.files[offsite_crypt.LOCAL_MANIFEST],
+                _decrypt_file(remote, name, offsite_crypt.LOCAL_MANIFEST,
+                              offsite_crypt.local_manifest_entry(copy, f"{name} at {remote.shown}"),
                               partial / snapshot.MANIFEST, identities)
                 offsite_crypt.check_local_manifest(copy, Manifest.load(partial), f"{name} at {remote.shown}")
             files = {rel: entry for rel, entry in copy.files.items() if rel != offsite_crypt.LOCAL_MANIFEST}
-            with progress.task(f"downloading {name}", unit="bytes", total=copy.size) as task:
+            total = sum(meta.size for meta in files.values())
+            with progress.task(f"downloading {name}", unit="bytes", total=total) as task:
                 for rel, meta in sorted(files.items()):
                     target = partial / rel
                     if not target.resolve().is_relative_to(partial.resolve()):

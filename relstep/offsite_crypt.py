@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from relstep import codec
 from relstep.errors import OffsiteError
 from relstep.manifest import EncryptionEntry, FileEntry, Manifest
+
+if TYPE_CHECKING:
+    from relstep.config import Config
 
 LOCAL_MANIFEST = "MANIFEST.local.json"
 # Uploaded as they are: what an encrypted snapshot keeps plain besides its manifest.
@@ -30,7 +33,7 @@ PLAIN_FILES = frozenset({"VERSION.txt", "DEPLOYMENT_TYPE.txt"})
 CHUNK = 1024 * 1024
 
 
-def recipients_for(config: Any, manifest: Manifest) -> tuple[str, ...] | None:
+def recipients_for(config: Config, manifest: Manifest) -> tuple[str, ...] | None:
     """The public keys a local snapshot's off-site copy is encrypted to on the way, or None.
 
     A snapshot already encrypted goes up as it is.  A plain one is encrypted whenever
@@ -48,19 +51,19 @@ def is_encrypted_copy(manifest: Manifest) -> bool:
 
 
 class _RemoteSink:
-    """The end of the encrypting stage: counts, hashes and writes the ciphertext to the remote file."""
+    """The end of the encrypting stage: counts, hashes and writes the ciphertext to the remote file.
 
-    def __init__(self, out: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+    Called from pyrage's helper thread; nothing else touches it until the stage is closed."""
+
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.digest = hashlib.sha256()
         self.size = 0
-        self.on_bytes = on_bytes
 
     def write(self, data: bytes | memoryview) -> int:
         self.digest.update(data)
         self.out.write(data)
         self.size += len(data)
-        self.on_bytes(len(data))
         return len(data)
 
     def flush(self) -> None:
@@ -76,7 +79,7 @@ def encrypt_to(source: BinaryIO, out: BinaryIO, recipients: list[Any],
     """
     from relstep.encryption import Encrypting
 
-    sink = _RemoteSink(out, on_bytes)
+    sink = _RemoteSink(out)
     stage = Encrypting(sink, recipients)
     plain = hashlib.sha256()
     size = 0
@@ -85,6 +88,7 @@ def encrypt_to(source: BinaryIO, out: BinaryIO, recipients: list[Any],
             plain.update(chunk)
             size += len(chunk)
             stage.write(chunk)
+            on_bytes(len(chunk))   # progress in plaintext bytes, the upload's total, from this thread
     finally:
         stage.close()   # the last age chunk (or, after a failure, the end of the helper thread)
     entry = FileEntry(size=sink.size, sha256=sink.digest.hexdigest(), plain_sha256=plain.hexdigest())
@@ -141,6 +145,15 @@ def remote_manifest(local: Manifest, files: dict[str, FileEntry], recipients: Se
                                  offsite_only=True)
     remote = local.model_copy(update={"files": files, "schema_revision": None, "encryption": encryption})
     return remote.to_json().encode("utf-8")
+
+
+def local_manifest_entry(remote: Manifest, where: str) -> FileEntry:
+    """The entry of the encrypted local manifest an encrypted copy must hold."""
+    entry = remote.files.get(LOCAL_MANIFEST)
+    if entry is None or entry.plain_sha256 is None:
+        raise OffsiteError(f"{where} says it was encrypted on the way up but holds no encrypted {LOCAL_MANIFEST}; "
+                           "the copy cannot be trusted")
+    return entry
 
 
 def check_local_manifest(remote: Manifest, local: Manifest, where: str) -> None:
