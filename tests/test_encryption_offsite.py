@@ -253,3 +253,27 @@ def test_offsite_only_on_the_server_engines(tmp_path: Path, request: pytest.Fixt
     assert fetched.code == 0, fetched.err
     assert tables(db_url)["Post"] == before["Post"]
     assert local_files(app / "backups/releases" / snap.name) == original
+
+
+def test_a_plain_snapshot_goes_off_site_encrypted_once_recipients_are_set(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A snapshot made before `encryption:` was turned on is encrypted on the way, never uploaded plain."""
+    url, env, remote_files = _remote("file", request, tmp_path)
+    app, _db_url, _identity = encrypted_app(tmp_path, request, "sqlite")
+    config = yaml.safe_load((app / "relstep.yml").read_text())
+    encryption = config.pop("encryption")
+    write_config(app, config)
+    assert relstep("backup", "--version", "1.0.0", cwd=app, env=env, input="").code == 0
+    snap = only_snapshot(app)
+    assert json.loads((snap / "MANIFEST.json").read_text()).get("encryption") is None
+
+    write_config(app, {**config, "encryption": encryption, "offsite": {"url": url, "required": True}})
+    sent = relstep("offsite", "--snapshot", snap.name, cwd=app, env=env, input="")
+    assert sent.code == 0, sent.err
+    files = remote_files()
+    assert json.loads(files[f"{snap.name}/MANIFEST.json"])["encryption"]["offsite_only"] is True
+    scan = Scan([ROW_VALUE, CODE_LINE, ENV_VALUE, MIGRATION_NAME])
+    for where, data in files.items():
+        scan.add(where, data)
+    assert scan.leaks() == []
