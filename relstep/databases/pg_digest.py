@@ -26,6 +26,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import queue
 import re
 import threading
 import zlib
@@ -183,10 +184,36 @@ def _inflated(path: Path, raw_hash: Any) -> Iterator[bytes]:
         os.close(fd)
 
 
+_DONE = object()
+
+
+def _from_another_thread(chunks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+    """The items of ``chunks``, produced by a thread of their own meanwhile: one file is inflated
+    there while this thread hashes and counts it (the largest table's file is the backup's tail;
+    split in two stages it ends about twice as soon).  ``depth`` bounds the memory held between."""
+    handed: queue.Queue[Any] = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                handed.put(chunk)
+            handed.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            handed.put(exc)
+
+    producer = threading.Thread(target=produce, name="relstep-inflate", daemon=True)
+    producer.start()
+    while (item := handed.get()) is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    producer.join()
+
+
 def _digest_file(path: Path, table: str | None, digest: CopyDigest) -> dict[str, Any]:
     raw = hashlib.sha256()
     try:
-        chunks = _inflated(path, raw)
+        chunks = _inflated(path, raw) if table is None else _from_another_thread(_inflated(path, raw))
         if table is None:  # data of a table relstep does not digest: only hashed for the manifest
             for _ in chunks:
                 pass
