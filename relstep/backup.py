@@ -47,15 +47,6 @@ def check_inputs(config: Config) -> None:
             f"no database to back up; set database.url in {config.where} or the DATABASE_URL environment variable"
         )
     code_capture.check_sources(config.code)
-    if config.encryption is not None and not config.encryption.offsite_only:
-        encrypted_unsupported = [db.name for db in config.all_databases if engine_name(db.url) == "postgres"]
-        if encrypted_unsupported:
-            # pg_dump's directory format is written by pg_dump itself, as plaintext: refused until
-            # the streamed custom-format path exists, rather than leave a plain dump in the snapshot.
-            raise ConfigError(
-                f"encryption of PostgreSQL snapshots is not supported yet ({', '.join(encrypted_unsupported)}); "
-                f"remove encryption: from {config.where} or back that database up in a relstep.yml of its own"
-            )
     with engine_errors(BackupError):  # a missing driver is refused before the snapshot exists
         for db in config.all_databases:
             spec_for_url(db.url).require_driver()
@@ -107,7 +98,6 @@ def _left_out_of_code(config: Config) -> dict[Path, str]:
     layout puts the live database in the code (``backend/prisma/dev.db``), where a raw
     copy would keep every value the dump redacts.
     """
-    from relstep.databases import engine_name
 
     leave_out = {
         config.backup_root: "backup_root: snapshots are never copied into snapshots",

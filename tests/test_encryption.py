@@ -86,7 +86,7 @@ def only_snapshot(app: Path) -> Path:
     return snap
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "mysql"])
+@pytest.mark.parametrize("engine", ["sqlite", "mysql", "postgres"])
 def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     tmp_path: Path, request: pytest.FixtureRequest, engine: str
 ) -> None:
