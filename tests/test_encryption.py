@@ -207,17 +207,6 @@ def test_recipients_from_a_file_and_ssh_keys(tmp_path: Path, request: pytest.Fix
     assert ok.code == 0, ok.out + ok.err
 
 
-def test_postgres_encryption_is_refused_before_a_byte_is_written(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    app, url = make_app(tmp_path, request, "postgres")
-    identity = pyrage.x25519.Identity.generate()
-    write_config(app, {"database": {"url": url}, "encryption": {"recipients": [str(identity.to_public())]}})
-    ran = run("backup", "--version", "1.0.0", cwd=app)
-    assert ran.code == 2
-    assert "encryption of PostgreSQL snapshots is not supported yet (main)" in ran.last_err
-
-
 def test_keygen_never_overwrites(tmp_path: Path) -> None:
     path, public = keygen(tmp_path / "id.age")
     assert public.startswith("age1") and oct(path.stat().st_mode & 0o777) == "0o600"
@@ -262,3 +251,54 @@ def test_offsite_only_is_refused_until_the_encrypting_upload_exists(
     assert ran.code == 2
     assert ran.last_err.endswith("encryption.offsite_only is not supported yet; remove it to encrypt every snapshot "
                                  "(its off-site copies are then the encrypted files)")
+
+
+def _reencrypted(snap: Path, rel: str, identity: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` (same length) in the plaintext of ``rel``, re-encrypt it to the same
+    recipient as valid age (and valid zstd, where it was), and make the manifest's ciphertext entry
+    agree: only the plaintext checksum can tell."""
+    import hashlib
+
+    import zstandard
+
+    assert len(old) == len(new)
+    key = pyrage.x25519.Identity.from_str(identity.read_text().splitlines()[-1])
+    path = snap / rel
+    plain = pyrage.decrypt(path.read_bytes(), [key])
+    compressed = plain.startswith(b"\x28\xb5\x2f\xfd")
+    content = zstandard.ZstdDecompressor().decompressobj().decompress(plain) if compressed else plain
+    assert old.encode() in content, rel
+    content = content.replace(old.encode(), new.encode())
+    plain = zstandard.ZstdCompressor(write_checksum=True).compress(content) if compressed else content
+    data = pyrage.encrypt(plain, [key.to_public()])
+    os.chmod(path, 0o600)
+    path.write_bytes(data)
+    manifest_path = snap / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][rel].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    os.chmod(manifest_path, 0o600)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mysql", "postgres"])
+@pytest.mark.parametrize("which", ["dump", "environment"])
+def test_verify_with_the_identity_catches_other_content_encrypted_to_the_same_key(
+    tmp_path: Path, request: pytest.FixtureRequest, engine: str, which: str
+) -> None:
+    app, _url, identity = encrypted_app(tmp_path, request, engine)
+    assert run("backup", "--version", "1.0.0", cwd=app).code == 0
+    snap = only_snapshot(app)
+    if which == "dump":  # the database's largest file: SQLite's copy, MariaDB's SQL, PostgreSQL's archive
+        dump = max((p for p in (snap / "databases/main").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        rel, old = dump.relative_to(snap).as_posix(), ROW_VALUE
+    else:
+        rel, old = "environment.json", ENV_VALUE
+    _reencrypted(snap, rel, identity, old, "X" * len(old))
+
+    without = run("verify", "1.0.0", cwd=app)
+    assert without.code == 0, "without the key only the ciphertext can be checked, and it agrees"
+    keyed = run("verify", "1.0.0", "--identity", str(identity), cwd=app)
+    assert keyed.code == 8, keyed.out + keyed.err
+    assert (f"problem:  changed {rel}: its decrypted content's SHA-256 differs from the manifest's plain_sha256"
+            in keyed.out), keyed.out
+    assert keyed.last_err.startswith(f"relstep: verify failed: {snap.name}: changed {rel}: "), keyed.last_err
