@@ -5,6 +5,9 @@ killed with SIGKILL while it dumps and while it copies code (a seeded delay afte
 each appears). What it leaves under backup_root, the `.partial` folder included, is then scanned
 byte by byte (compressed streams opened) for a planted row value, code line and environment value,
 and every data file left must be age ciphertext (or empty: created, nothing written yet).
+
+PostgreSQL likewise: killed while pg_dump's custom-format stream is being written through the codec,
+and while relstep COPYs a redacted table's rows; no plaintext pg_dump directory or file is ever there.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pyrage
 import pytest
 
 from tests.helpers import init_repo, write_config
-from tests.reliability.support import fill_sqlite, partials, start_relstep, wait_for, write_code_tree
+from tests.reliability.support import fill_postgres, fill_sqlite, partials, start_relstep, wait_for, write_code_tree
 from tests.secret_scan import Scan
 
 SEED = int(os.environ.get("RELSTEP_KILL_SEED", "20261201"))
@@ -74,6 +77,77 @@ def test_kill_9_during_an_encrypted_backup_leaves_no_plaintext(tmp_path: Path, s
     assert scan.leaks() == []
     for partial in left:
         assert not list(partial.rglob(".sqlite-work-*")), "no plaintext working copy of the database"
+        for path in (p for p in partial.rglob("*") if p.is_file()):
+            if path.relative_to(partial).as_posix() in PLAIN_BY_DESIGN:
+                continue
+            data = path.read_bytes()
+            assert data == b"" or data.startswith(b"age-encryption.org/v1\n"), path
+
+
+PG_ROW_VALUE = "planted-pg-row-value-kill-9-3391"
+PG_COPIED_VALUE = "planted-pg-copied-value-kill-9-4417"   # in the redacted table's COPY file
+
+
+def _pg_app(tmp_path: Path, url: str) -> Path:
+    """~45 MB of rows pg_dump streams, and a 150k-row table with a redacted column that relstep COPYs."""
+    import psycopg
+
+    from relstep.databases import sqlalchemy_url
+
+    fill_postgres(url, 300_000)
+    parsed = sqlalchemy_url(url)
+    with psycopg.connect(host=parsed.host, port=parsed.port, user=parsed.username, dbname=parsed.database,
+                         autocommit=True) as conn:
+        conn.execute("INSERT INTO events (payload) VALUES (%s)", (PG_ROW_VALUE,))
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL, password text)")
+        conn.execute("INSERT INTO accounts SELECT g, md5(g::text) || '@example.com', 'pw' "
+                     "FROM generate_series(1, 150000) g")
+        conn.execute("INSERT INTO accounts VALUES (0, %s, 'pw')", (PG_COPIED_VALUE,))
+    app = tmp_path / "app"
+    write_code_tree(app / "backend", 50)
+    (app / ".gitignore").write_text("backups/\n")
+    init_repo(app)
+    public = str(pyrage.x25519.Identity.generate().to_public())
+    write_config(app, {"database": {"url": url, "redact": ["accounts.password"]}, "migrations": {"tool": "none"},
+                       "code": {"backend": "backend"}, "environment": {"planted": f"echo {ENV_VALUE}"},
+                       "encryption": {"recipients": [public]}})
+    return app
+
+
+def _started(root: Path, pattern: str) -> Path | None:
+    """The first file of ``pattern`` in a partial snapshot once a byte of it is on the disk."""
+    found = _first(root, pattern)
+    try:
+        return found if found is not None and found.stat().st_size > 0 else None
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.parametrize("stage", ["databases/main/pg_dump.custom.zst", "databases/main/redacted/*",
+                                   "databases/main/pg_dump.custom.zst"])
+def test_kill_9_during_an_encrypted_postgres_backup_leaves_no_plaintext(
+    tmp_path: Path, pg_url: str, stage: str
+) -> None:
+    app = _pg_app(tmp_path, pg_url)
+    root = app / "backups" / "releases"
+    rng = random.Random(f"{SEED}-pg-{stage}-{len(list(tmp_path.parent.iterdir()))}")
+    proc = start_relstep("backup", "--version", "1.0.0", cwd=app)
+    try:
+        wait_for(lambda: _started(root, stage), 120, f"the first byte of {stage}", proc=proc)
+        # A seeded delay after the stage began (not a wait for anything: where the kill lands).
+        os.sched_yield()
+        for _ in range(rng.randrange(0, 200_000)):
+            pass
+    finally:
+        proc.kill()
+        proc.communicate()
+    left = partials(root)
+    assert left, "killed after the snapshot was published: no partial to inspect"
+    scan = Scan([PG_ROW_VALUE, PG_COPIED_VALUE, ENV_VALUE])
+    scan.add_tree("backups", app / "backups")
+    assert scan.leaks() == []
+    for partial in left:
+        assert not (partial / "databases/main/pg_dump").exists(), "no plaintext pg_dump directory"
         for path in (p for p in partial.rglob("*") if p.is_file()):
             if path.relative_to(partial).as_posix() in PLAIN_BY_DESIGN:
                 continue
