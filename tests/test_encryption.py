@@ -67,9 +67,16 @@ def encrypted_app(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -
             conn.execute(text('UPDATE "Post" SET title = :v WHERE id = (SELECT min(id) FROM "Post")'
                               if engine != "mysql" else
                               "UPDATE Post SET title = :v ORDER BY id LIMIT 1"), {"v": ROW_VALUE})
-            if engine == "sqlite":
+            if engine == "postgres":  # the table as Prisma creates it
+                conn.execute(text('CREATE TABLE "_prisma_migrations" ("id" VARCHAR(36) PRIMARY KEY NOT NULL, '
+                                  '"checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ, '
+                                  '"migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ, '
+                                  '"started_at" TIMESTAMPTZ NOT NULL DEFAULT now(), '
+                                  '"applied_steps_count" INTEGER NOT NULL DEFAULT 0)'))
+            if engine in ("sqlite", "postgres"):
                 conn.execute(text('INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, '
-                                  "applied_steps_count) VALUES ('x', 'c', :m, '2026-03-01', 1)"), {"m": MIGRATION_NAME})
+                                  "finished_at, applied_steps_count) VALUES ('x', 'c', :m, '2026-03-01', "
+                                  "'2026-03-01', 1)"), {"m": MIGRATION_NAME})
     finally:
         db.dispose()
     (app / "backend/src/planted.js").write_text(CODE_LINE + "\n")
@@ -96,7 +103,7 @@ def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     assert ran.code == 0, ran.err
     snap = only_snapshot(app)
 
-    scan = Scan([ROW_VALUE, CODE_LINE, ENV_VALUE, *([MIGRATION_NAME] if engine == "sqlite" else [])])
+    scan = Scan([ROW_VALUE, CODE_LINE, ENV_VALUE, *([MIGRATION_NAME] if engine != "mysql" else [])])
     scan.add_tree("snapshot", snap)
     assert scan.leaks() == []
     # What list, prune and status read stays plain: version, type, times, sizes, checksums, recipients.
@@ -116,6 +123,10 @@ def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     plain = pyrage.decrypt((snap / "code/backend/src/planted.js").read_bytes(), ids)
     assert plain == (CODE_LINE + "\n").encode()
     assert hashlib.sha256(plain).hexdigest() == manifest["files"]["code/backend/src/planted.js"]["plain_sha256"]
+    if engine != "mysql":  # the planted migration is recorded, in the encrypted migrations.json only
+        migrations = json.loads(pyrage.decrypt((snap / "migrations.json").read_bytes(), ids))
+        assert MIGRATION_NAME in [m["name"] for m in migrations["applied"]], migrations
+        assert manifest["schema_revision"] is None
 
     show = run("show", "1.0.0", cwd=app)
     assert show.code == 0 and "encrypted to:    age, 1 recipient(s)" in show.out
@@ -143,7 +154,9 @@ def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     assert refused.last_err == (f"relstep: restore failed: {snap.name} is encrypted (age); pass --identity FILE or "
                                 "set RELSTEP_AGE_IDENTITY_FILE to the identity file of one of its recipients")
     assert tables(url) == changed, "refused before anything changed"
-    restored = run("restore", "1.0.0", "--yes", cwd=app, env={"RELSTEP_AGE_IDENTITY_FILE": str(identity)})
+    # --force: the planted migration is one the app's code does not have (the compat gate would stop).
+    restored = run("restore", "1.0.0", "--yes", *(["--force"] if engine != "mysql" else []), cwd=app,
+                   env={"RELSTEP_AGE_IDENTITY_FILE": str(identity)})
     assert restored.code == 0, restored.err
     after = tables(url)
     for table in ("Post",):
@@ -172,7 +185,7 @@ def test_wrong_key_and_tampered_byte_are_caught(tmp_path: Path, request: pytest.
     dump.write_bytes(bytes(data))
     tampered = run("verify", "1.0.0", cwd=app)
     assert tampered.code == 8 and "changed" in tampered.out + tampered.err
-    restore = run("restore", "1.0.0", "--yes", "--identity", str(identity), cwd=app)
+    restore = run("restore", "1.0.0", "--yes", "--force", "--identity", str(identity), cwd=app)
     assert restore.code == 8, restore.err
     assert "fails verification" in restore.last_err and "nothing was restored" in restore.last_err
 

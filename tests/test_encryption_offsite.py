@@ -13,11 +13,12 @@ from tests.test_encryption import CODE_LINE, ENV_VALUE, MIGRATION_NAME, ROW_VALU
 from tests.test_offsite import _s3_target, _sftp_target
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 @pytest.mark.parametrize("kind", ["s3", "sftp"])
 def test_the_off_site_copy_of_an_encrypted_snapshot_holds_no_value(
-    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, engine: str
 ) -> None:
-    app, _url, _identity = encrypted_app(tmp_path, request, "sqlite")
+    app, _url, _identity = encrypted_app(tmp_path, request, engine)
     if kind == "s3":
         s3: S3Server = request.getfixturevalue("s3_server")
         remote, env, _read, _names = _s3_target(s3, tmp_path)
@@ -50,3 +51,6 @@ def test_the_off_site_copy_of_an_encrypted_snapshot_holds_no_value(
         scan.add(f"{kind}:{where}", data)
     assert scan.leaks() == []
     assert files[f"{snap.name}/environment.json"].startswith(b"age-encryption.org/v1\n")
+    if engine == "postgres":  # the one streamed archive went off-site, encrypted; no pg_dump directory
+        assert files[f"{snap.name}/databases/main/pg_dump.custom.zst"].startswith(b"age-encryption.org/v1\n")
+        assert not [where for where in files if "/databases/main/pg_dump/" in where]
