@@ -38,6 +38,8 @@ def pg_db(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def reader_role() -> Iterator[str]:
+    import psycopg
+
     role = f"pgenc_reader_{uuid.uuid4().hex[:8]}"
     with pg() as conn:
         conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
@@ -46,8 +48,11 @@ def reader_role() -> Iterator[str]:
     finally:
         with pg() as conn:
             for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall():
-                with pg(db) as other:
-                    other.execute(f'DROP OWNED BY "{role}"')
+                try:
+                    with pg(db) as other:
+                        other.execute(f'DROP OWNED BY "{role}"')
+                except psycopg.OperationalError:
+                    continue  # another test's database, dropped meanwhile
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
@@ -223,3 +228,29 @@ def _rewrite_entry(snap: Path, rel: str) -> None:
     manifest["files"][rel].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
     os.chmod(manifest_path, 0o600)
     manifest_path.write_text(json.dumps(manifest, indent=2))
+
+
+def test_restore_test_after_backup_of_an_encrypted_snapshot_needs_the_identity(
+    tmp_path: Path, pg_url: str, reader_role: str
+) -> None:
+    import yaml
+
+    app, identity = _encrypted_pg_app(tmp_path, pg_url, reader_role)
+    config = yaml.safe_load((app / "relstep.yml").read_text())
+    config["database"]["restore_test_after_backup"] = True
+    write_config(app, config)
+
+    refused = run("backup", "--version", "1.0.0", cwd=app)
+    assert refused.code == 2
+    assert refused.last_err == (
+        "relstep: config failed: database.restore_test_after_backup (main) must read the new snapshot, which is "
+        f"encrypted; set RELSTEP_AGE_IDENTITY_FILE for the backup, or turn it off in {app / 'relstep.yml'} and run "
+        "`relstep verify --restore-test --identity FILE` where the identity is kept")
+    assert not (app / "backups/releases").exists() or not any((app / "backups/releases").iterdir())
+
+    # With the identity the restore test decrypts the new snapshot as a restore does (it read the
+    # ciphertext as a dump before, and the backup failed), and the snapshot is kept as written.
+    tested = run("backup", "--version", "1.0.0", cwd=app, env={"RELSTEP_AGE_IDENTITY_FILE": str(identity)})
+    assert tested.code == 0, tested.err
+    snap = only_snapshot(app)
+    assert (snap / "databases/main/pg_dump.custom.zst").read_bytes().startswith(AGE_MAGIC)
