@@ -451,8 +451,8 @@ def exp_encryption(bench: Bench) -> None:
     pg_url = database(bench, size)
     mine, base = _encrypted_and_plain(bench, "postgres", pg_url, public)
     bench.add(Row(f"backup encrypted vs plain ({size} MB PostgreSQL + code)", "s", mine, base, "<= 1.1x",
-                  mine <= 1.1 * base, "plain: pg_dump -Fd -j2 -Z1; encrypted: pg_dump -Fc -Z0, then zstd -3 (2 threads) "
-                  f"and age; median of {bench.args.repeat}, sides alternated"))
+                  mine <= 1.1 * base, "plain: pg_dump -Fd -j2 -Z1; encrypted: pg_dump -Fc -Z0, then zstd -3 "
+                  f"(2 threads) and age; median of {bench.args.repeat}, sides alternated"))
 
 
 def _encrypted_and_plain(bench: Bench, label: str, url: str, public: str) -> tuple[float, float]:

@@ -215,6 +215,13 @@ def test_postgres_no_key_wrong_key_and_a_tampered_byte_change_nothing(
     # The manifest made to agree with the tampered file: age's own authentication, checked chunk by
     # chunk as the stream is fed to pg_restore, stops the restore and the target stays as it was.
     _rewrite_entry(snap, "databases/main/pg_dump.custom.zst")
+    blind = run("verify", "1.0.0", cwd=app)
+    assert blind.code == 0, "without the identity only the ciphertext's checksum and age header are checked"
+    keyed = run("verify", "1.0.0", "--identity", str(identity), cwd=app)
+    assert keyed.code == 8
+    assert ("unreadable databases/main/pg_dump.custom.zst: "
+            f"{snap / 'databases/main/pg_dump.custom.zst'} is corrupt: its age encryption does not authenticate"
+            in keyed.out), keyed.out
     streamed = run("restore", "1.0.0", "--yes", "--identity", str(identity), cwd=app)
     assert streamed.code == 9, streamed.err
     assert ("databases/main/pg_dump.custom.zst is corrupt: its age encryption does not authenticate"
