@@ -12,6 +12,10 @@ Layout written into ``dest_dir`` (every file is listed in ``DumpInfo.files``)::
 
 Files are 0600 and folders 0700 (pg_dump runs under umask 077): they hold the data.
 
+An encrypted snapshot cannot hold pg_dump's own plaintext files: there ``pg_dump/`` is replaced by
+one ``pg_dump.custom.zst`` stream written through the codec (``postgres_encrypted``); everything
+else here (the snapshot, the redacted COPYs, the fingerprint) is the same code.
+
 Why this shape:
 
 * ``pg_dump`` cannot leave out a column, so a table with redacted columns is dumped schema-only
@@ -96,7 +100,7 @@ NAME = "postgresql"
 PG_DUMP, = registry.ENGINES["postgres"].dump_tools
 PG_RESTORE, PSQL = registry.ENGINES["postgres"].restore_tools
 FORMAT = "pg_dump-directory"
-DUMP_DIR = "pg_dump"
+DUMP_DIR = postgres_encrypted.DIRECTORY   # pg_restore finds it through postgres_encrypted.Archive
 REDACTED_DIR = "redacted"
 REDACTED_INDEX = "redacted.json"
 JOBS = 2                  # pg_dump/pg_restore --jobs: 2 measured fastest on the 2-core machines
