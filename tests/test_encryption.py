@@ -53,8 +53,12 @@ def keygen(where: Path) -> tuple[Path, str]:
     return where, public
 
 
-def encrypted_app(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -> tuple[Path, str, Path]:
-    """An app on ``engine`` whose snapshots are encrypted to a fresh identity; plants every kind of value."""
+def encrypted_app(tmp_path: Path, request: pytest.FixtureRequest, engine: str,
+                  recorded_migration: bool = False) -> tuple[Path, str, Path]:
+    """An app on ``engine`` whose snapshots are encrypted to a fresh identity; plants every kind of value.
+
+    ``recorded_migration``: SQLite and PostgreSQL also record MIGRATION_NAME as a finished Prisma
+    migration, one the app's code does not have (a restore then needs --force past the compat gate)."""
     keys = tmp_path / "keys"
     keys.mkdir()
     identity, public = keygen(keys / "team.age")
@@ -67,16 +71,18 @@ def encrypted_app(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -
             conn.execute(text('UPDATE "Post" SET title = :v WHERE id = (SELECT min(id) FROM "Post")'
                               if engine != "mysql" else
                               "UPDATE Post SET title = :v ORDER BY id LIMIT 1"), {"v": ROW_VALUE})
-            if engine == "postgres":  # the table as Prisma creates it
+            if engine == "postgres" and recorded_migration:  # the table as Prisma creates it
                 conn.execute(text('CREATE TABLE "_prisma_migrations" ("id" VARCHAR(36) PRIMARY KEY NOT NULL, '
                                   '"checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ, '
                                   '"migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ, '
                                   '"started_at" TIMESTAMPTZ NOT NULL DEFAULT now(), '
                                   '"applied_steps_count" INTEGER NOT NULL DEFAULT 0)'))
-            if engine in ("sqlite", "postgres"):
+            if engine == "sqlite" or (engine == "postgres" and recorded_migration):
+                # Without finished_at the migration is not applied, and migrations.json leaves it out.
                 conn.execute(text('INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, '
                                   "finished_at, applied_steps_count) VALUES ('x', 'c', :m, '2026-03-01', "
-                                  "'2026-03-01', 1)"), {"m": MIGRATION_NAME})
+                                  ":finished, 1)"), {"m": MIGRATION_NAME,
+                                                     "finished": "2026-03-01" if recorded_migration else None})
     finally:
         db.dispose()
     (app / "backend/src/planted.js").write_text(CODE_LINE + "\n")
@@ -97,7 +103,7 @@ def only_snapshot(app: Path) -> Path:
 def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     tmp_path: Path, request: pytest.FixtureRequest, engine: str
 ) -> None:
-    app, url, identity = encrypted_app(tmp_path, request, engine)
+    app, url, identity = encrypted_app(tmp_path, request, engine, recorded_migration=True)
     before = tables(url)
     ran = run("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 0, ran.err
@@ -185,7 +191,7 @@ def test_wrong_key_and_tampered_byte_are_caught(tmp_path: Path, request: pytest.
     dump.write_bytes(bytes(data))
     tampered = run("verify", "1.0.0", cwd=app)
     assert tampered.code == 8 and "changed" in tampered.out + tampered.err
-    restore = run("restore", "1.0.0", "--yes", "--force", "--identity", str(identity), cwd=app)
+    restore = run("restore", "1.0.0", "--yes", "--identity", str(identity), cwd=app)
     assert restore.code == 8, restore.err
     assert "fails verification" in restore.last_err and "nothing was restored" in restore.last_err
 
@@ -254,16 +260,16 @@ def test_the_codec_names_a_tampered_age_file_and_removes_a_failed_one(tmp_path: 
     assert not (tmp_path / "g").exists()
 
 
-def test_offsite_only_is_refused_until_the_encrypting_upload_exists(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_offsite_only_without_an_off_site_copy_is_refused(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     app, url = make_app(tmp_path, request, "sqlite")
     public = str(pyrage.x25519.Identity.generate().to_public())
     write_config(app, {"database": {"url": url}, "encryption": {"recipients": [public], "offsite_only": True}})
     ran = run("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 2
-    assert ran.last_err.endswith("encryption.offsite_only is not supported yet; remove it to encrypt every snapshot "
-                                 "(its off-site copies are then the encrypted files)")
+    assert ran.last_err.endswith("encryption.offsite_only is set but no off-site copy is configured, so nothing "
+                                 "would be encrypted; add offsite.url, or remove offsite_only to encrypt the local "
+                                 "snapshots")
+    assert not (app / "backups/releases").exists() or not any((app / "backups/releases").iterdir())
 
 
 def _reencrypted(snap: Path, rel: str, identity: Path, old: str, new: str) -> None:
