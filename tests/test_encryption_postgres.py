@@ -266,3 +266,31 @@ def test_restore_test_after_backup_of_an_encrypted_snapshot_needs_the_identity(
     assert tested.code == 0, tested.err
     snap = only_snapshot(app)
     assert (snap / "databases/main/pg_dump.custom.zst").read_bytes().startswith(AGE_MAGIC)
+
+
+def test_a_failing_encrypted_postgres_dump_leaves_no_file_and_says_why(tmp_path: Path) -> None:
+    """pg_dump (or the fingerprint beside it) fails on a table the role may not read: one line, exit 3,
+    no snapshot and no partial folder; pg_dump's process group is gone."""
+    with pg_role_database("owner") as (url, db):
+        with pg(db) as conn:  # the superuser's table in the app's database: the app's role cannot read it
+            conn.execute("CREATE TABLE secret_audit (id int PRIMARY KEY, what text)")
+            conn.execute("INSERT INTO secret_audit VALUES (1, 'x')")
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / ".gitignore").write_text("backups/\n")
+        from tests.helpers import init_repo
+
+        init_repo(app)
+        _identity, public = keygen(_keys(tmp_path) / "team.age")
+        write_config(app, {"database": {"url": url}, "migrations": {"tool": "none"},
+                           "encryption": {"recipients": [public]}})
+        ran = run("backup", "--version", "1.0.0", cwd=app)
+        assert ran.code == 3, ran.err
+        assert ran.last_err.startswith("relstep: backup failed: ") and "permission denied" in ran.last_err
+        root = app / "backups/releases"
+        left = [p.name for p in root.iterdir()] if root.exists() else []
+        assert left in ([], [".relstep.lock"]), "no snapshot, no .partial folder"
+        with pg() as conn:
+            dumping = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                   "AND application_name = 'pg_dump'", (db,)).fetchone()
+        assert dumping == (0,)
