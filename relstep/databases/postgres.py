@@ -660,25 +660,12 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
         sources = _content_sources(tables, excluded, redactions)
-        if streamed:
-            # Encrypted: one custom-format archive through the codec (postgres_encrypted).
-            args = postgres_encrypted.dump_args(pg_dump, snapshot, [t.sql for t in no_data])
-            with postgres_encrypted.dumping(args, target.tool_env(), dest_dir / postgres_encrypted.ARCHIVE) as run:
-                fingerprint = _fingerprint_of_dump(conn, sources)
-            assert run.done is not None
-            dumped = run.done
-        else:
-            dump_args = _pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data)
-            with tools.owned(tools.popen(dump_args, env=target.tool_env(), text=True)) as dumping:
-                fingerprint = _fingerprint_of_dump(conn, sources)
-                dumped = tools.finish(dumping)
+        fingerprint, dumped, archive = _pg_dump_beside(conn, sources, pg_dump, snapshot, dest_dir, no_data, target,
+                                                       streamed)
         # The fingerprint counted every table's rows in this snapshot: no second count(*) pass.
         counts = {t.key: fingerprint.content[t.key].rows for t in tables}
         _check_tool(dumped, target, DatabaseError)
-        written = _write_redacted(conn, dest_dir, redactions)
-        if streamed:
-            assert run.written is not None
-            written[postgres_encrypted.ARCHIVE] = run.written.entry()
+        written = {**_write_redacted(conn, dest_dir, redactions), **archive}
     files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
     # pg_dump wrote its directory itself, so the codec could not hash it on the way: read once now.
     hashes = {**codec.hash_files(dest_dir, (f for f in files if f not in written)), **written}
@@ -701,10 +688,35 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
     )
 
 
-def _fingerprint_of_dump(conn: Connection, sources: dict[str, str | None]) -> Fingerprint:
-    """The dump's fingerprint, read in the same snapshot while pg_dump writes (the scans overlap the
-    dump's); one call for both layouts, so how content digests are taken changes in one place."""
-    return pg_fingerprint.read(conn, sources)
+def _pg_dump_beside(
+    conn: Connection, sources: dict[str, str | None], pg_dump: str, snapshot: str, dest_dir: Path,
+    no_data: list[_Table], target: _Target, streamed: bool,
+) -> tuple[Fingerprint, subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
+    """Run pg_dump while the fingerprint is read in the same snapshot (the scans overlap the dump's):
+    (fingerprint, pg_dump's exit, the codec's entry of the encrypted archive or {}).
+
+    Plain: the directory format, pg_dump's own files.  Encrypted: one custom-format stream through
+    the codec (postgres_encrypted).  The fingerprint is one call for both, so how content digests
+    are taken changes in one place."""
+    if streamed:
+        args = postgres_encrypted.dump_args(pg_dump, snapshot, [t.sql for t in no_data])
+        running = postgres_encrypted.dumping(args, target.tool_env(), dest_dir / postgres_encrypted.ARCHIVE)
+    else:
+        running = _directory_dumping(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target)
+    with running as run:
+        fingerprint = pg_fingerprint.read(conn, sources)
+    assert run.done is not None
+    archive = {postgres_encrypted.ARCHIVE: run.written.entry()} if run.written is not None else {}
+    return fingerprint, run.done, archive
+
+
+@contextmanager
+def _directory_dumping(args: list[str], target: _Target) -> Iterator[postgres_encrypted.RunningDump]:
+    """``pg_dump`` writing its directory itself while the caller works; ``done`` once it has ended."""
+    result = postgres_encrypted.RunningDump()
+    with tools.owned(tools.popen(args, env=target.tool_env(), text=True)) as proc:
+        yield result
+        result.done = tools.finish(proc)
 
 
 def _require_client(tool: str, server_major: int, target: _Target) -> None:

@@ -81,18 +81,18 @@ def _thread(target: Any, *args: Any) -> threading.Thread:
 
 
 @dataclass
-class StreamedDump:
-    """A running ``pg_dump`` whose stdout is written through the codec (encrypted as written)."""
+class RunningDump:
+    """A running ``pg_dump``: its exit once it is done, and (streamed) the archive the codec wrote."""
 
     written: codec.Written | None = None
     done: subprocess.CompletedProcess[str] | None = None
 
 
 @contextmanager
-def dumping(args: list[str], env: Mapping[str, str], dest: Path) -> Iterator[StreamedDump]:
+def dumping(args: list[str], env: Mapping[str, str], dest: Path) -> Iterator[RunningDump]:
     """Run ``pg_dump`` while the caller reads the same snapshot (the fingerprint); on exit the archive is
     complete and ``done`` holds pg_dump's exit (the caller checks it).  On any failure the file is removed."""
-    result = StreamedDump()
+    result = RunningDump()
     errors = _Collected()
     copied = _Collected()
     writer = codec.create(dest, compress=True, threads=-1)
