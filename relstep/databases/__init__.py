@@ -58,7 +58,9 @@ def sqlalchemy_url(url: str):  # -> sqlalchemy.engine.URL
     """Parse a relstep database URL into a SQLAlchemy URL with relstep's driver.
 
     Prisma-style extras that drivers reject (``?schema=``, ``connection_limit``...)
-    are dropped; ``file:`` SQLite URLs become ``sqlite:///``.
+    are dropped; ``file:`` SQLite URLs become ``sqlite:///``.  A user or password given as a query
+    parameter (``?password=``, the engine's ``credential_params``) becomes the URL's own user or
+    password: every reader (the driver, the dump tools' environment or option file) takes it from there.
     """
     from sqlalchemy.engine import make_url
 
@@ -69,8 +71,17 @@ def sqlalchemy_url(url: str):  # -> sqlalchemy.engine.URL
             path = urlsplit(url).path
         url = "sqlite:///" + path
     parsed = make_url(url)
-    keep = {k: v for k, v in parsed.query.items() if k not in PRISMA_ONLY_PARAMS}
-    return parsed.set(drivername=spec.sqlalchemy_driver, query=keep)
+    fields: dict[str, str] = {}
+    for param, name in spec.credential_params:
+        if param in parsed.query:
+            value = parsed.query[param]
+            # A repeated parameter: the last one counts, as libpq and the drivers read it; and a
+            # query credential wins over the userinfo, as it does for libpq and PyMySQL.
+            fields[name] = value[-1] if isinstance(value, tuple) else value
+    dropped = PRISMA_ONLY_PARAMS | {param for param, _ in spec.credential_params}
+    keep = {k: v for k, v in parsed.query.items() if k not in dropped}
+    return parsed.set(drivername=spec.sqlalchemy_driver, query=keep, username=fields.get("username", parsed.username),
+                      password=fields.get("password", parsed.password))
 
 
 PRISMA_ONLY_PARAMS = {
@@ -82,8 +93,13 @@ def create_engine(url: str, **kwargs):  # -> sqlalchemy.engine.Engine
     from sqlalchemy import create_engine as sa_create_engine
     from sqlalchemy.pool import NullPool
 
-    spec_for_url(url).require_driver()  # one line naming the extra, not SQLAlchemy's import error
-    return sa_create_engine(sqlalchemy_url(url), poolclass=NullPool, **kwargs)
+    spec = spec_for_url(url)
+    spec.require_driver()  # one line naming the extra, not SQLAlchemy's import error
+    parsed = sqlalchemy_url(url)
+    if spec.password_as_utf8 and parsed.password is not None:
+        # connect_args override what the dialect takes from the URL: the password as bytes.
+        kwargs["connect_args"] = {"password": str(parsed.password).encode("utf-8"), **kwargs.get("connect_args", {})}
+    return sa_create_engine(parsed, poolclass=NullPool, **kwargs)
 
 
 def url_password(url: str) -> str | None:

@@ -1,0 +1,271 @@
+"""Database passwords, however a URL carries them, reach every connection relstep makes.
+
+Real accounts that need their password, on both server engines:
+
+* PostgreSQL: the shared server trusts every connection from 127.0.0.1, so it would accept any
+  password (or none) and prove nothing.  These tests start a private cluster
+  (``tests/reliability/support.py``'s ``PrivatePostgres``) whose ``pg_hba.conf`` asks every role but
+  ``postgres`` for its password (``scram-sha-256``): a pg_dump, pg_restore, psql or driver
+  connection without the right password is refused by the server.
+* MariaDB: an account created ``IDENTIFIED BY`` the password.
+
+The password holds every character a URL reserves (``/ @ : # ? % + & =``), a space and a
+non-Latin-1 character (``€``), percent-encoded in the URL, and is given either as the URL's userinfo
+or as a ``?password=`` query parameter.  ``backup``, ``verify --restore-test``, ``record``,
+``restore`` and ``doctor`` must all succeed, and the password must appear nowhere: not in any
+argv (strace records every execve), not on stdout/stderr, not in the CI files, not in any byte of
+the snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.helpers import all_bytes, clean_env, init_repo, relstep, write_config
+from tests.reliability.support import PrivatePostgres, relstep_argv, run_traced
+
+MY_HOST = os.environ.get("RELSTEP_TEST_MYSQL_HOST", "127.0.0.1")
+MY_PORT = int(os.environ.get("RELSTEP_TEST_MYSQL_PORT", "3306"))
+MY_ROOT = os.environ.get("RELSTEP_TEST_MYSQL_USER", "root")
+
+# Every URL-reserved character and a space, between pieces long enough to be searched for on their
+# own (a leak of half the password is a leak); and one with non-ASCII letters: 'é' is Latin-1 (which
+# PyMySQL used to encode a str password as, sending other bytes than the account's UTF-8 ones), '€' is
+# not Latin-1 at all (PyMySQL raised UnicodeEncodeError).
+PASSWORDS = {
+    "reserved": ("Rk2w/9pLm@4vQx:7hTz#Yb3n?Wc5s%Jd8f+Ge6 Hu&Ka1=No",
+                 ["Rk2w", "9pLm", "4vQx", "7hTz", "Yb3n", "Wc5s", "Jd8f", "Ge6 Hu", "Hu&Ka1", "Ka1=No"]),
+    "non-latin1": ("Zw3€Tq8éRv/5 Np#Lx",
+                   ["Zw3€Tq8", "Tq8éRv", "Rv/5", "5 Np", "Np#Lx"]),
+}
+DUMP_TOOLS = {"postgres": "pg_dump", "mysql": "mariadb-dump"}
+FORMS = ("userinfo", "query")
+
+
+def pieces(password: str) -> list[str]:
+    """The password as it may leak: whole, percent-encoded either way, or in pieces."""
+    return [password, quote(password, safe=""), quote(password), *PASSWORDS_PIECES[password]]
+
+
+PASSWORDS_PIECES = dict(PASSWORDS.values())
+
+
+@dataclass
+class Account:
+    """A database that only ``user`` with ``password`` may use, and how to reach it as an admin."""
+
+    engine: str
+    user: str
+    host: str
+    port: int
+    database: str
+
+    password: str
+
+    def url(self, form: str, password: str | None = None) -> str:
+        scheme = "postgresql" if self.engine == "postgres" else "mysql"
+        secret = quote(self.password if password is None else password, safe="")
+        if form == "userinfo":
+            return f"{scheme}://{self.user}:{secret}@{self.host}:{self.port}/{self.database}"
+        return f"{scheme}://{self.user}@{self.host}:{self.port}/{self.database}?password={secret}"
+
+    def query(self, sql: str) -> list[tuple]:
+        """Run SQL as the administrator (not through relstep)."""
+        if self.engine == "postgres":
+            import psycopg
+
+            with psycopg.connect(host=self.host, port=self.port, user="postgres", dbname=self.database,
+                                 autocommit=True) as conn:
+                cur = conn.execute(sql)
+                return list(cur.fetchall()) if cur.description else []
+        import pymysql
+
+        conn = pymysql.connect(host=self.host, port=self.port, user=MY_ROOT, password="", database=self.database,
+                               autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+
+# --------------------------------------------------------------------------- servers and accounts
+
+
+@pytest.fixture(scope="module")
+def password_pg() -> Iterator[PrivatePostgres]:
+    """A private cluster where every role but postgres must give its password."""
+    cluster = PrivatePostgres()
+    try:
+        hba = cluster.data / "pg_hba.conf"
+        hba.write_text("local all all trust\n"
+                       "host all postgres 127.0.0.1/32 trust\n"
+                       "host all all 127.0.0.1/32 scram-sha-256\n")
+        shutil.chown(hba, "postgres", "postgres") if cluster.as_user else None
+        cluster._run("pg_ctl", "-D", str(cluster.data), "reload")
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def _pg_account(cluster: PrivatePostgres, password: str) -> Iterator[Account]:
+    import psycopg
+    from psycopg import sql
+
+    name = f"creds_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(name),
+                                                                                sql.Literal(password)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(name)))
+    # The tables belong to the account, as an app's do.
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user=name, password=password, dbname=name,
+                         autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO items SELECT i, 'item-' || i FROM generate_series(1, 7) i")
+    try:
+        yield Account("postgres", name, "127.0.0.1", cluster.port, name, password)
+    finally:
+        with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+                                      "OR starts_with(datname, 'relstep_scratch_')", (name,)).fetchall():
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _mysql_account(password: str) -> Iterator[Account]:
+    import pymysql
+
+    from tests.conftest import _need
+
+    _need("MariaDB", MY_HOST, MY_PORT)
+    name = f"creds_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host=MY_HOST, port=MY_PORT, user=MY_ROOT, password="", autocommit=True,
+                           charset="utf8mb4")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+            for host in ("%", "localhost"):
+                cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (name, host, password))
+                # ALL on *.*: verify's restore test creates its scratch database beside this one.
+                cur.execute(f"GRANT ALL ON *.* TO '{name}'@'{host}'")
+            cur.execute(f"CREATE TABLE `{name}`.items (id int PRIMARY KEY, name varchar(50) NOT NULL)")
+            cur.execute(f"INSERT INTO `{name}`.items VALUES " + ", ".join(f"({i}, 'item-{i}')" for i in range(1, 8)))
+    finally:
+        conn.close()
+    try:
+        yield Account("mysql", name, MY_HOST, MY_PORT, name, password)
+    finally:
+        conn = pymysql.connect(host=MY_HOST, port=MY_PORT, user=MY_ROOT, password="", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+                for host in ("%", "localhost"):
+                    cur.execute(f"DROP USER IF EXISTS '{name}'@'{host}'")
+        finally:
+            conn.close()
+
+
+@pytest.fixture(params=list(PASSWORDS))
+def password(request: pytest.FixtureRequest) -> str:
+    return PASSWORDS[request.param][0]
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def account(request: pytest.FixtureRequest, password: str) -> Iterator[Account]:
+    if request.param == "postgres":
+        yield from _pg_account(request.getfixturevalue("password_pg"), password)
+    else:
+        yield from _mysql_account(password)
+
+
+def _app(tmp_path: Path, url: str) -> Path:
+    app = tmp_path / "app"
+    (app / "src").mkdir(parents=True)
+    (app / "src" / "server.js").write_text("// app\n")
+    (app / ".gitignore").write_text("backups/\n")
+    init_repo(app)
+    write_config(app, {"database": {"url": url}, "code": {"src": "src"}, "migrations": {"tool": "none"},
+                       "environment": {}})
+    return app
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(GITHUB_OUTPUT=str(tmp_path / "github_output"), GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
+                     GITHUB_ACTIONS="true", RELSTEP_DOTENV=str(tmp_path / "relstep.env"))
+
+
+def _leaks(password: str, produced: dict[str, bytes]) -> list[tuple[str, str]]:
+    return [(piece, where) for piece in pieces(password) for where, blob in produced.items()
+            if piece.encode() in blob]
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_command_connects_with_a_password_of_reserved_and_non_latin1_characters(
+    account: Account, form: str, tmp_path: Path
+) -> None:
+    url = account.url(form)
+    app = _app(tmp_path, url)
+    env = _env(tmp_path)
+
+    trace, code, out, err = run_traced(relstep_argv("backup", "--version", "1.0.0", "--json"), cwd=app, env=env,
+                                       log=tmp_path / "execve.strace")
+    assert code == 0, err
+    assert DUMP_TOOLS[account.engine] in trace.programs(), trace.programs()
+    snapshot = Path(json.loads(out)["snapshot"])
+    manifest = json.loads((snapshot / "MANIFEST.json").read_text())
+    (stored,) = [db["url"] for db in manifest["databases"].values()]
+    assert "***" in stored and account.database in stored, stored
+
+    verify = relstep("verify", "--restore-test", cwd=app, env=env)
+    assert verify.code == 0, verify.err
+    record = relstep("record", cwd=app, env=env)
+    assert record.code == 0, record.err
+    assert account.query('SELECT "version" FROM "ReleaseRecord"' if account.engine == "postgres"
+                         else "SELECT version FROM ReleaseRecord") == [("1.0.0",)]
+
+    account.query("DELETE FROM items WHERE id > 2")
+    restore = relstep("restore", "1.0.0", "--yes", cwd=app, env=env)
+    assert restore.code == 0, restore.err
+    assert account.query("SELECT id, name FROM items ORDER BY id") == [(i, f"item-{i}") for i in range(1, 8)]
+
+    doctor = relstep("doctor", cwd=app, env=env)
+    database_lines = [line for line in doctor.out.splitlines() if " database main " in line]
+    assert len(database_lines) == 1 and database_lines[0].startswith("ok"), doctor.out
+
+    ci = b"".join((tmp_path / name).read_bytes() for name in ("github_output", "summary.md", "relstep.env")
+                  if (tmp_path / name).exists())
+    produced = {
+        "argv": b"\n".join(b" ".join(args) for args in trace.argvs),
+        "output": "".join(r.out + r.err for r in (verify, record, restore, doctor)).encode() + (out + err).encode(),
+        "CI files": ci,
+        "snapshot": all_bytes(snapshot),
+    }
+    assert _leaks(account.password, produced) == []
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_wrong_password_is_refused_by_the_server(account: Account, form: str, tmp_path: Path) -> None:
+    """The control: these accounts really need their password, so the test above proves it arrived."""
+    app = _app(tmp_path, account.url(form, password=account.password[::-1]))
+    ran = relstep("backup", "--version", "1.0.0", cwd=app, env=_env(tmp_path))
+    assert ran.code == 3, ran.err
+    assert ran.last_err.startswith("relstep: backup failed: "), ran.err
+    assert ("authentication failed" if account.engine == "postgres" else "access denied") in ran.last_err
+    assert _leaks(account.password, {"output": (ran.out + ran.err).encode()}) == []
+    releases = app / "backups" / "releases"
+    assert {p.name for p in releases.iterdir()} <= {".relstep.lock"}  # no snapshot, no partial
