@@ -26,6 +26,7 @@ __all__ = [
     "sqlalchemy_url",
     "url_password",
     "url_passwords",
+    "with_database",
 ]
 
 
@@ -82,6 +83,31 @@ def sqlalchemy_url(url: str):  # -> sqlalchemy.engine.URL
     keep = {k: v for k, v in parsed.query.items() if k not in dropped}
     return parsed.set(drivername=spec.sqlalchemy_driver, query=keep, username=fields.get("username", parsed.username),
                       password=fields.get("password", parsed.password))
+
+
+def with_database(url: str, database: str | None) -> str:
+    """The same server, credentials and parameters naming another database (or none: ``""``).
+
+    Built from the URL as the drivers read it, with the user and password percent-encoded anew:
+    urllib reads an unencoded '/' or '?' in a password as the start of the path or query, so
+    replacing the path of ``urlsplit(url)`` gave a URL whose "port" was a piece of the password
+    (and a message that showed it).
+    """
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import URL, make_url
+
+    parsed = make_url(url)  # the scheme and query as written: sqlalchemy_url reads them again later
+    rest = URL.create(parsed.drivername, host=parsed.host, port=parsed.port, database=database or None,
+                      query=parsed.query).render_as_string()
+    scheme, _, location = rest.partition("://")
+    userinfo = ""
+    if parsed.username is not None:
+        userinfo = quote(parsed.username, safe="")
+        if parsed.password is not None:
+            userinfo += ":" + quote(str(parsed.password), safe="")
+        userinfo += "@"
+    return f"{scheme}://{userinfo}{location}"
 
 
 PRISMA_ONLY_PARAMS = {

@@ -49,7 +49,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from relstep import codec
 from relstep.databases import create_engine, mysql_fingerprint, redact_url, registry, sqlalchemy_url, tools
@@ -812,7 +811,9 @@ def check_files(db_dir: Path) -> None:
 
 
 def _with_database(url: str, database: str) -> str:
-    return urlsplit(url)._replace(path="/" + database).geturl()
+    from relstep.databases import with_database  # the one place that rebuilds a URL with its credentials
+
+    return with_database(url, database)
 
 
 @contextmanager

@@ -50,10 +50,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from relstep import codec
-from relstep.databases import create_engine, pg_fingerprint, redact_url, registry, sqlalchemy_url, tools
+from relstep.databases import create_engine, pg_fingerprint, redact_url, registry, sqlalchemy_url, tools, with_database
 from relstep.databases.base import (
     Column,
     DatabaseError,
@@ -269,7 +269,7 @@ def _quote_ident(name: str) -> str:
 
 def _database_url(url: str, dbname: str) -> str:
     """The same URL (credentials, query) naming another database on the same server."""
-    return urlsplit(url)._replace(path="/" + quote(dbname, safe="")).geturl()
+    return with_database(url, dbname)
 
 
 # --------------------------------------------------------------------------- SQL connections
