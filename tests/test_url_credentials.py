@@ -273,3 +273,30 @@ def test_a_wrong_password_is_refused_by_the_server(account: Account, case: tuple
     assert _leaks(account.password, {"output": (ran.out + ran.err).encode()}) == []
     releases = app / "backups" / "releases"
     assert {p.name for p in releases.iterdir()} <= {".relstep.lock"}  # no snapshot, no partial
+
+
+@pytest.mark.parametrize("case", [CASES[-1]], ids=["base64-unencoded"], indirect=True)
+def test_urls_given_on_the_command_line_are_read_like_database_url(account: Account, tmp_path: Path) -> None:
+    """`restore --database-url` and `verify --scratch-url`, pasted from a CI secret with a trailing
+    newline and an unencoded password: trimmed as database.url is, connected, and masked.  The
+    config's own URL is unusable (wrong password), so the command-line ones are what connected."""
+    url = account.url("unencoded")
+    app = _app(tmp_path, url)
+    env = _env(tmp_path)
+    assert relstep("backup", "--version", "1.0.0", cwd=app, env=env).code == 0
+    write_config(app, {"database": {"url": account.url("unencoded", password="wrong-password-1")},
+                       "code": {"src": "src"}, "migrations": {"tool": "none"}, "environment": {}})
+
+    verify = relstep("verify", "--restore-test", "--scratch-url", f" {url}\n", cwd=app, env=env)
+    assert verify.code == 0, verify.err
+    account.query("DELETE FROM items")
+    restore = relstep("restore", "1.0.0", "--yes", "--database-url", f"{url}\n", cwd=app, env=env)
+    assert restore.code == 0, restore.err
+    assert account.query("SELECT count(*) FROM items") == [(7,)]
+    # A failure names the URL with its password masked, every piece of it.
+    bad = url.replace(f":{account.port}/", ":1/")
+    failed = relstep("restore", "1.0.0", "--yes", "--database-url", bad, cwd=app, env=env)
+    assert failed.code != 0 and failed.last_err.startswith("relstep: restore failed: "), failed.err
+    assert ":***@" in failed.last_err, failed.last_err
+    outputs = (verify.out + verify.err + restore.out + restore.err + failed.out + failed.err).encode()
+    assert _leaks(account.password, {"output": outputs}) == []

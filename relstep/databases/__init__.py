@@ -16,6 +16,8 @@ __all__ = [
     "ENGINES",
     "EngineSpec",
     "absolute_url",
+    "clean_url",
+    "command_line_url",
     "create_engine",
     "engine_for",
     "engine_name",
@@ -24,8 +26,8 @@ __all__ = [
     "scheme_of",
     "spec_for_url",
     "sqlalchemy_url",
-    "url_password",
     "url_passwords",
+    "url_problem",
     "with_database",
 ]
 
@@ -128,12 +130,48 @@ def create_engine(url: str, **kwargs):  # -> sqlalchemy.engine.Engine
     return sa_create_engine(parsed, poolclass=NullPool, **kwargs)
 
 
-def url_password(url: str) -> str | None:
-    """The password in a database URL (to register with the masking filter), or None."""
+def clean_url(url: str) -> str:
+    """A URL copied with a trailing newline or padded with spaces (``$(cat file)``, a CI secret)
+    is taken trimmed: no database URL begins or ends with whitespace."""
+    return url.strip()
+
+
+_BAD_PORT = ("has a port that is not a number from 1 to 65535; write host:PORT, and percent-encode "
+             "':' '/' '@' in the password")
+
+
+def url_problem(url: str) -> str | None:
+    """Why the drivers cannot read this URL (the words after the URL in a message), or None."""
+    from relstep.errors import RelstepError
+
     try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+        port = sqlalchemy_url(url).port
+    except RelstepError:
+        raise
+    except ValueError:  # SQLAlchemy's int() of a port that is not a number
+        return _BAD_PORT
+    except Exception as exc:  # SQLAlchemy's ArgumentError: a URL it cannot read at all
+        return f"is not a valid database URL ({type(exc).__name__})"
+    return _BAD_PORT if port is not None and not 0 < port < 65536 else None
+
+
+def command_line_url(url: str, option: str, phase: str) -> str:
+    """A database URL given as a command-line option, read as ``database.url`` is: trimmed, its
+    passwords masked from now on, and a URL the drivers cannot read is bad input (exit 2)."""
+    from relstep.errors import InputError
+    from relstep.masking import register_secret
+
+    url = clean_url(url)
+    for secret in url_passwords(url):
+        register_secret(secret)
+    try:
+        spec_for_url(url)
+        problem = url_problem(url)
+    except InputError as exc:
+        raise InputError(f"{option}: {exc.message}", phase=phase) from None
+    if problem:
+        raise InputError(f"{option} {redact_url(url)} {problem}", phase=phase)
+    return url
 
 
 def redact_url(url: str) -> str:
@@ -151,7 +189,8 @@ _CREDENTIALS = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<
 
 
 def url_passwords(url: str) -> list[str]:
-    """Every string a URL's password may be read as (by urllib, by SQLAlchemy, up to the last '@').
+    """Every string a URL's password may be read as (by urllib, by SQLAlchemy, up to the last '@',
+    as a query parameter).
 
     The readings differ when the password holds unencoded URL characters; all of them, and the
     pieces an '@' splits them into, are secret (for ``relstep.masking.register_secret``).
@@ -172,4 +211,7 @@ def url_passwords(url: str) -> list[str]:
     except (ArgumentError, ValueError):
         readings.append("")  # SQLAlchemy cannot read the URL at all, so it reads no password either
     pieces = [piece for reading in readings for piece in reading.split("@")]
-    return [r for r in dict.fromkeys([*readings, *pieces]) if r]
+    from relstep.masking import url_secrets
+
+    # and the values of credential parameters: ?password=, &sslpassword=, ...
+    return [r for r in dict.fromkeys([*readings, *pieces, *url_secrets(url)]) if r]
