@@ -300,3 +300,121 @@ def test_urls_given_on_the_command_line_are_read_like_database_url(account: Acco
     assert ":***@" in failed.last_err, failed.last_err
     outputs = (verify.out + verify.err + restore.out + restore.err + failed.out + failed.err).encode()
     assert _leaks(account.password, {"output": outputs}) == []
+
+
+# --------------------------------------------------------------------------- sslpassword
+
+
+KEY_PASSPHRASE = "Kp4/Vx9 Lm#Qr2€Ws"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    import subprocess
+
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tls_pg() -> Iterator[tuple[PrivatePostgres, Path]]:
+    """A private cluster that lets roles in only with a client certificate (``cert`` in pg_hba.conf),
+    and a folder with a CA, the server's certificate and the means to sign client certificates."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cluster = PrivatePostgres()
+    pki = cluster.base / "pki"
+    pki.mkdir()
+    try:
+        _openssl("req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-days", "2", "-subj", "/CN=relstep-ca",
+                 "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
+        _openssl("req", "-new", "-nodes", "-newkey", "rsa:2048", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+                 "-out", "server.csr", cwd=pki)
+        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-days", "2", "-out", "server.crt", cwd=pki)
+        for name in ("ca.crt", "server.crt", "server.key"):
+            (pki / name).chmod(0o600)
+            if cluster.as_user:
+                shutil.chown(pki / name, "postgres", "postgres")
+        with (cluster.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"ssl = on\nssl_cert_file = '{pki / 'server.crt'}'\nssl_key_file = '{pki / 'server.key'}'\n"
+                       f"ssl_ca_file = '{pki / 'ca.crt'}'\n")
+        (cluster.data / "pg_hba.conf").write_text("local all all trust\n"
+                                                  "host all postgres 127.0.0.1/32 trust\n"
+                                                  "hostssl all all 127.0.0.1/32 cert\n")
+        cluster.stop("fast")
+        cluster.start()
+        yield cluster, pki
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def cert_account(tls_pg: tuple[PrivatePostgres, Path], tmp_path: Path) -> Iterator[tuple[Account, str]]:
+    """A role that logs in with a client certificate whose key is encrypted with KEY_PASSPHRASE;
+    yields the account and the URL's TLS parameters (sslpassword included, encoded)."""
+    import psycopg
+    from psycopg import sql
+
+    cluster, pki = tls_pg
+    name = f"creds_{uuid.uuid4().hex[:10]}"
+    client = tmp_path / "client"
+    client.mkdir()
+    _openssl("req", "-new", "-newkey", "rsa:2048", "-subj", f"/CN={name}", "-passout", f"pass:{KEY_PASSPHRASE}",
+             "-keyout", "client.key", "-out", "client.csr", cwd=client)
+    _openssl("x509", "-req", "-in", "client.csr", "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
+             "-CAcreateserial", "-days", "2", "-out", "client.crt", cwd=client)
+    (client / "client.key").chmod(0o600)
+    assert b"ENCRYPTED" in (client / "client.key").read_bytes()
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(name)))
+    account = Account("postgres", name, "127.0.0.1", cluster.port, name, KEY_PASSPHRASE)
+    # The tables belong to the account (created through the administrator, then handed over).
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname=name, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO items SELECT i, 'item-' || i FROM generate_series(1, 7) i")
+        conn.execute(sql.SQL("ALTER TABLE items OWNER TO {}").format(sql.Identifier(name)))
+    params = (f"sslmode=require&sslcert={quote(str(client / 'client.crt'))}&sslkey={quote(str(client / 'client.key'))}"
+              f"&sslpassword={quote(KEY_PASSPHRASE, safe='')}")
+    try:
+        yield account, params
+    finally:
+        with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+                                      "OR starts_with(datname, 'relstep_scratch_')", (name,)).fetchall():
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_the_client_key_passphrase_sslpassword_reaches_pg_dump_pg_restore_and_psql(
+    cert_account: tuple[Account, str], tmp_path: Path
+) -> None:
+    """libpq reads ``sslpassword`` from no environment variable; relstep hands it to the tools in a
+    service file that lives in memory only, so the encrypted client key opens for them too."""
+    account, params = cert_account
+    url = f"postgresql://{account.user}@{account.host}:{account.port}/{account.database}?{params}"
+    app = _app(tmp_path, url)
+    env = _env(tmp_path)
+    trace, code, out, err = run_traced(relstep_argv("backup", "--version", "1.0.0", "--json"), cwd=app, env=env,
+                                       log=tmp_path / "execve.strace")
+    assert code == 0, err
+    assert "pg_dump" in trace.programs()
+    verify = relstep("verify", "--restore-test", cwd=app, env=env)
+    assert verify.code == 0, verify.err
+    account.query("DELETE FROM items")
+    restore = relstep("restore", "1.0.0", "--yes", cwd=app, env=env)
+    assert restore.code == 0, restore.err
+    assert account.query("SELECT count(*) FROM items") == [(7,)]
+    record = relstep("record", cwd=app, env=env)
+    assert record.code == 0, record.err
+    snapshot = Path(json.loads(out)["snapshot"])
+    produced = {
+        "argv": b"\n".join(b" ".join(args) for args in trace.argvs),
+        "environment": b"\n".join(trace.environs),  # not even the tools' environment holds it
+        "output": "".join(r.out + r.err for r in (verify, restore, record)).encode() + (out + err).encode(),
+        "snapshot": all_bytes(snapshot),
+    }
+    assert [(p, w) for p in (KEY_PASSPHRASE, quote(KEY_PASSPHRASE, safe=""), "Kp4/Vx9", "Qr2€Ws")
+            for w, blob in produced.items() if p.encode() in blob] == []
+    assert not list(tmp_path.rglob("*service*")) and not list(app.rglob("*.conf"))  # nothing on disk

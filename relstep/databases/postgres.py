@@ -223,6 +223,7 @@ class _Target:
         password = None if parsed.password is None else str(parsed.password)
         if password is not None:
             env["PGPASSWORD"] = password
+        env.update(_sslpassword_env(query))
         return cls(
             url=url,
             host=env.get("PGHOST") or os.environ.get("PGHOST") or "localhost",
@@ -256,6 +257,22 @@ class _Target:
         return self.mask(
             sentence.format(host=self.host, port=self.port, db=self.dbname, user=self.user, url=redact_url(self.url))
         )
+
+
+def _sslpassword_env(query: Mapping[str, str]) -> dict[str, str]:
+    """The client key's passphrase (``?sslpassword=``) for the tools: libpq reads it from no
+    environment variable, and argv is out, so it goes in a service file held in memory only
+    (``tools.memory_file``).  A URL naming its own ``service`` keeps that service (whose
+    pg_service.conf entry may hold sslpassword itself)."""
+    value = query.get("sslpassword")
+    if not value or query.get("service"):
+        return {}
+    if "\n" in value or "\r" in value:  # a service file holds one setting a line
+        raise DatabaseError("the URL's sslpassword holds a line break, which libpq's tools cannot be given; "
+                            "change the client key's passphrase")
+    service = "relstep"
+    path = tools.memory_file(f"[{service}]\nsslpassword={value}\n".encode())
+    return {"PGSERVICEFILE": path, "PGSERVICE": service}
 
 
 def _first_line(text: str) -> str:
