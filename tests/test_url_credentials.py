@@ -138,12 +138,20 @@ def _pg_account(cluster: PrivatePostgres, password: str) -> Iterator[Account]:
     try:
         yield Account("postgres", name, "127.0.0.1", cluster.port, name, password)
     finally:
-        with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
-            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
-                                      "OR starts_with(datname, 'relstep_scratch_')", (name,)).fetchall():
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+        _drop_pg_account(cluster, name)
+
+
+def _drop_pg_account(cluster: PrivatePostgres, name: str) -> None:
+    """The role, its database, the copies a restore kept and the scratch databases left behind."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+                                  "OR starts_with(datname, 'relstep_scratch_')", (name,)).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def _mysql_account(password: str) -> Iterator[Account]:
@@ -379,12 +387,7 @@ def cert_account(tls_pg: tuple[PrivatePostgres, Path], tmp_path: Path) -> Iterat
     try:
         yield account, params
     finally:
-        with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
-            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
-                                      "OR starts_with(datname, 'relstep_scratch_')", (name,)).fetchall():
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+        _drop_pg_account(cluster, name)
 
 
 def test_the_client_key_passphrase_sslpassword_reaches_pg_dump_pg_restore_and_psql(
