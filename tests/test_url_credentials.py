@@ -421,3 +421,19 @@ def test_the_client_key_passphrase_sslpassword_reaches_pg_dump_pg_restore_and_ps
     assert [(p, w) for p in (KEY_PASSPHRASE, quote(KEY_PASSPHRASE, safe=""), "Kp4/Vx9", "Qr2€Ws")
             for w, blob in produced.items() if p.encode() in blob] == []
     assert not list(tmp_path.rglob("*service*")) and not list(app.rglob("*.conf"))  # nothing on disk
+
+
+def test_a_one_letter_password_leaves_the_message_readable(password_pg: PrivatePostgres, tmp_path: Path) -> None:
+    """The server refuses the wrong one-letter password 'p'; the message is whole, not '***assword'."""
+    made = _pg_account(password_pg, PASSWORDS["reserved"][0])
+    account = next(made)
+    try:
+        app = _app(tmp_path, account.url("userinfo", password="p"))
+        ran = relstep("backup", "--version", "1.0.0", cwd=app, env=_env(tmp_path))
+        assert ran.code == 3, ran.err
+        assert ran.last_err == (
+            f"relstep: backup failed: authentication failed for user {account.user} on PostgreSQL at 127.0.0.1:"
+            f"{account.port}, database {account.database} (postgresql://{account.user}:***@127.0.0.1:{account.port}/"
+            f"{account.database}); check the password")
+    finally:
+        made.close()  # drops the account

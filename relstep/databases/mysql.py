@@ -145,8 +145,10 @@ class _Target:
         return redact_url(self.url)
 
     def mask(self, text: str) -> str:
-        """Hide the password in text that came from a server or a tool."""
-        return text.replace(self.password, "***") if self.password else text
+        """Hide the password in text that came from a server or a tool (as a whole token)."""
+        from relstep.masking import mask_known
+
+        return mask_known(text, self.password)
 
 
 def _option_value(value: str) -> str:

@@ -50,7 +50,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote
 
 from relstep import codec
 from relstep.databases import create_engine, pg_fingerprint, redact_url, registry, sqlalchemy_url, tools, with_database
@@ -240,11 +239,10 @@ class _Target:
         return {**os.environ, **self.env}
 
     def mask(self, text: str) -> str:
-        """Text with the password, plain or percent-encoded, replaced by ***."""
-        if self.password:
-            for form in {self.password, quote(self.password, safe="")}:
-                text = text.replace(form, "***")
-        return text
+        """Text with the password, plain or percent-encoded, replaced by *** (as a whole token)."""
+        from relstep.masking import mask_known
+
+        return mask_known(text, self.password)
 
     def connect_failure(self, message: str) -> str:
         """One sentence for a failed connection, naming host and database but never the password."""
