@@ -286,12 +286,17 @@ def test_a_wrong_password_is_refused_by_the_server(account: Account, case: tuple
 @pytest.mark.parametrize("case", [CASES[-1]], ids=["base64-unencoded"], indirect=True)
 def test_urls_given_on_the_command_line_are_read_like_database_url(account: Account, tmp_path: Path) -> None:
     """`restore --database-url` and `verify --scratch-url`, pasted from a CI secret with a trailing
-    newline and an unencoded password: trimmed as database.url is, connected, and masked.  The
+    newline and an unencoded password: trimmed as database.url is (itself from `${VAR:-default}`
+    here), connected, and masked.  The
     config's own URL is unusable (wrong password), so the command-line ones are what connected."""
     url = account.url("unencoded")
-    app = _app(tmp_path, url)
+    # The backup's URL comes from a ${VAR:-default} holding it with a trailing newline, as a CI
+    # secret often does.
+    app = _app(tmp_path, "${CREDS_DATABASE_URL:-sqlite:///nothing.db}")
     env = _env(tmp_path)
-    assert relstep("backup", "--version", "1.0.0", cwd=app, env=env).code == 0
+    backup = relstep("backup", "--version", "1.0.0", "--json", cwd=app, env={**env, "CREDS_DATABASE_URL": url + "\n"})
+    assert backup.code == 0, backup.err
+    assert json.loads(backup.out)["snapshot"]
     write_config(app, {"database": {"url": account.url("unencoded", password="wrong-password-1")},
                        "code": {"src": "src"}, "migrations": {"tool": "none"}, "environment": {}})
 
@@ -306,7 +311,7 @@ def test_urls_given_on_the_command_line_are_read_like_database_url(account: Acco
     failed = relstep("restore", "1.0.0", "--yes", "--database-url", bad, cwd=app, env=env)
     assert failed.code != 0 and failed.last_err.startswith("relstep: restore failed: "), failed.err
     assert ":***@" in failed.last_err, failed.last_err
-    outputs = (verify.out + verify.err + restore.out + restore.err + failed.out + failed.err).encode()
+    outputs = "".join(r.out + r.err for r in (backup, verify, restore, failed)).encode()
     assert _leaks(account.password, {"output": outputs}) == []
 
 
