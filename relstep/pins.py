@@ -3,7 +3,9 @@
 The pins live in ``<backup_root>/.relstep-pins.json``, beside the snapshots and outside
 them (a snapshot folder is never changed once finished), keyed by snapshot name, which is
 also the name of its off-site copy.  The file is replaced whole (relstep.journal), so a
-crash while pinning leaves the pins as they were before or after, never lost.
+crash while pinning leaves the pins as they were before or after, never lost; the next pin or
+unpin removes the temporary file such a crash leaves (tests/test_pin.py kills `relstep pin` with
+SIGKILL at each step of the write).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def names(root: Path) -> set[str]:
 
 
 def _save(root: Path, pins: dict[str, Pin]) -> None:
+    # Every writer holds the root lock, so a temporary pins file seen now is a crashed write's.
+    journal.remove_leftovers(_path(root))
     journal.replace_json(_path(root), {"format": 1, "pins": {
         name: {"reason": pin.reason, "pinned_at": pin.pinned_at, "version": pin.version}
         for name, pin in sorted(pins.items())}})
