@@ -203,6 +203,13 @@ def _execute(inv: Invocation, body: Callable[[], Outcome], *, loads_config: bool
     except _Failed as failed:
         outcome = Outcome(result=failed.result)
     except _Interrupted as interrupted:
+        if inv.config is not None and inv.config.notify is not None:
+            from relstep import notify
+
+            # Before the interrupted line, which stays the last one on stderr.
+            for note in notify.after_interruption(inv.config, inv.command, interrupted.code, interrupted.signame):
+                _err(f"relstep: note: {note}")
+        _err(interrupted.line)
         return interrupted.code
     return _deliver(inv, outcome)
 
@@ -214,9 +221,13 @@ class _Failed(Exception):
 
 
 class _Interrupted(Exception):
-    def __init__(self, code: int) -> None:
+    """A signal stopped the command; whoever catches this prints ``line`` (after any alert notes)."""
+
+    def __init__(self, code: int, signame: str) -> None:
         super().__init__(code)
         self.code = code
+        self.signame = signame
+        self.line = f"relstep: interrupted: stopped by {signame}; no partial snapshot was left behind"
 
 
 @contextmanager
@@ -232,8 +243,7 @@ def _failures(command_name: str) -> Iterator[None]:
         raise _Failed(RunResult.failed(exc, traceback.format_exc())) from None
     except (KeyboardInterrupt, Terminated) as exc:
         code, signame = _interruption(exc)
-        _err(f"relstep: interrupted: stopped by {signame}; no partial snapshot was left behind")
-        raise _Interrupted(code) from None
+        raise _Interrupted(code, signame) from None
     except typer.Exit:
         raise   # a command's own exit code (`relstep hook run` ends this way), not a failure
     except typer.Abort:
@@ -696,6 +706,7 @@ def guarded(command_name: str, func: Callable[[], int]) -> int:
         _err(f"relstep: {result.failed_phase} failed: {result.error}")
         return result.exit_code
     except _Interrupted as interrupted:
+        _err(interrupted.line)
         return interrupted.code
 
 
