@@ -455,20 +455,20 @@ def diff(
 def status(
     inv: Invocation,
     max_age: str | None = typer.Option(None, "--max-age", metavar="DURATION", help="Fail (exit 11) when the "
-                                       "newest snapshot is older, e.g. 26h, 2d."),
-    min_size_ratio: float | None = typer.Option(None, "--min-size-ratio", metavar="R", help="Fail (exit 11) when "
-                                                "the newest snapshot is smaller than R times the previous one."),
+                                       "newest snapshot is older, e.g. 26h, 2d, 1h30m."),
+    min_size_ratio: str | None = typer.Option(None, "--min-size-ratio", metavar="R", help="Fail (exit 11) when "
+                                              "the newest snapshot is smaller than R times the previous one "
+                                              "(0 < R <= 1)."),
 ) -> Outcome:
     """The newest snapshot, its age and record, retention, pins and verify results; with thresholds a health check."""
     from relstep import status as core
     from relstep.errors import HealthError
 
-    if min_size_ratio is not None and not 0 < min_size_ratio <= 1:
-        raise InputError(f"--min-size-ratio {min_size_ratio:g} must be more than 0 and at most 1, e.g. 0.5")
+    ratio = core.parse_ratio(min_size_ratio) if min_size_ratio is not None else None
     seconds = core.parse_duration(max_age) if max_age is not None else None
     found_status = core.gather(inv.config)
-    found = core.problems(found_status, seconds, min_size_ratio)
-    checking = seconds is not None or min_size_ratio is not None
+    found = core.problems(found_status, seconds, ratio)
+    checking = seconds is not None or ratio is not None
     failure = None
     if checking and found:
         more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.helpers import relstep, write_config
+from tests.helpers import relstep, sqlite_app, write_config
 from tests.servers import Webhook, webhook  # noqa: F401 - the receiver fixture
 
 HEALTH_EXIT = 11
@@ -121,4 +121,48 @@ def test_status_without_thresholds_reports_and_exits_0(engine_app: tuple[Path, s
         f"{snap.name}` if its deploy went out"
     bad = relstep("status", "--max-age", "soon", cwd=app)
     assert bad.code == 2
-    assert bad.last_err == "relstep: input failed: --max-age 'soon' is not a duration; give e.g. 26h, 2d or 90m"
+    assert bad.last_err == ("relstep: input failed: --max-age 'soon' is not a duration; "
+                            "give e.g. 26h, 2d, 90m or 1h30m")
+
+
+NOT_A_DURATION = "is not a duration; give e.g. 26h, 2d, 90m or 1h30m"
+NOT_A_RATIO = "is not a ratio more than 0 and at most 1; give e.g. 0.5"
+
+
+def test_threshold_edge_inputs_are_one_line_errors_exit_2_or_accepted(tmp_path: Path) -> None:
+    app = sqlite_app(tmp_path)
+    write_config(app, {"database": {"url": "sqlite:///app.db"}, "migrations": {"tool": "prisma"}})
+    snap = _backup(app, "1.0.0")
+    refused = {
+        ("--max-age", "-1h"): f"--max-age '-1h' {NOT_A_DURATION}",
+        ("--max-age", "nan"): f"--max-age 'nan' {NOT_A_DURATION}",
+        ("--max-age", "inf"): f"--max-age 'inf' {NOT_A_DURATION}",
+        ("--max-age", "garbage"): f"--max-age 'garbage' {NOT_A_DURATION}",
+        ("--max-age", ""): f"--max-age '' {NOT_A_DURATION}",
+        ("--max-age", "1e3"): f"--max-age '1e3' {NOT_A_DURATION}",
+        ("--max-age", "1h30"): f"--max-age '1h30' {NOT_A_DURATION}",
+        ("--max-age", "h"): f"--max-age 'h' {NOT_A_DURATION}",
+        # A float that overflows to inf would never fail: a bound instead of a silently dead check.
+        ("--max-age", "9" * 400): f"--max-age '{'9' * 400}' is longer than 100 years; give e.g. 26h, 2d or 90m",
+        ("--max-age", "101y"): f"--max-age '101y' {NOT_A_DURATION}",
+        ("--max-age", "5300w"): "--max-age '5300w' is longer than 100 years; give e.g. 26h, 2d or 90m",
+        ("--min-size-ratio", "0"): f"--min-size-ratio '0' {NOT_A_RATIO}",
+        ("--min-size-ratio", "-1"): f"--min-size-ratio '-1' {NOT_A_RATIO}",
+        ("--min-size-ratio", "nan"): f"--min-size-ratio 'nan' {NOT_A_RATIO}",
+        ("--min-size-ratio", "inf"): f"--min-size-ratio 'inf' {NOT_A_RATIO}",
+        ("--min-size-ratio", "1.5"): f"--min-size-ratio '1.5' {NOT_A_RATIO}",
+        ("--min-size-ratio", "garbage"): f"--min-size-ratio 'garbage' {NOT_A_RATIO}",
+        ("--min-size-ratio", ""): f"--min-size-ratio '' {NOT_A_RATIO}",
+        ("--min-size-ratio", "1e-400"): f"--min-size-ratio '1e-400' {NOT_A_RATIO}",   # 0 once parsed
+    }
+    for args, message in refused.items():
+        ran = relstep("status", *args, cwd=app)
+        assert (ran.code, ran.err.splitlines()) == (2, [f"relstep: input failed: {message}"]), args
+    for accepted in ("1h30m", "1d 12h", "2d", "90", "0.5w", "1.5h"):
+        ran = relstep("status", "--max-age", accepted, "--min-size-ratio", "1", cwd=app)
+        assert (ran.code, ran.err) == (0, ""), (accepted, ran.err)
+    # 0 is accepted and fails at once (every snapshot is older): a way to try the alert route.
+    zero = relstep("status", "--max-age", "0", cwd=app)
+    assert zero.code == HEALTH_EXIT
+    assert zero.last_err.startswith(f"relstep: status failed: the newest snapshot {snap.name} is ")
+    assert zero.last_err.endswith(" old, older than --max-age 0s")
