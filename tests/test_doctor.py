@@ -169,5 +169,5 @@ def test_retention_counts_only_this_projects_unpinned_snapshots_and_names_the_ot
     assert ran.code == 0, ran.out + ran.err
     others = ", ".join(f"{snap.name} ({BLOG})" for snap in reversed(theirs))
     assert lines(ran.out)["retention"] == (
-        f"ok    retention                keep 30 (from {shop / 'relstep.yml'}); 1 snapshot(s) of project {SHOP!r} now, plus 1 "
-        f"pinned; skipped 3 snapshot(s) of other projects: {others}")
+        f"ok    retention                keep 30 (from {shop / 'relstep.yml'}); 1 snapshot(s) of project {SHOP!r} "
+        f"now, plus 1 pinned; skipped 3 snapshot(s) of other projects: {others}")
