@@ -168,3 +168,25 @@ def test_unpin_killed_at_each_step_of_its_write_leaves_the_old_or_the_new_pins(t
     gone = stage in AFTER_RENAME
     expected: dict[str, str | None] = {keep.name: "audit"} if gone else {keep.name: "audit", target.name: "going"}
     _check_after_crash(app, root, expected, newest.name)
+
+
+def test_a_damaged_pins_file_stops_prune_instead_of_pruning_the_pinned(tmp_path: Path) -> None:
+    """Not a crash (relstep replaces the file whole) but a disk or a hand: unknown pins prune nothing."""
+    app, root, keep = _trial_app(tmp_path)
+    _backup(app, "1.1.0")
+    _backup(app, "1.2.0")
+    before = _names(root)
+    (root / pins.FILENAME).write_bytes(b'{"format": 1, "pins": {"2026')
+    damaged = (f"relstep: pins failed: {root / pins.FILENAME} is damaged (not relstep's JSON object of pins), so "
+               "which snapshots are pinned is unknown and nothing is pruned; put back a copy of it, or remove it "
+               "and pin again")
+    for args in (("prune", "--keep", "1"), ("run", "--version", "1.3.0", "--keep", "1"), ("status",), ("list",),
+                 ("pin", keep.name)):
+        ran = relstep(*args, cwd=app)
+        assert (ran.code, ran.last_err) == (6, damaged.replace("pins failed", "prune failed")
+                                            if args[0] == "run" else damaged), (args, ran.err)
+    assert set(before) <= set(_names(root)) and keep.exists()
+    (root / pins.FILENAME).unlink()
+    assert relstep("pin", keep.name, cwd=app).code == 0
+    assert relstep("prune", "--keep", "1", cwd=app).code == 0
+    assert keep.exists()
