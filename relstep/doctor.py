@@ -164,7 +164,10 @@ def _retention_check(config: Config, environ: Mapping[str, str]) -> Check:
     else:
         source = "default"
     view = lookup.of_config(config)
-    pinned = pins.names(config.backup_root)
+    try:
+        pinned = pins.names(config.backup_root)
+    except RelstepError as exc:   # a damaged pins file: prune would stop, so this check fails
+        return Check("retention", False, exc.message)
     counted = [s for s in view.own if s.name not in pinned]
     detail = f"keep {config.retention} (from {source}); {len(counted)} snapshot(s) of project {view.project!r} now"
     if len(counted) < len(view.own):

@@ -43,7 +43,7 @@ def _read(path: Path) -> dict[str, Any]:
     """
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # no pins yet, or no backup_root (doctor says so)
         return {}
     try:
         data = json.loads(raw)
