@@ -203,6 +203,13 @@ def _execute(inv: Invocation, body: Callable[[], Outcome], *, loads_config: bool
     except _Failed as failed:
         outcome = Outcome(result=failed.result)
     except _Interrupted as interrupted:
+        if inv.config is not None and inv.config.notify is not None:
+            from relstep import notify
+
+            # Before the interrupted line, which stays the last one on stderr.
+            for note in notify.after_interruption(inv.config, inv.command, interrupted.code, interrupted.signame):
+                _err(f"relstep: note: {note}")
+        _err(interrupted.line)
         return interrupted.code
     return _deliver(inv, outcome)
 
@@ -214,9 +221,13 @@ class _Failed(Exception):
 
 
 class _Interrupted(Exception):
-    def __init__(self, code: int) -> None:
+    """A signal stopped the command; whoever catches this prints ``line`` (after any alert notes)."""
+
+    def __init__(self, code: int, signame: str) -> None:
         super().__init__(code)
         self.code = code
+        self.signame = signame
+        self.line = f"relstep: interrupted: stopped by {signame}; no partial snapshot was left behind"
 
 
 @contextmanager
@@ -232,8 +243,7 @@ def _failures(command_name: str) -> Iterator[None]:
         raise _Failed(RunResult.failed(exc, traceback.format_exc())) from None
     except (KeyboardInterrupt, Terminated) as exc:
         code, signame = _interruption(exc)
-        _err(f"relstep: interrupted: stopped by {signame}; no partial snapshot was left behind")
-        raise _Interrupted(code) from None
+        raise _Interrupted(code, signame) from None
     except typer.Exit:
         raise   # a command's own exit code (`relstep hook run` ends this way), not a failure
     except typer.Abort:
@@ -445,20 +455,20 @@ def diff(
 def status(
     inv: Invocation,
     max_age: str | None = typer.Option(None, "--max-age", metavar="DURATION", help="Fail (exit 11) when the "
-                                       "newest snapshot is older, e.g. 26h, 2d."),
-    min_size_ratio: float | None = typer.Option(None, "--min-size-ratio", metavar="R", help="Fail (exit 11) when "
-                                                "the newest snapshot is smaller than R times the previous one."),
+                                       "newest snapshot is older, e.g. 26h, 2d, 1h30m."),
+    min_size_ratio: str | None = typer.Option(None, "--min-size-ratio", metavar="R", help="Fail (exit 11) when "
+                                              "the newest snapshot is smaller than R times the previous one "
+                                              "(0 < R <= 1)."),
 ) -> Outcome:
     """The newest snapshot, its age and record, retention, pins and verify results; with thresholds a health check."""
     from relstep import status as core
     from relstep.errors import HealthError
 
-    if min_size_ratio is not None and not 0 < min_size_ratio <= 1:
-        raise InputError(f"--min-size-ratio {min_size_ratio:g} must be more than 0 and at most 1, e.g. 0.5")
+    ratio = core.parse_ratio(min_size_ratio) if min_size_ratio is not None else None
     seconds = core.parse_duration(max_age) if max_age is not None else None
     found_status = core.gather(inv.config)
-    found = core.problems(found_status, seconds, min_size_ratio)
-    checking = seconds is not None or min_size_ratio is not None
+    found = core.problems(found_status, seconds, ratio)
+    checking = seconds is not None or ratio is not None
     failure = None
     if checking and found:
         more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
@@ -700,6 +710,7 @@ def guarded(command_name: str, func: Callable[[], int]) -> int:
         _err(f"relstep: {result.failed_phase} failed: {result.error}")
         return result.exit_code
     except _Interrupted as interrupted:
+        _err(interrupted.line)
         return interrupted.code
 
 

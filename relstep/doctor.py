@@ -105,11 +105,12 @@ def last_snapshot_size(config: Config) -> tuple[str, int] | None:
 
 
 def _future_snapshots_check(config: Config, now: float | None = None) -> Check | None:
-    """Snapshots recorded as made in the future: retention would keep them ahead of every new one."""
-    from relstep import snapshot
+    """This app's snapshots recorded as made in the future: retention would keep them ahead of every new one."""
+    from relstep import lookup
 
     now = time.time() if now is None else now
-    ahead = [s for s in snapshot.list_snapshots(config.backup_root) if s.created > now + FUTURE_SLACK]
+    # Only this app's: another project's retention is its own, and the retention line names them.
+    ahead = [s for s in lookup.of_config(config).own if s.created > now + FUTURE_SLACK]
     if not ahead:
         return None
     shown = ", ".join(s.name for s in ahead[:5])
@@ -149,7 +150,12 @@ def _backup_root_check(config: Config) -> Check:
 
 
 def _retention_check(config: Config, environ: Mapping[str, str]) -> Check:
-    from relstep import snapshot
+    """The retention, where it came from, and what it applies to: this app's unpinned snapshots.
+
+    In a shared backup_root the other projects' snapshots are named, not counted (as list and
+    prune do), and the unowned ones are counted apart: prune never removes either.
+    """
+    from relstep import lookup, pins
 
     if RETENTION_ENV in environ:
         source = RETENTION_ENV
@@ -157,8 +163,20 @@ def _retention_check(config: Config, environ: Mapping[str, str]) -> Check:
         source = str(config.where)
     else:
         source = "default"
-    count = len(snapshot.list_snapshots(config.backup_root))
-    detail = f"keep {config.retention} (from {source}); {count} snapshot(s) now"
+    view = lookup.of_config(config)
+    try:
+        pinned = pins.names(config.backup_root)
+    except RelstepError as exc:   # a damaged pins file: prune would stop, so this check fails
+        return Check("retention", False, exc.message)
+    counted = [s for s in view.own if s.name not in pinned]
+    detail = f"keep {config.retention} (from {source}); {len(counted)} snapshot(s) of project {view.project!r} now"
+    if len(counted) < len(view.own):
+        detail += f", plus {len(view.own) - len(counted)} pinned"
+    if view.unowned:
+        detail += f"; {len(view.unowned)} that record no project (never pruned automatically)"
+    skipped = view.skipped_note()
+    if skipped:
+        detail += f"; {skipped}"
     if config.offsite is not None:
         detail += f"; off-site keep {config.offsite.keep}"
     return Check("retention", True, detail)

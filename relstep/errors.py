@@ -66,6 +66,12 @@ class PruneError(RelstepError):
     phase = "prune"
 
 
+class PinsDamaged(PruneError):
+    """The pins file is there but unreadable: which snapshots must never be pruned is unknown."""
+
+    phase = "pins"
+
+
 class OffsiteError(RelstepError):
     """A required off-site copy failed (the local snapshot is kept)."""
 

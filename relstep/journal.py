@@ -13,13 +13,16 @@ Their names start with a dot, so listing never takes them for snapshots.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from relstep import fsutil
+from relstep import fsutil, testpoint
+
+TEMP_SUFFIX = ".tmp"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -34,18 +37,37 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def replace_json(path: Path, data: dict[str, Any]) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    # The testpoint stages are where tests/test_pin.py kills `relstep pin` with SIGKILL.
+    fd, temp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
+            testpoint.reached(f"{path.name}:before-temp-write")
             out.write((json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
             out.flush()
+            testpoint.reached(f"{path.name}:after-temp-write")
             os.fsync(out.fileno())
         os.chmod(temp, fsutil.PRIVATE_FILE)
+        testpoint.reached(f"{path.name}:before-rename")
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    testpoint.reached(f"{path.name}:after-rename")
     fsutil.fsync_dir(path.parent)
+    testpoint.reached(f"{path.name}:after-folder-fsync")
+
+
+def remove_leftovers(path: Path) -> list[str]:
+    """Remove the temporary files a crashed :func:`replace_json` of ``path`` left; their names.
+
+    Only for a caller that holds the lock every writer of ``path`` takes: then no temporary
+    file of ``path`` can belong to a write still in progress.
+    """
+    removed = []
+    for leftover in path.parent.glob(f"{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover.name)
+    return sorted(removed)
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:

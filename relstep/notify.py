@@ -8,8 +8,12 @@ sending the same request again will not fix a wrong URL.
 What is alerted:
 
 * a failed command that did work (exit codes 3-9: backup, deploy, record, prune,
-  off-site, restore, verify, the lock); not bad input (exit 2: nothing ran, and
-  the CI log says so) nor an interruption;
+  off-site, restore, verify, the lock; 10 and 11), and an internal error (exit 70: a
+  relstep bug stopped the command, so whatever it was doing did not happen); not bad
+  input (exit 2: nothing ran, and the CI log says so);
+* an interrupted command that changes or checks backups (SIGINT 130, SIGTERM 143:
+  a cancelled CI job, a shutdown, Ctrl-C): it did not finish, a deploy may be half
+  done, and for the heartbeat an interrupted run is a failed run (``/fail``);
 * a failed optional off-site copy (the step passes, the alert says so);
 * with ``on: [failure, success]``, every successful ``relstep run``.
 
@@ -36,9 +40,19 @@ TIMEOUT = float(os.environ.get("RELSTEP_NOTIFY_TIMEOUT", "5"))
 RETRIES = 2
 BACKOFF = (0.5, 1.5)
 # 3-9: a phase failed; 10: a restore stopped by sessions in the way; 11: `relstep status` found the
-# backups unhealthy.
-ALERTED_EXIT_CODES = range(3, 12)
+# backups unhealthy; 70: an internal error (a bug stopped the command: it failed all the same).
+ALERTED_EXIT_CODES = frozenset({*range(3, 12), 70})
+# 130 (SIGINT), 143 (SIGTERM): alerted for these commands only; Ctrl-C on `relstep list` is nobody's news.
+INTERRUPTION_EXIT_CODES = frozenset({130, 143})
+INTERRUPTION_ALERTED_COMMANDS = ("run", "backup", "record", "prune", "offsite", "restore", "verify", "status")
 PINGED_COMMANDS = ("run", "verify", "status")
+
+
+def alerted(exit_code: int, command: str | None) -> bool:
+    """Whether a command (or phase) that ended with ``exit_code`` is alerted."""
+    if exit_code in INTERRUPTION_EXIT_CODES:   # a restore that a signal stopped ends this way too
+        return command in INTERRUPTION_ALERTED_COMMANDS
+    return exit_code in ALERTED_EXIT_CODES
 
 
 @dataclass(frozen=True)
@@ -180,7 +194,7 @@ def after_run(config: Config | None, result: Any, *, success_alert: bool = True)
         return []
     common = {"version": result.version, "snapshot": result.snapshot, "deployment_type": result.deployment_type}
     if result.exit_code:
-        if result.exit_code not in ALERTED_EXIT_CODES:
+        if not alerted(result.exit_code, result.failed_phase):
             return []
         return _deliver(config, make_event(config, "failure", phase=result.failed_phase, reason=result.error,
                                            exit_code=result.exit_code, **common))
@@ -197,7 +211,29 @@ def after_run(config: Config | None, result: Any, *, success_alert: bool = True)
 def after_failure(config: Config | None, phase: str, reason: str, exit_code: int,
                   version: str | None = None) -> list[str]:
     """The alert for a command that failed with an exception (record, prune, restore, verify...)."""
-    if config is None or config.notify is None or exit_code not in ALERTED_EXIT_CODES:
+    if config is None or config.notify is None or not alerted(exit_code, phase):
         return []
     return _deliver(config, make_event(config, "failure", version=version, phase=phase, reason=reason,
                                        exit_code=exit_code))
+
+
+def after_interruption(config: Config | None, command: str, exit_code: int, signame: str) -> list[str]:
+    """The alert and the ``/fail`` heartbeat for a command a signal stopped; notes as for the others.
+
+    Best effort: a second signal while they are sent abandons them (the first one asked to stop).
+    """
+    if config is None or config.notify is None:
+        return []
+    from relstep.errors import Terminated
+
+    notes: list[str] = []
+    try:
+        if alerted(exit_code, command):
+            notes += _deliver(config, make_event(config, "failure", version=None, phase=command,
+                                                 reason=f"interrupted by {signame}; the command did not finish",
+                                                 exit_code=exit_code))
+        if command in PINGED_COMMANDS:
+            notes += ping(config, ok=False)
+    except (KeyboardInterrupt, Terminated):
+        notes.append("a second signal stopped the alert for the interruption")
+    return notes

@@ -8,6 +8,7 @@ code (``HealthError``, exit 11) and the runner sends the alert and the heartbeat
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,16 +20,42 @@ from relstep.config import Config
 from relstep.errors import InputError, RecordError
 from relstep.fsutil import human_bytes
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NUMBER = r"\d+(?:\.\d+)?"
+_BARE = re.compile(_NUMBER)
+_PARTS = re.compile(rf"(?:{_NUMBER}[smhdw])+")
+_PART = re.compile(rf"({_NUMBER})([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A century: anything longer is a typo, and an infinite one (a float overflowing) would disable the check.
+MAX_AGE_LIMIT = 100 * 365 * 86400
 
 
 def parse_duration(value: str) -> float:
-    """``90``, ``90s``, ``30m``, ``26h``, ``2d``, ``1w`` -> seconds."""
-    match = _DURATION.match(value.lower())
-    if not match:
-        raise InputError(f"--max-age {value!r} is not a duration; give e.g. 26h, 2d or 90m")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    """``90`` (seconds), ``90s``, ``30m``, ``26h``, ``2d``, ``1w``, ``1h30m``, ``1d 12h`` -> seconds.
+
+    0 is allowed: every snapshot is older, so ``--max-age 0`` fails at once (a way to try the alert).
+    """
+    text = re.sub(r"\s+", "", value.lower())
+    if _BARE.fullmatch(text):
+        seconds = float(text)
+    elif _PARTS.fullmatch(text):
+        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
+    else:
+        raise InputError(f"--max-age {value!r} is not a duration; give e.g. 26h, 2d, 90m or 1h30m")
+    if not seconds <= MAX_AGE_LIMIT:
+        raise InputError(f"--max-age {value!r} is longer than 100 years; give e.g. 26h, 2d or 90m")
+    return seconds
+
+
+def parse_ratio(value: str) -> float:
+    """``--min-size-ratio``: a number more than 0 and at most 1."""
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = math.nan
+    # nan fails both comparisons, so `not (...)` refuses it with the rest.
+    if not 0 < ratio <= 1:
+        raise InputError(f"--min-size-ratio {value!r} is not a ratio more than 0 and at most 1; give e.g. 0.5")
+    return ratio
 
 
 def _age(seconds: float) -> str:

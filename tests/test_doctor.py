@@ -35,7 +35,8 @@ def test_all_checks_pass_on_the_example(tmp_path: Path) -> None:
     assert list(found) == ["config", "database main", "dump tool main", "backup_root", "retention"]
     assert all(line.startswith("ok ") for line in found.values())
     assert "last snapshot" in found["backup_root"] and "(needs" in found["backup_root"]
-    assert found["retention"].endswith("keep 30 (from " + str(app / "relstep.yml") + "); 1 snapshot(s) now")
+    assert found["retention"].endswith("keep 30 (from " + str(app / "relstep.yml") + "); 1 snapshot(s) of project "
+                                       "'app' now")
 
 
 def test_postgres_reachable_with_its_dump_tool(tmp_path: Path, pg_url: str) -> None:
@@ -152,3 +153,21 @@ def test_offsite_and_notify_lines(tmp_path: Path) -> None:
 def test_major_version(text: str, major: int) -> None:
     assert major_version(text) == major
     assert sys.version_info >= (3, 10)
+
+
+def test_retention_counts_only_this_projects_unpinned_snapshots_and_names_the_others(tmp_path: Path) -> None:
+    """A shared backup_root: the line counts this app's snapshots (pins apart) and names the skipped ones."""
+    from tests.test_shared_root import BLOG, SHOP, app_sharing, backup
+
+    root = tmp_path / "shared" / "releases"
+    shop = app_sharing(tmp_path, "one", root, f"https://{SHOP}.git")
+    blog = app_sharing(tmp_path, "two", root, f"https://{BLOG}.git")
+    kept, _newer = backup(shop, "1.0.0"), backup(shop, "1.1.0")
+    assert relstep("pin", kept.name, cwd=shop).code == 0
+    theirs = [backup(blog, "7.0.0"), backup(blog, "7.1.0"), backup(blog, "7.2.0")]
+    ran = relstep("doctor", cwd=shop)
+    assert ran.code == 0, ran.out + ran.err
+    others = ", ".join(f"{snap.name} ({BLOG})" for snap in reversed(theirs))
+    assert lines(ran.out)["retention"] == (
+        f"ok    retention                keep 30 (from {shop / 'relstep.yml'}); 1 snapshot(s) of project {SHOP!r} "
+        f"now, plus 1 pinned; skipped 3 snapshot(s) of other projects: {others}")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import clean_env, relstep, sqlite_app, write_config
+from tests.marker import Marker
 
 # The receiver is a fixture of tests/servers.py, imported so pytest finds it here.
 from tests.servers import Webhook, webhook  # noqa: F401
@@ -162,3 +166,73 @@ def test_bad_notify_config(tmp_path: Path, notify: dict[str, Any], message: str)
     write_config(app, {"database": {"url": "sqlite:///app.db"}, "notify": notify})
     ran = relstep("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 2 and message in ran.last_err and "relstep.yml" in ran.last_err
+
+
+def _health_app(tmp_path: Path, hook: Webhook) -> Path:
+    app = configured(tmp_path, hook)
+    base = hook.url.split("/hooks/")[0]
+    write_config(app, {"database": {"url": "sqlite:///app.db"}, "migrations": {"tool": "prisma"},
+                       "notify": {"webhook": hook.url, "ping_url": f"{base}/ping/check-key"}})
+    return app
+
+
+def test_an_internal_error_alerts_and_pings_fail(tmp_path: Path, webhook: Webhook,  # noqa: F811
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 70 is a failed command too.  The bug is a stand-in (nothing real fails on demand):
+    in-process, `relstep.status.gather` raises; the receiver is a real HTTP server."""
+    from relstep import cli
+    from relstep import status as core
+
+    app = _health_app(tmp_path, webhook)
+
+    def broken(config: object, now: float | None = None) -> object:
+        raise RuntimeError("a bug in status")
+
+    monkeypatch.setattr(core, "gather", broken)
+    monkeypatch.chdir(app)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["status", "--max-age", "1d"])
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert exited.value.code == 70
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "relstep: status failed: internal error: RuntimeError: a bug in status; run with -v for the traceback")
+    alert, heartbeat = webhook.requests
+    assert alert["path"].endswith(TOKEN)
+    assert alert["body"]["text"] == (f"relstep: status failed for app (no version) on {socket.gethostname()}: "
+                                     "internal error: RuntimeError: a bug in status; run with -v for the traceback")
+    assert {f["title"]: f["value"] for f in alert["body"]["attachments"][0]["fields"]}["exit code"] == "70"
+    assert heartbeat["path"] == "/ping/check-key/fail"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupted_run_alerts_and_pings_fail(tmp_path: Path, webhook: Webhook, signum: int) -> None:  # noqa: F811
+    app = _health_app(tmp_path, webhook)
+    marker = Marker(tmp_path / "deploying")
+    # The deploy writes the marker (the event the test waits on), then takes its time.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relstep", "run", "--version", "1.0.0", "--",
+         "sh", "-c", f'echo deploying > "{marker.path}"; exec sleep 120'],
+        cwd=app, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert marker.wait(proc) == "deploying"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        marker.close()
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, err
+    assert err.splitlines()[-1] == f"relstep: interrupted: stopped by {name}; no partial snapshot was left behind"
+    alert, heartbeat = webhook.requests
+    assert alert["body"]["text"] == (f"relstep: run failed for app (no version) on {socket.gethostname()}: "
+                                     f"interrupted by {name}; the command did not finish")
+    assert {f["title"]: f["value"] for f in alert["body"]["attachments"][0]["fields"]}["exit code"] == \
+        str(128 + signum)
+    assert heartbeat["path"] == "/ping/check-key/fail"

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.helpers import relstep, write_config
+from tests.helpers import relstep, sqlite_app, write_config
 from tests.servers import Webhook, webhook  # noqa: F401 - the receiver fixture
 
 HEALTH_EXIT = 11
@@ -121,4 +121,36 @@ def test_status_without_thresholds_reports_and_exits_0(engine_app: tuple[Path, s
         f"{snap.name}` if its deploy went out"
     bad = relstep("status", "--max-age", "soon", cwd=app)
     assert bad.code == 2
-    assert bad.last_err == "relstep: input failed: --max-age 'soon' is not a duration; give e.g. 26h, 2d or 90m"
+    assert bad.last_err == ("relstep: input failed: --max-age 'soon' is not a duration; "
+                            "give e.g. 26h, 2d, 90m or 1h30m")
+
+
+NOT_A_DURATION = "is not a duration; give e.g. 26h, 2d, 90m or 1h30m"
+NOT_A_RATIO = "is not a ratio more than 0 and at most 1; give e.g. 0.5"
+
+
+def test_threshold_edge_inputs_are_one_line_errors_exit_2_or_accepted(tmp_path: Path) -> None:
+    app = sqlite_app(tmp_path)
+    write_config(app, {"database": {"url": "sqlite:///app.db"}, "migrations": {"tool": "prisma"}})
+    snap = _backup(app, "1.0.0")
+    too_long = "is longer than 100 years; give e.g. 26h, 2d or 90m"
+    refused = [
+        *(("--max-age", value, NOT_A_DURATION) for value in ("-1h", "nan", "inf", "garbage", "", "1e3", "1h30", "h",
+                                                             "101y")),
+        # A float that overflows to inf would never fail: a bound instead of a silently dead check.
+        *(("--max-age", value, too_long) for value in ("9" * 400, "5300w")),
+        # 1e-400 is 0 once parsed.
+        *(("--min-size-ratio", value, NOT_A_RATIO) for value in ("0", "-1", "nan", "inf", "1.5", "garbage", "",
+                                                                "1e-400")),
+    ]
+    for option, value, why in refused:
+        ran = relstep("status", option, value, cwd=app)
+        assert (ran.code, ran.err.splitlines()) == (2, [f"relstep: input failed: {option} {value!r} {why}"]), value
+    for accepted in ("1h30m", "1d 12h", "2d", "90", "0.5w", "1.5h"):
+        ran = relstep("status", "--max-age", accepted, "--min-size-ratio", "1", cwd=app)
+        assert (ran.code, ran.err) == (0, ""), (accepted, ran.err)
+    # 0 is accepted and fails at once (every snapshot is older): a way to try the alert route.
+    zero = relstep("status", "--max-age", "0", cwd=app)
+    assert zero.code == HEALTH_EXIT
+    assert zero.last_err.startswith(f"relstep: status failed: the newest snapshot {snap.name} is ")
+    assert zero.last_err.endswith(" old, older than --max-age 0s")

@@ -36,8 +36,11 @@ def report(result: RunResult, environ: Mapping[str, str] = os.environ, *, stream
         github.report(result, environ, out)
     except (OSError, ValueError, TypeError) as exc:
         _warn(f"could not write the GitHub Actions outputs: {exc}")
-    if environ.get("GITLAB_CI") == "true" and result.changes_text:
-        gitlab.log_changes(result.changes_text, sys.stderr)
+    # GitLab sets GITLAB_CI=true; gitlab-ci-local (the same job, run on a laptop) sets it to "false".
+    # Either way the job has a log with collapsible sections, so either gets the changes.
+    if "GITLAB_CI" in environ and result.changes_text:
+        previous = (result.changes or {}).get("old") or {}
+        gitlab.log_changes(f"relstep: changes since {previous.get('version')}", result.changes_text, sys.stderr)
     try:
         dropped = gitlab.report(result, environ)
     except (OSError, ValueError) as exc:

@@ -101,13 +101,16 @@ def report(result: RunResult, environ: Mapping[str, str]) -> list[str]:
     return dotenv.dropped
 
 
-def log_changes(text: str, stream: TextIO) -> None:
-    """`relstep run`'s changes since the previous version, as a collapsible section of the job log."""
+def log_changes(header: str, text: str, stream: TextIO) -> None:
+    """`relstep run`'s changes since the previous version, as a collapsible section of the job log.
+
+    The whole text is the section's body, its title line included: GitLab shows ``header`` on the
+    section's line, but gitlab-ci-local (the same job on a laptop) drops whatever follows the marker.
+    """
     import time
 
     stamp = int(time.time())
-    title, *body = mask(text).splitlines()
-    stream.write(f"\x1b[0Ksection_start:{stamp}:relstep_changes[collapsed=false]\r\x1b[0K{title}\n")
-    stream.write("".join(f"{line}\n" for line in body))
+    stream.write(f"\x1b[0Ksection_start:{stamp}:relstep_changes[collapsed=false]\r\x1b[0K{mask(header)}\n")
+    stream.write("".join(f"{line}\n" for line in mask(text).splitlines()))
     stream.write(f"\x1b[0Ksection_end:{stamp}:relstep_changes\r\x1b[0K\n")
     stream.flush()

@@ -7,6 +7,7 @@ under test) and a tiny tagged SQLite app in app/, on a tag-push event.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,6 +72,24 @@ TWICE = "name: twice\n" + JOB + """\
 """
 
 
+# docs/ci/github-actions.md's scheduled health check, after one release to check.
+HEALTH = "name: health\n" + JOB + """\
+      - uses: ./
+        with:
+          working-directory: app
+          version: "1.0.0"
+      - uses: ./
+        with:
+          working-directory: app
+          command: status
+          args: |
+            --max-age
+            26h
+            --min-size-ratio
+            0.5
+"""
+
+
 @pytest.fixture(scope="module")
 def act_repo(tmp_path_factory: pytest.TempPathFactory, source_tree: Path) -> Path:
     repo = tmp_path_factory.mktemp("act") / "repo"
@@ -84,6 +103,7 @@ def act_repo(tmp_path_factory: pytest.TempPathFactory, source_tree: Path) -> Pat
         WORKFLOW.format(deploy="'echo partial; exit 9'", version="''", python="'3.11'")
     )
     (workflows / "twice.yml").write_text(TWICE)
+    (workflows / "health.yml").write_text(HEALTH)
     # An input that a script pasting ${{ inputs.version }} into bash would execute.
     (workflows / "injection.yml").write_text(
         WORKFLOW.format(deploy="''", version="'1.2.3$(touch ../pwned)'", python="''")
@@ -208,3 +228,14 @@ def test_the_second_release_summary_and_diff_output_show_the_changes_since_the_f
     assert (diff["old"]["version"], diff["new"]["version"]) == ("1.0.0", "1.0.1")
     assert diff["code"] == {"backend": {"added": ["added.js"], "removed": [], "changed": []}}
     assert diff["migrations"] == {"added": [], "removed": [], "changed": []}
+
+
+def test_the_scheduled_health_check_runs_status_through_the_action(
+    act_repo: Path, wheelhouse: Path, tmp_path: Path, setup_python_stand_in: Path
+) -> None:
+    proc, _evidence = run_act(act_repo, "health.yml", wheelhouse, tmp_path, setup_python_stand_in)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "command must be" not in log
+    assert re.search(r"\|\s+kept:\s+1 of retention 30$", log, re.MULTILINE), log[-4000:]
+    assert re.search(r"\|\s+healthy$", log, re.MULTILINE), log[-4000:]

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from relstep.fsutil import human_bytes
+from relstep.manifest import Manifest
+
 from .ci_support import (
     PLANTED_SECRET,
+    RELSTEP_YML,
     git,
     isolated_env,
     make_app,
@@ -144,3 +149,134 @@ def test_component_job_runs_the_same_way(upstream: Path, wheelhouse: Path, tmp_p
     assert seen["RELSTEP_EXIT_CODE"] == "0"
     assert (Path(seen["RELSTEP_SNAPSHOT"]) / "MANIFEST.json").is_file()
     assert (work / "deployed.txt").read_text() == "deployed\n"
+
+
+# --- two releases in a row: the second job's log says what changed since the first ---------------
+
+PRISMA_TABLE = """CREATE TABLE _prisma_migrations (
+    id VARCHAR(36) PRIMARY KEY, checksum VARCHAR(64) NOT NULL, finished_at TIMESTAMP NULL,
+    migration_name VARCHAR(255) NOT NULL, logs TEXT NULL, rolled_back_at TIMESTAMP NULL,
+    started_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, applied_steps_count INTEGER NOT NULL DEFAULT 0)"""
+FIRST_MIGRATION, NEW_MIGRATION = "20260101000000_init", "20260301000000_add_tags"
+MIGRATED_YML = RELSTEP_YML.replace("migrations:\n  tool: none", "migrations:\n  tool: prisma")
+# docs/ci/gitlab.md's scheduled health check, with this test's package and config.
+HEALTH_JOB = """
+backup-health:
+  extends: .relstep
+  variables:
+    RELSTEP_COMMAND: status
+    RELSTEP_ARGS: --max-age 26h --min-size-ratio 0.5
+    RELSTEP_PACKAGE: {wheel}
+    RELSTEP_CONFIG: app/relstep.yml
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "schedule"
+"""
+
+def _apply_migration(db: Path, name: str, *statements: str) -> None:
+    """What a release's deploy does to the database: its statements and the migration's row."""
+    with sqlite3.connect(db) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name) "
+                     "VALUES (?, ?, CURRENT_TIMESTAMP, ?)", (name[:8], "c" * 64, name))
+    conn.close()
+
+
+def _job(tool: str, work: Path, env: dict[str, str], job: str, variable: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [tool, "--force-shell-executor", "--variable", variable, job],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _release(tool: str, work: Path, env: dict[str, str], tag: str) -> subprocess.CompletedProcess:
+    proc = _job(tool, work, env, "relstep", f"CI_COMMIT_TAG={tag}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def _job_lines(stream: str, job: str = "relstep") -> list[str]:
+    """A job's lines as gitlab-ci-local shows them (``relstep > ...``), prefix cut.
+
+    It shows the job's stdout on its stdout and the job's stderr (where relstep writes the section)
+    on its stderr, each in order.
+    """
+    return [m.group(1) for m in re.finditer(rf"^{re.escape(job)}\s+> (.*)$", stream, re.MULTILINE)]
+
+
+def test_the_second_release_job_log_shows_the_changes_since_the_first(
+    source_tree: Path, wheelhouse: Path, tmp_path: Path
+) -> None:
+    tool = require_tool("gitlab-ci-local")
+    require_tool("rsync")
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy2(source_tree / ".gitlab-ci-template.yml", work)
+    app = make_app(work / "app", MIGRATED_YML)
+    (app / "backend" / "old.js").write_text("going\n")
+    _apply_migration(app / "app.db", FIRST_MIGRATION, PRISMA_TABLE)
+    (work / ".gitlab-ci.yml").write_text((TEMPLATE_CI + HEALTH_JOB).replace("{wheel}", str(relstep_wheel(wheelhouse))))
+    (work / ".gitignore").write_text("backups/\n.gitlab-ci-local/\nrelstep.env\ndeployed.txt\napp/app.db\n")
+    genv = isolated_env(tmp_path / "home")
+    git("init", "-q", "-b", "main", cwd=work, env=genv)
+    git("add", "-A", cwd=work, env=genv)
+    git("commit", "-q", "-m", "2.1.0", cwd=work, env=genv)
+    git("tag", "-a", "v2.1.0", "-m", "2.1.0", cwd=work, env=genv)
+    env = isolated_env(tmp_path / "home", **offline_pip_env(wheelhouse))
+
+    first = _release(tool, work, env, "v2.1.0")
+    assert not any("changes since" in line for line in _job_lines(first.stderr)), "nothing to compare with yet"
+
+    # Release 2.2.0: a migration (a new table), two users more, and code added, changed and removed.
+    _apply_migration(app / "app.db", NEW_MIGRATION, 'CREATE TABLE "Tag" (id INTEGER PRIMARY KEY, label TEXT)',
+                     """INSERT INTO "User" (email, password) VALUES ('b@example.com', 'x'), ('c@example.com', 'y')""")
+    (app / "backend" / "server.js").write_text("console.log('api v2');\n")
+    (app / "backend" / "added.js").write_text("new\n")
+    (app / "backend" / "old.js").unlink()
+    git("add", "-A", cwd=work, env=genv)
+    git("commit", "-q", "-m", "2.2.0", cwd=work, env=genv)
+    git("tag", "-a", "v2.2.0", "-m", "2.2.0", cwd=work, env=genv)
+
+    second = _release(tool, work, env, "v2.2.0")
+    old, new = sorted(p for p in (app / "backups" / "releases").iterdir() if not p.name.startswith("."))
+    sizes = f"{human_bytes(Manifest.load(old).size)} -> {new.name}: {human_bytes(Manifest.load(new).size)}"
+    grown = Manifest.load(new).size - Manifest.load(old).size
+    expected = [
+        f"changes since 2.1.0 ({old.name}) in 2.2.0 ({new.name})",
+        "migrations:",
+        f"  + {NEW_MIGRATION}",
+        "schema:",
+        "  + main: table ReleaseRecord",          # recorded after the first backup, in the app's database
+        "  + main: table Tag",
+        "rows:",
+        "  main.ReleaseRecord: - -> 1 (+1)",
+        "  main.Tag: - -> 0 (0)",
+        "  main.User: 1 -> 3 (+2)",
+        "  main._prisma_migrations: 1 -> 2 (+1)",
+        "code:",
+        "  + backend/added.js",
+        "  - backend/old.js",
+        "  ~ backend/server.js",
+        "environment:",
+        "  no change",
+        "size:",
+        f"  {old.name}: {sizes} ({'+' if grown > 0 else ''}{grown} bytes)",
+    ]
+    lines = _job_lines(second.stderr)
+    start = lines.index(expected[0])
+    assert lines[start:start + len(expected)] == expected
+    # gitlab-ci-local turned relstep's markers into its section (GitLab shows it collapsible).
+    assert re.search(r"^relstep relstep_changes_started$", second.stderr, re.MULTILINE)
+    assert re.search(r"^relstep relstep_changes took \d+ms$", second.stderr, re.MULTILINE)
+    assert "relstep_changes" not in first.stdout + first.stderr
+
+    # The scheduled health check of docs/ci/gitlab.md: the newest snapshot deleted by hand fails it, exit 11.
+    shutil.rmtree(new)
+    health = _job(tool, work, env, "backup-health", "CI_PIPELINE_SOURCE=schedule")
+    assert health.returncode != 0, health.stdout + health.stderr
+    assert re.search(r"FAIL\s+backup-health", health.stdout)
+    assert re.search(r"^backup-health finished in \d+ s  FAIL 11 ?$", health.stderr, re.MULTILINE), health.stderr
+    assert _job_lines(health.stderr, "backup-health")[-1] == (
+        f"relstep: status failed: recorded release 2.2.0 points at {new.name}, which is gone from backup_root "
+        "although relstep did not prune it (deleted by hand?)")
+    assert (work / "relstep.env").read_text() == "RELSTEP_EXIT_CODE=11\n"
