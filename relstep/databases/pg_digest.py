@@ -1,24 +1,30 @@
-"""PostgreSQL content digests from the dump's own COPY data, and the same digest of a restored table.
+"""PostgreSQL content digests from the dump's own bytes, and the same digest of a restored table.
 
-A table's digest is the SHA-256 of its rows in COPY text format, byte for byte as the dump holds
-them, in the dump's row order; its row count is the number of lines.  Computed:
+Two methods, recorded as the digest's prefix, so a restored table is read back the way its
+recorded digest was made (a fingerprint may hold both):
 
-* at backup, from the dump itself: ``pg_dump``'s ``<dumpId>.dat.gz`` files, read once after it
-  finished (two threads; ISA-L's inflate and hashlib release the GIL), which also gives the
-  files' SHA-256 for the manifest, so the folder is not read a second time; and relstep's own
-  COPY of each redacted table, hashed while it is written.  Nothing reads the database twice.
-* after a restore, by ``COPY table (columns) TO STDOUT`` of each table of the restored database
-  (run by ``psql``, read in large blocks): a freshly loaded heap returns its rows in the order
-  they were loaded, which is the dump's.
+* ``gzcrc:<crc32>:<length>`` (``GZCRC``), every table ``pg_dump`` writes itself: the CRC-32 and the
+  length (mod 2^32) of the table's data file's uncompressed bytes (its COPY rows, then
+  ``TRAILER``), as ``pg_dump``'s own gzip stream recorded them in the file's 8-byte trailer.  The
+  backup reads only the file's header and trailer, and SHA-256es its compressed bytes for the
+  manifest: nothing is inflated, which is what made the SHA-256 of the rows cost +38% backup wall
+  time (bench/RESULTS.md).  A CRC-32 detects accidental change (a changed, missing or added row,
+  any changed byte); it is not a cryptographic digest; the files themselves are SHA-256-checked
+  (the manifest), and ``verify`` inflates every one of them.  The row count comes from
+  ``count(*)`` in the dump's exported snapshot (``dump``), run while ``pg_dump`` writes.
+* ``copy:<sha256>`` (``METHOD``), relstep's own COPY of each redacted table: the SHA-256 of its
+  rows in COPY text format, hashed while the file is written; the row count is its line count.
+  Snapshots of the ``digest`` branch before ``gzcrc`` used it for every table; they still compare.
+
+After a restore, each table is read by ``COPY table (columns) TO STDOUT`` (run by ``psql``, read
+in large blocks): a freshly loaded heap returns its rows in the order they were loaded, which is
+the dump's.  Its bytes are CRC-32'd (then ``TRAILER``) or SHA-256'd, as recorded, and counted.
 
 Both sides run with the settings that decide COPY's text: ``pg_dump`` sets DateStyle ISO,
 IntervalStyle postgres, extra_float_digits 3, synchronize_seqscans off (so a scan starts at the
 first block) and row_security off itself; relstep gives it (``dump_environment``) the same
 TimeZone (UTC), client_encoding (UTF8) and bytea_output (hex); the read back's psql gets all of
 them (``PGOPTIONS``), relstep's own COPY of redacted tables too (``copy_settings``).
-
-``CopyDigest`` takes COPY bytes from any source (``feed(table, chunk)``), so another way of
-writing the dump (a ``pg_dump -Fc`` stream, say) digests its data the same way.
 """
 
 from __future__ import annotations
@@ -26,13 +32,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import queue
 import re
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -57,7 +63,8 @@ except ImportError:  # the same files, read by the standard library
     gzip_module, _zlib, INFLATE_ERRORS = gzip, zlib, (zlib.error,)
 GZIP_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *INFLATE_ERRORS)
 
-METHOD = "copy"          # the digest's prefix: how it was computed (fingerprint.content_method)
+METHOD = "copy"          # the digest's prefix for the SHA-256 of relstep's own COPY (redacted tables)
+GZCRC = "gzcrc"          # the digest's prefix for pg_dump's gzip CRC-32 and length of a data file
 TRAILER = b"\\.\n\n\n"   # pg_dump ends every table's data file with the end-of-data marker and two blank lines
 THREADS = 2
 CHUNK = 1 << 20
@@ -106,14 +113,23 @@ def content(rows: int, sha256_hex: str) -> TableContent:
     return TableContent(rows, f"{METHOD}:{sha256_hex[:32]}")
 
 
-EMPTY = content(0, hashlib.sha256().hexdigest())   # an empty table, and a table whose rows are left out
+def gzcrc(rows: int, crc: int, length: int) -> TableContent:
+    """A table's content from its data file's CRC-32 and length (rows and ``TRAILER``, mod 2^32)."""
+    return TableContent(rows, f"{GZCRC}:{crc:08x}:{length % (1 << 32)}")
+
+
+EMPTY = content(0, hashlib.sha256().hexdigest())   # an empty redacted table
+# An empty table, and a table whose rows are left out: a data file of ``TRAILER`` alone.
+EMPTY_GZCRC = gzcrc(0, zlib.crc32(TRAILER), len(TRAILER))
+
+
+def method_of(table_content: TableContent | None) -> str:
+    """How a recorded digest was made (its prefix); a table not recorded is read like pg_dump's."""
+    return GZCRC if table_content is None else table_content.digest.split(":", 1)[0]
 
 
 class CopyDigest:
-    """Per-table SHA-256 and line count of COPY text data, fed in chunks (one thread per table).
-
-    ``feed`` takes rows only; ``feed_dump_data`` a table's data as pg_dump stores it (in any archive
-    format): the rows, then ``TRAILER``, which must be there and is not digested."""
+    """Per-table SHA-256 and line count of COPY text data, fed in chunks (one thread per table)."""
 
     def __init__(self) -> None:
         self._tables: dict[str, _Table] = {}
@@ -131,97 +147,70 @@ class CopyDigest:
         state.hash.update(chunk)
         state.rows += (chunk.tobytes() if isinstance(chunk, memoryview) else chunk).count(b"\n")
 
-    def feed_dump_data(self, table: str, chunks: Iterable[bytes], name: str) -> None:
-        """Rows and trailer of one table; DatabaseError naming ``name`` when the trailer is missing.
-        Large chunks are hashed and counted in place, without a copy (this runs over the whole dump)."""
-        state = self._state(table)
-        held = b""
-        for chunk in chunks:
-            if len(chunk) > len(TRAILER):
-                if held:
-                    self.feed(table, held)
-                end = len(chunk) - len(TRAILER)
-                state.hash.update(memoryview(chunk)[:end])
-                state.rows += chunk.count(b"\n", 0, end)
-                held = chunk[end:]
-            elif chunk:
-                data = held + chunk
-                cut = max(len(data) - len(TRAILER), 0)
-                if cut:
-                    self.feed(table, data[:cut])
-                held = data[cut:]
-        if held != TRAILER:
-            raise DatabaseError(f"{name} does not end like a pg_dump data file")
-
     def result(self, table: str) -> TableContent:
         state = self._tables.get(table)
         return EMPTY if state is None else content(state.rows, state.hash.hexdigest())
-
-    def results(self, tables: Iterable[str]) -> dict[str, TableContent]:
-        """Every table of ``tables``: those never fed (no rows, or rows left out) are empty."""
-        return {table: self.result(table) for table in tables}
 
 
 # --------------------------------------------------------------------------- pg_dump's files
 
 
-def _inflated(path: Path, raw_hash: Any) -> Iterator[bytes]:
-    """The decompressed bytes of a gzip file (every member), hashing its raw bytes on the way."""
-    inflate = _zlib.decompressobj(31)
+@dataclass(frozen=True)
+class DataFile:
+    """What the backup takes from one of pg_dump's data files without inflating it."""
+
+    size: int
+    sha256: str     # of the compressed bytes on disk, for the manifest
+    crc: int        # the gzip trailer's CRC-32 of the uncompressed bytes
+    length: int     # the gzip trailer's ISIZE: their length mod 2^32
+
+    def entry(self) -> dict[str, Any]:
+        return {"size": self.size, "sha256": self.sha256}
+
+
+_GZIP_MAGIC = b"\x1f\x8b\x08"   # gzip, deflate
+_FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _RESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
+
+
+def _header_end(head: bytes) -> int:
+    """Where a gzip member's header ends in ``head`` (the file's first bytes); ValueError if it is none."""
+    if len(head) < 10 or head[:3] != _GZIP_MAGIC or head[3] & _RESERVED:
+        raise ValueError("no gzip header")
+    flags, at = head[3], 10
+    if flags & _FEXTRA:
+        at += 2 + int.from_bytes(head[at:at + 2], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            at = head.index(b"\0", at) + 1  # ValueError when the name runs past what was read
+    return at + (2 if flags & _FHCRC else 0)
+
+
+def _read_data_file(path: Path) -> DataFile:
+    """SHA-256 of the file's bytes, and its gzip trailer; DatabaseError naming it if it is no gzip file.
+
+    pg_dump writes each data file as one gzip member (zlib's gzwrite), so the trailer's CRC-32 and
+    length cover the whole table; ``verify`` inflates the files and would find any other shape."""
+    raw = hashlib.sha256()
+    head = bytearray()
+    tail = b""
+    size = 0
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        for chunk in fsutil.read_chunks(fd):
-            raw_hash.update(chunk)
-            data: bytes | memoryview = chunk  # consumed at once (only unused_data is kept, as a copy)
-            while data:
-                yield inflate.decompress(data)
-                data = inflate.unused_data if inflate.eof else b""
-                if data:  # a second gzip member
-                    inflate = _zlib.decompressobj(31)
-        if not inflate.eof:
-            raise EOFError("the compressed stream ends early")
+        for chunk in fsutil.read_chunks(fd):  # views of one buffer: what is kept is copied
+            raw.update(chunk)
+            size += len(chunk)
+            if len(head) < 4096:
+                head += chunk[:4096 - len(head)]
+            tail = (tail + chunk[-8:].tobytes())[-8:]
     finally:
         os.close(fd)
-
-
-_DONE = object()
-
-
-def _from_another_thread(chunks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
-    """The items of ``chunks``, produced by a thread of their own meanwhile: one file is inflated
-    there while this thread hashes and counts it (the largest table's file is the backup's tail;
-    split in two stages it ends about twice as soon).  ``depth`` bounds the memory held between."""
-    handed: queue.Queue[Any] = queue.Queue(maxsize=depth)
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                handed.put(chunk)
-            handed.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            handed.put(exc)
-
-    producer = threading.Thread(target=produce, name="relstep-inflate", daemon=True)
-    producer.start()
-    while (item := handed.get()) is not _DONE:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    producer.join()
-
-
-def _digest_file(path: Path, table: str | None, digest: CopyDigest) -> dict[str, Any]:
-    raw = hashlib.sha256()
     try:
-        chunks = _inflated(path, raw) if table is None else _from_another_thread(_inflated(path, raw))
-        if table is None:  # data of a table relstep does not digest: only hashed for the manifest
-            for _ in chunks:
-                pass
-        else:
-            digest.feed_dump_data(table, chunks, str(path))
-    except GZIP_READ_ERRORS as exc:
-        raise DatabaseError(f"{path} is corrupt or truncated: {exc}") from exc
-    return {"size": path.stat().st_size, "sha256": raw.hexdigest()}
+        # The smallest deflate stream is 2 bytes: a member is at least header + 2 + trailer.
+        if _header_end(bytes(head)) + 2 + 8 > size:
+            raise ValueError("shorter than a gzip member")
+    except ValueError as exc:
+        raise DatabaseError(f"{path} is not a pg_dump data file: {exc}") from exc
+    return DataFile(size, raw.hexdigest(), int.from_bytes(tail[:4], "little"), int.from_bytes(tail[4:], "little"))
 
 
 def data_files(listing: str) -> dict[str, int]:
@@ -229,15 +218,14 @@ def data_files(listing: str) -> dict[str, int]:
     return {f"{dump_id}.dat.gz": int(oid) for dump_id, oid in _TABLE_DATA.findall(listing)}
 
 
-def digest_dump_dir(dump_dir: Path, files: Mapping[str, int], keys: Mapping[int, str],
-                    digest: CopyDigest) -> Future[dict[str, dict[str, Any]]]:
-    """Start digesting pg_dump's data files (``files``: name -> table OID; ``keys``: OID -> table key)
-    on threads; the future gives the files' manifest entries (size, SHA-256 of the bytes on disk)."""
+def read_dump_dir(dump_dir: Path, files: Iterable[str]) -> Future[dict[str, DataFile]]:
+    """Start reading pg_dump's data files (``files``: their names) on threads; the future gives
+    each one's ``DataFile`` (manifest entry, gzip CRC-32 and length)."""
     pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="relstep-digest")
     # Largest first: the two threads finish together.
     names = sorted(files, key=lambda n: -(dump_dir / n).stat().st_size)
-    jobs = {name: pool.submit(_digest_file, dump_dir / name, keys.get(files[name]), digest) for name in names}
-    done: Future[dict[str, dict[str, Any]]] = Future()
+    jobs = {name: pool.submit(_read_data_file, dump_dir / name) for name in names}
+    done: Future[dict[str, DataFile]] = Future()
 
     def collect() -> None:
         try:
@@ -254,15 +242,39 @@ def digest_dump_dir(dump_dir: Path, files: Mapping[str, int], keys: Mapping[int,
 # --------------------------------------------------------------------------- a restored database
 
 
-def read_back(psql: str, env: Mapping[str, str],
-              tables: Mapping[str, tuple[str, list[str]]]) -> dict[str, TableContent]:
+class _ReadBack:
+    """One table's COPY stream, digested by ``method``: CRC-32 (then ``TRAILER``) or SHA-256, and lines."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.rows = self.length = self.crc = 0
+        self.hash = hashlib.sha256() if method == METHOD else None
+
+    def feed(self, block: bytes) -> None:
+        self.rows += block.count(b"\n")
+        self.length += len(block)
+        if self.hash is not None:
+            self.hash.update(block)
+        else:
+            self.crc = _zlib.crc32(block, self.crc)
+
+    def result(self) -> TableContent:
+        if self.hash is not None:
+            return content(self.rows, self.hash.hexdigest())
+        return gzcrc(self.rows, _zlib.crc32(TRAILER, self.crc), self.length + len(TRAILER))
+
+
+def read_back(psql: str, env: Mapping[str, str], tables: Mapping[str, tuple[str, list[str]]],
+              like: Mapping[str, TableContent] | None = None) -> dict[str, TableContent]:
     """``tables``: key -> (quoted table name, its dumped columns, in order): each table's digest, from
     ``COPY ... TO STDOUT`` run by ``psql`` (``env``: its environment, the database's libpq variables) with pg_dump's
-    settings, read in 1 MiB blocks.  psql, not the driver: the driver hands COPY data over one row
-    at a time, which cost 2.3 s per million rows against psql's 1.0 s."""
+    settings, read in 1 MiB blocks, by the method of its digest in ``like`` (the recorded content;
+    ``GZCRC`` for a table it does not hold).  psql, not the driver: the driver hands COPY data over
+    one row at a time, which cost 2.3 s per million rows against psql's 1.0 s."""
     env = {**dump_environment(env), "PGOPTIONS": " ".join(o for o in (env.get("PGOPTIONS", ""), _READ_OPTIONS) if o)}
-    digest = CopyDigest()
+    found = {}
     for key, (name, columns) in tables.items():
+        digest = _ReadBack(method_of((like or {}).get(key)))
         # COPY of a table reads only its own rows (not its inheritors'), like pg_dump's.
         column_list = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
         statement = f"COPY {name} ({column_list}) TO STDOUT" if columns else f"COPY {name} TO STDOUT"
@@ -270,14 +282,15 @@ def read_back(psql: str, env: Mapping[str, str],
             out, err = proc.stdout, proc.stderr
             assert out is not None and err is not None
             while block := out.read(CHUNK):
-                digest.feed(key, block)
+                digest.feed(block)
             problem = err.read().decode("utf-8", "replace")
             if proc.wait() != 0:
                 raise DatabaseError(f"cannot read table {name} back: {tools.error_line(problem)}")
-    return digest.results(tables)
+        found[key] = digest.result()
+    return found
 
 
 def made_by_dump(fingerprint: Fingerprint) -> bool:
     """Whether a recorded fingerprint's content digests are this module's (not the server-side sums
     relstep recorded before): decides how a restored database is read to compare with it."""
-    return all(c.digest.startswith(f"{METHOD}:") for c in fingerprint.content.values())
+    return all(method_of(c) in (METHOD, GZCRC) for c in fingerprint.content.values())

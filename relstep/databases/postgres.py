@@ -84,7 +84,7 @@ from relstep.errors import ConfigError, RelstepError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from relstep.fingerprint import Fingerprint
+    from relstep.fingerprint import Fingerprint, TableContent
 
 NAME = "postgresql"
 PG_DUMP, = registry.ENGINES["postgres"].dump_tools
@@ -684,19 +684,25 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         sources = _content_sources(tables, excluded, redactions)
         # Plain: the schema read while pg_dump runs, the content digests from its files afterwards.
         # Encrypted: its one stream is not split into tables yet, so the server still sums row hashes.
-        fingerprint, dumped, archive = _pg_dump_beside(conn, sources if streamed else {}, pg_dump, snapshot, dest_dir,
-                                                       no_data, target, streamed)
+        # The tables whose rows pg_dump writes: counted in the dump's snapshot while it runs.
+        counted = [] if streamed else [t for t in kept if t not in no_data]
+        fingerprint, dumped, archive, rows = _pg_dump_beside(conn, sources if streamed else {}, pg_dump, snapshot,
+                                                             dest_dir, no_data, target, streamed, counted)
         _check_tool(dumped, target, DatabaseError)
         digest = pg_digest.CopyDigest()
-        digesting = None if streamed else pg_digest.digest_dump_dir(
-            dest_dir / DUMP_DIR, pg_digest.data_files(_list_dump(dest_dir / DUMP_DIR, PG_RESTORE.require())),
-            {oid: _key(schema, name) for oid, schema, name in _sql(conn, _TABLE_OIDS_SQL)}, digest)
+        data_files = {} if streamed else pg_digest.data_files(_list_dump(dest_dir / DUMP_DIR, PG_RESTORE.require()))
+        reading = None if streamed else pg_digest.read_dump_dir(dest_dir / DUMP_DIR, data_files)
         # The redacted tables' COPY (hashed as it is written) runs meanwhile, with pg_dump's settings.
         with pg_digest.copy_settings(conn):
             written = {**_write_redacted(conn, dest_dir, redactions, digest), **archive}
-        if digesting is not None:
-            written.update({f"{DUMP_DIR}/{name}": entry for name, entry in digesting.result().items()})
-            fingerprint.content = digest.results(t.key for t in tables)
+        if reading is not None:
+            read = reading.result()
+            written.update({f"{DUMP_DIR}/{name}": data.entry() for name, data in read.items()})
+            oids = {_key(schema, name): oid for oid, schema, name in _sql(conn, _TABLE_OIDS_SQL)}
+            by_oid = {oid: read[name] for name, oid in data_files.items()}
+            planned = {r.table.key for r in redactions}
+            fingerprint.content = {t.key: _dumped_content(t, rows, by_oid.get(oids.get(t.key, -1)),
+                                                          digest if t.key in planned else None) for t in tables}
         counts = {t.key: fingerprint.content[t.key].rows for t in tables}
     files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
     # pg_dump wrote its directory itself, so the codec could not hash it on the way: its data files
@@ -723,10 +729,11 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
 
 def _pg_dump_beside(
     conn: Connection, sources: dict[str, str | None], pg_dump: str, snapshot: str, dest_dir: Path,
-    no_data: list[_Table], target: _Target, streamed: bool,
-) -> tuple[Fingerprint, subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
-    """Run pg_dump while the fingerprint is read in the same snapshot (the scans overlap the dump's):
-    (fingerprint, pg_dump's exit, the codec's entry of the encrypted archive or {}).
+    no_data: list[_Table], target: _Target, streamed: bool, counted: list[_Table],
+) -> tuple[Fingerprint, subprocess.CompletedProcess[str], dict[str, dict[str, Any]], dict[str, int]]:
+    """Run pg_dump while the fingerprint is read and ``counted``'s rows are counted in the same
+    snapshot (the scans overlap the dump's): (fingerprint, pg_dump's exit, the codec's entry of the
+    encrypted archive or {}, the counts).
 
     Plain: the directory format, pg_dump's own files.  Encrypted: one custom-format stream through
     the codec (postgres_encrypted).  ``sources`` (pg_fingerprint's content) is {} for the plain layout,
@@ -738,9 +745,21 @@ def _pg_dump_beside(
         running = _directory_dumping(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target)
     with running as run:
         fingerprint = pg_fingerprint.read(conn, sources)
+        rows = {t.key: _count_rows(conn, t) for t in counted}
     assert run.done is not None
     archive = {postgres_encrypted.ARCHIVE: run.written.entry()} if run.written is not None else {}
-    return fingerprint, run.done, archive
+    return fingerprint, run.done, archive, rows
+
+
+def _dumped_content(table: _Table, rows: Mapping[str, int], data: pg_digest.DataFile | None,
+                    redacted: pg_digest.CopyDigest | None) -> TableContent:
+    """One table's content in a plain dump: pg_dump's data file's gzip CRC-32 and length with its
+    counted rows, the digest of relstep's own COPY for a redacted table, empty when left out."""
+    if table.key in rows:
+        if data is None:  # pg_dump was told to dump its rows: a listing without them is no dump of it
+            raise DatabaseError(f"pg_dump wrote no data file for table {table.key}")
+        return pg_digest.gzcrc(rows[table.key], data.crc, data.length)
+    return pg_digest.EMPTY_GZCRC if redacted is None else redacted.result(table.key)
 
 
 @contextmanager
@@ -873,7 +892,8 @@ def fingerprint(url: str, content: bool = True, like: Fingerprint | None = None)
     """The fingerprint of the database at ``url`` as it is now (after a restore, say), in one snapshot.
 
     Content digests are read the way ``like`` (a recorded fingerprint) was made: each table's COPY
-    data (pg_digest), or, for snapshots of an older relstep, the server-side sums of row hashes."""
+    data, CRC-32'd or SHA-256'd as its recorded digest was (pg_digest), or, for snapshots of an
+    older relstep, the server-side sums of row hashes."""
     with _connect(_Target.parse(url), DatabaseError, READ_ONLY_SNAPSHOT) as conn:
         tables = _list_tables(conn) if content else []
         if like is not None and like.content and not pg_digest.made_by_dump(like):
@@ -881,7 +901,8 @@ def fingerprint(url: str, content: bool = True, like: Fingerprint | None = None)
         found = pg_fingerprint.read(conn, {})
     if tables:
         found.content = pg_digest.read_back(PSQL.require(), _Target.parse(url).tool_env(),
-                                            {t.key: (t.sql, [c.name for c in t.columns]) for t in tables})
+                                            {t.key: (t.sql, [c.name for c in t.columns]) for t in tables},
+                                            like.content if like is not None else None)
     return found
 
 
