@@ -78,7 +78,7 @@ def describe(data: dict[str, Any]) -> list[str]:
              f"started {data.get('started_at')}); remove {FILE} beside the snapshots once this is dealt with"]
     if data.get("swapping") and data.get("swap_to"):
         lines.append(f"if database {data['swap_to']} exists, the snapshot was swapped in whole; to put the "
-                     f"previous database back: {data.get('swap_undo')}; otherwise {target} is unchanged")
+                     f"previous database back: `{data.get('swap_undo')}`; otherwise {target} is unchanged")
     elif data.get("live_changed"):
         lines.append(f"{target} may be half restored: put the safety snapshot back with `{data.get('way_back')}`")
     else:

@@ -87,13 +87,14 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: Re
 
 
 def _drop_command(live: my._Target, name: str) -> str:
-    """The client command that removes a staged database (the password is asked for, never shown)."""
+    """The command that removes a staged database (the name as an argument, never quoted into SQL;
+    the password is asked for, never shown)."""
     import shlex
 
     where = ["-S", live.socket] if live.socket else ["-h", live.host, "-P", str(live.port)]
     user = ["-u", live.user] if live.user else []
     password = ["-p"] if live.password else []
-    return shlex.join(["mariadb", *where, *user, *password, "-e", f"DROP DATABASE IF EXISTS {my._quote(name)}"])
+    return shlex.join(["mariadb-admin", *where, *user, *password, "--force", "drop", name])
 
 
 def _derived_name(base: str, suffix: str) -> str:
@@ -140,6 +141,8 @@ def _prove_on_staged(live: my._Target, client: str, path: Path, options: Restore
     finally:
         with signals_held(), suppress(DatabaseError), my._connect(server, DatabaseError) as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {my._quote(name)}")
+            report.staged = report.drop_staged = None
+            report.changed()
 
 
 # --------------------------------------------------------------------------- 2 and 3. the live database

@@ -314,6 +314,8 @@ def _staged_swap(admin: _Admin, live: pg._Target, db_dir: Path, entries: list[di
         with admin.connect() as conn:
             _swap(conn, live.dbname, staged_name, replaced_name, admin.tag, options)
         swapped = True
+        report.staged = report.drop_staged = None  # it is the target now
+        report.changed()
         faults.point("pg-swapped")
     finally:
         if not swapped:
