@@ -244,10 +244,11 @@ def _my(url: str, *statements: str) -> list[Any]:
         engine.dispose()
 
 
-def _my_sessions(db: str) -> list[Any]:
+def _my_sessions(db: str, but: int = 0) -> list[Any]:
+    """Sessions using the database or a staged copy of it (``but``: the test's own holder)."""
     server = MY_SERVER.format(db="")
     return _my(server, "SELECT ID, DB, COMMAND, INFO FROM information_schema.PROCESSLIST "
-                       f"WHERE ID <> CONNECTION_ID() AND DB LIKE '{db}%'")
+                       f"WHERE ID <> CONNECTION_ID() AND ID <> {int(but)} AND DB LIKE '{db}%'")
 
 
 MY_SERVER = "mysql+pymysql://root@127.0.0.1:3306/{db}"
@@ -288,6 +289,42 @@ def test_mysql_kill9_before_the_live_load_leaves_the_target_unchanged(point: str
     staged = _my(MY_SERVER.format(db=""), "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA "
                                           f"WHERE SCHEMA_NAME LIKE '{db}_relstep%'")
     assert staged == []
+
+
+def test_mysql_kill9_while_queued_behind_an_app_metadata_lock_leaves_nothing_queued(tmp_path: Path,
+                                                                                   my_app: Any) -> None:
+    """relstep's LOCK TABLES waits behind an app's open transaction (--lock-wait 600) and relstep is
+    killed: the server ends the waiting statement while the app still holds its metadata lock, so
+    no DROP of relstep's runs when the app's transaction ends."""
+    import pymysql
+
+    app, url, db, _at_snapshot, before = my_app
+    holder = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=db)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("START TRANSACTION")
+            cursor.execute("SELECT * FROM Account LIMIT 1")   # a metadata lock until COMMIT
+        proc = start_relstep("restore", "1.0.0", "--yes", "--lock-wait", "600", cwd=app,
+                             stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: any("metadata lock" in str(row[2]) for row in _my_states(db)), 120,
+                     "the restore's LOCK TABLES to wait behind the app's metadata lock", proc=proc)
+        finally:
+            proc.kill()
+            proc.communicate()
+
+        wait_for(lambda: _my_sessions(db, but=holder.thread_id()) == [], 30,
+                 "the server to end the killed restore's statement")
+        holder.commit()
+    finally:
+        holder.close()
+    assert fingerprint(url) == before
+    assert "is unchanged" in unfinished(app)
+
+
+def _my_states(db: str) -> list[Any]:
+    return _my(MY_SERVER.format(db=""), "SELECT ID, INFO, STATE FROM information_schema.PROCESSLIST "
+                                        f"WHERE ID <> CONNECTION_ID() AND DB = '{db}'")
 
 
 def test_mysql_kill9_during_the_live_load_names_the_safety_snapshot_that_puts_it_back(tmp_path: Path,
