@@ -28,11 +28,14 @@ def databases_like(prefix: str) -> list[str]:
                                            (prefix,)).fetchall()]
 
 
-def relstep_sessions() -> list[tuple[Any, ...]]:
-    """Every session a restore opened (they all carry application_name relstep-restore-<id>)."""
+def relstep_sessions(application: str | None = None) -> list[tuple[Any, ...]]:
+    """Every session a restore opened (they all carry application_name relstep-restore-<id>); with
+    ``application``, only those of restores whose URL named it (``<application> (relstep-restore-<id>)``):
+    other people's restores run on the same server at the same time."""
+    pattern = "%relstep-restore-%" if application is None else f"{application} (relstep-restore-%"
     with pg() as conn:
         return conn.execute("SELECT pid, datname, state, query FROM pg_stat_activity "
-                            "WHERE application_name LIKE '%relstep-restore-%'").fetchall()
+                            "WHERE application_name LIKE %s", (pattern,)).fetchall()
 
 
 @contextmanager
@@ -49,7 +52,8 @@ def pg_role_database(kind: str) -> Iterator[tuple[str, str]]:
         conn.execute(f'CREATE ROLE "{role}" LOGIN {"CREATEDB" if kind == "owner" else "NOCREATEDB"}')
         conn.execute(f'CREATE DATABASE "{db}" OWNER "{role}"')
     try:
-        yield f"postgresql://{role}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{db}", db
+        # Named after the database: relstep_sessions(db) then sees only this test's restores.
+        yield f"postgresql://{role}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{db}?application_name={db}", db
     finally:
         with pg() as conn:
             for name in [db, *databases_like(db)]:

@@ -125,8 +125,8 @@ def _pg_app_blocks_no_more(db: str) -> None:
         conn.execute('LOCK TABLE "User" IN ACCESS EXCLUSIVE MODE')
 
 
-def _pg_nothing_left_running() -> None:
-    wait_for(lambda: relstep_sessions() == [], 30, "the server to end the killed restore's sessions")
+def _pg_nothing_left_running(db: str) -> None:
+    wait_for(lambda: relstep_sessions(db) == [], 30, "the server to end the killed restore's sessions")
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_pg_kill9_before_the_swap_leaves_the_target_unchanged(point: str, tmp_pa
 
     kill_at(app, point, tmp_path)
 
-    _pg_nothing_left_running()
+    _pg_nothing_left_running(db)
     assert fingerprint(url) == before
     _pg_app_blocks_no_more(db)
     line = unfinished(app)
@@ -165,7 +165,7 @@ def test_pg_kill9_after_the_swap_leaves_the_snapshot_and_the_way_back(tmp_path: 
 
     kill_at(app, "pg-swapped", tmp_path)
 
-    _pg_nothing_left_running()
+    _pg_nothing_left_running(db)
     assert fingerprint(url) == at_snapshot
     _pg_app_blocks_no_more(db)
     line = unfinished(app)
@@ -187,18 +187,18 @@ def test_pg_kill9_inside_the_one_transaction_rolls_it_all_back(point: str, tmp_p
     kill_at(app, point, tmp_path)
 
     # psql died with relstep (the kernel's parent-death signal): the server rolls the transaction back.
-    _pg_nothing_left_running()
+    _pg_nothing_left_running(db)
     assert fingerprint(url) == before
     _pg_app_blocks_no_more(db)
     line = unfinished(app)
     assert "is unchanged" in line, line
 
 
-def _waiting_relstep_lock() -> bool:
+def _waiting_relstep_lock(db: str) -> bool:
     with pg() as conn:
         return bool(conn.execute(
             "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE NOT l.granted AND a.application_name LIKE '%relstep-restore-%'").fetchall())
+            "WHERE NOT l.granted AND a.application_name LIKE %s", (f"{db} (relstep-restore-%",)).fetchall())
 
 
 @pytest.mark.parametrize("pg_app", ["no-createdb"], indirect=True)
@@ -213,12 +213,13 @@ def test_pg_kill9_while_queued_behind_an_app_lock_leaves_nothing_queued(tmp_path
         proc = start_relstep("restore", "1.0.0", "--yes", "--lock-wait", "600", cwd=app,
                              stdin=subprocess.DEVNULL)
         try:
-            wait_for(_waiting_relstep_lock, 120, "the restore's DROP to wait behind the app's lock", proc=proc)
+            wait_for(lambda: _waiting_relstep_lock(db), 120, "the restore's DROP to wait behind the app's lock",
+                     proc=proc)
         finally:
             proc.kill()
             proc.communicate()
 
-        _pg_nothing_left_running()   # psql died with relstep; the server noticed its client was gone
+        _pg_nothing_left_running(db)   # psql died with relstep; the server noticed its client was gone
         holder.execute("COMMIT")
     assert fingerprint(url) == before
     assert "is unchanged" in unfinished(app)

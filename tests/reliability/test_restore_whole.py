@@ -71,7 +71,7 @@ def test_large_objects_come_back(tmp_path: Path, pg_db: tuple[str, str]) -> None
     assert [bytes(b) for _oid, b in restored["blobs"]] == [b"\x00\x01\xfe binary", b"second"]
     assert restored["rows"]["docs"] == snapshot["rows"]["docs"]
     assert restored["blobs"] == snapshot["blobs"]
-    assert relstep_sessions() == []
+    assert relstep_sessions(db) == []
 
 
 def _assert_unchanged(ran: Any, db: str, before: dict[str, Any]) -> None:
@@ -79,7 +79,7 @@ def _assert_unchanged(ran: Any, db: str, before: dict[str, Any]) -> None:
     assert f"{db} is unchanged" in ran.last_err, ran.last_err
     assert "relstep restore " in ran.last_err, "the way back is named"
     assert _state(db) == before
-    assert relstep_sessions() == []
+    assert relstep_sessions(db) == []
 
 
 def test_a_redacted_unique_column_fails_the_restore_and_changes_nothing(tmp_path: Path,
