@@ -402,7 +402,7 @@ def restore(
             with unlock.reading(chk.snapshot, chk.manifest, "restore"):
                 _restore_database(chk, outcome, RestoreOptions(
                     lock_wait=lock_wait, terminate_sessions=terminate_sessions, no_owner=no_owner,
-                    no_privileges=no_privileges))
+                    no_privileges=no_privileges, keep_empty_replaced=True))
         finally:  # every end inside Python names the way back itself; only a kill leaves the journal
             outcome.report.on_change = None
             restore_journal.finish(config.backup_root)

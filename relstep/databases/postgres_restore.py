@@ -323,6 +323,9 @@ def _staged_swap(admin: _Admin, live: pg._Target, db_dir: Path, entries: list[di
                 admin.end_own_sessions()
                 admin.drop(staged_name)
     report.method = "loaded into a staged database, proven, then swapped in by rename"
+    if live_empty and not options.keep_empty_replaced:
+        admin.drop(replaced_name)  # it held nothing: the target was empty
+        return report
     report.replaced = replaced_name
     report.undo = _undo_command(live, replaced_name)
     if live_empty:

@@ -93,6 +93,10 @@ class RestoreOptions:
     no_owner: bool = False
     no_privileges: bool = False
     report: RestoreReport = field(default_factory=RestoreReport)
+    # PostgreSQL's swap into an empty target: keep the empty database it replaced (printed, dropped
+    # by the person later) rather than drop it at once, whose checkpoint writes the whole restored
+    # database out first.  `relstep restore` keeps it; verify's scratch restore drops it.
+    keep_empty_replaced: bool = False
 
 
 @contextmanager
