@@ -85,10 +85,14 @@ def _dump_database(config: Config, db: DatabaseConfig, dest: Path) -> DumpInfo:
 def _capture_code(config: Config, build: snapshot.Building, hashes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     # Files are shared with this app's previous snapshot only: another project's may go any time.
     previous = lookup.of_config(config).own
-    reuse: dict[str, Path] = {}
+    reuse: dict[str, code_capture.Shared] = {}
+    now = _encryption_entry(config)
     if previous:
-        files = previous[0].manifest().files
-        reuse = code_capture.previous_by_hash(previous[0].path, {rel: f.model_dump() for rel, f in files.items()})
+        before = previous[0].manifest()
+        # An encrypted snapshot links the previous one's ciphertexts only if it had the same recipients.
+        if code_capture.shares_with(before.encryption, now):
+            reuse = code_capture.previous_by_hash(previous[0].path, {rel: f.model_dump() for rel, f in
+                                                                     before.files.items()}, encrypted=now is not None)
     summaries = {}
     leave_out = _left_out_of_code(config)
     for name, source in config.code.items():

@@ -510,8 +510,12 @@ def unpin(
 def _fetched(inv: Invocation, ref: str | None) -> str:
     """--from-offsite: copy the snapshot into backup_root first; the local name to use from then on."""
     from relstep import offsite
+    from relstep.encryption import IdentityNeeded
 
-    return offsite.fetch_into_backup_root(inv.config, ref, inv.lock_timeout).name
+    try:
+        return offsite.fetch_into_backup_root(inv.config, ref, inv.lock_timeout).name
+    except IdentityNeeded as exc:   # a copy encrypted on the way up: named as the command's, as locally
+        raise IdentityNeeded(exc.message, phase=inv.command) from None
 
 
 def _restore_check_json(chk: RestoreCheck) -> dict[str, Any]:

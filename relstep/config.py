@@ -461,16 +461,16 @@ def _offsite(parsed: Any, raw: dict[str, Any], retention: int, where: str) -> Of
     return OffsiteConfig(url=parsed.url, keep=keep, required=parsed.required)
 
 
-def _encryption(parsed: Any, base: Path, where: str) -> EncryptionConfig | None:
+def _encryption(parsed: Any, base: Path, where: str, offsite: OffsiteConfig | None) -> EncryptionConfig | None:
     if parsed is None:
         return None
     from relstep.encryption import load_recipients
 
-    if parsed.offsite_only:
-        # Refused rather than accepted: an off-site copy that was meant to be encrypted must never
-        # be uploaded plain because the encrypting upload does not exist yet.
-        raise ConfigError(f"{where}: encryption.offsite_only is not supported yet; remove it to encrypt "
-                          "every snapshot (its off-site copies are then the encrypted files)")
+    if parsed.offsite_only and offsite is None:
+        # Refused rather than accepted: with nothing going off-site, nothing would ever be encrypted.
+        raise ConfigError(f"{where}: encryption.offsite_only is set but no off-site copy is configured, so "
+                          "nothing would be encrypted; add offsite.url, or remove offsite_only to encrypt "
+                          "the local snapshots")
     return EncryptionConfig(recipients=load_recipients(parsed.recipients, base, where),
                             offsite_only=parsed.offsite_only)
 
@@ -573,6 +573,7 @@ def load_config(
     record_url = _record_url(parsed.record.url, database, place)
     backup_root = _backup_root(base, parsed.backup_root)
     retention = resolve_retention(keep, environ, parsed.retention, where)
+    offsite = _offsite(parsed.offsite, raw, retention, where)
     config = Config(
         base_dir=base,
         file=file,
@@ -588,10 +589,10 @@ def load_config(
         record=RecordConfig(url=record_url, table=_record_table(parsed.record.table, where)),
         raw=raw,
         databases=databases,
-        offsite=_offsite(parsed.offsite, raw, retention, where),
+        offsite=offsite,
         notify=_notify(parsed.notify, where),
         project=parsed.project,
-        encryption=_encryption(parsed.encryption, base, where),
+        encryption=_encryption(parsed.encryption, base, where, offsite),
     )
     _register_url_passwords(config)
     return config

@@ -147,6 +147,9 @@ class EncryptionEntry(_Described):
 
     scheme: str = "age"
     recipients: list[str]
+    # True: an off-site copy encrypted on the way up (encryption.offsite_only) of a plain local
+    # snapshot; it also holds that snapshot's manifest, encrypted (relstep.offsite_crypt).
+    offsite_only: bool = False
 
 
 class Manifest(_Described):

@@ -20,12 +20,17 @@ same role ``.partial`` plays locally).
   ``~/.aws/credentials``, ``AWS_ENDPOINT_URL`` for S3-compatible servers); SFTP uses
   ``~/.ssh/config``, the agent, ``~/.ssh/id_*`` and ``~/.ssh/known_hosts``.
 
+* With ``encryption:`` set, a plain local snapshot (``offsite_only``) is encrypted file by file
+  on the way up and decrypted on the way back with the identity (:mod:`relstep.offsite_crypt`);
+  the remote manifest then records the ciphertexts' checksums, so every check above needs no key.
+
 ``fetch(config, name, dest)`` is the API ``restore``/``verify --from-offsite`` use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import shutil
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relstep import fsutil, lookup, progress, snapshot
+from relstep import fsutil, lookup, offsite_crypt, progress, snapshot
 from relstep.config import Config, OffsiteConfig
 from relstep.errors import InputError, ManifestError, OffsiteError, RelstepError
 from relstep.identity import project_of
@@ -228,19 +233,59 @@ def _upload_file(remote: Remote, local: Path, target: str, on_bytes: Callable[[i
     return size, digest.hexdigest()
 
 
-def _upload(remote: Remote, snap: Path, name: str, files: Mapping[str, FileEntry]) -> None:
+def _upload(remote: Remote, snap: Path, name: str, files: Mapping[str, FileEntry], manifest_bytes: bytes,
+            recipients: tuple[str, ...] | None) -> dict[str, FileEntry]:
+    """Send every file but the manifest; the remote files' entries (the local ones unless encrypted on the way).
+
+    ``recipients``: encrypt each data file to them as it is sent, and add the local manifest,
+    encrypted (relstep.offsite_crypt).
+    """
     total = sum(meta.size for meta in files.values())
     dirs = sorted({posixpath.dirname(rel) for rel in files} | {""})
     for rel_dir in dirs:   # SFTP and local need folders; on S3 this costs nothing
         remote.fs.makedirs(remote.path(name, rel_dir) if rel_dir else remote.path(name), exist_ok=True)
+    keys = None
+    if recipients is not None:
+        from relstep.encryption import recipient_objects
+
+        keys = recipient_objects(recipients)
+    sent_entries: dict[str, FileEntry] = {}
     with progress.task(f"uploading {name}", unit="bytes", total=total) as task:
         for rel, meta in sorted(files.items()):
-            sent = _upload_file(remote, snap / rel, remote.path(name, rel), task.advance)
+            if keys is None or rel in offsite_crypt.PLAIN_FILES:
+                sent = _upload_file(remote, snap / rel, remote.path(name, rel), task.advance)
+                sent_entries[rel] = meta
+            else:
+                with open(snap / rel, "rb", buffering=0) as src, \
+                        remote.fs.open(remote.path(name, rel), "wb", **remote.io_options) as out:
+                    sent_entries[rel], sent = offsite_crypt.encrypt_to(src, out, keys, task.advance)
             if sent != (meta.size, meta.sha256):
                 # The local copy changed since the manifest was written: uploading it would spread the damage.
                 raise OffsiteError(
                     f"local file {snap / rel} no longer matches its manifest entry; run `relstep verify`"
                 )
+        if keys is not None:
+            with remote.fs.open(remote.path(name, offsite_crypt.LOCAL_MANIFEST), "wb", **remote.io_options) as out:
+                sent_entries[offsite_crypt.LOCAL_MANIFEST], _ = offsite_crypt.encrypt_to(
+                    io.BytesIO(manifest_bytes), out, keys, task.advance)
+    return sent_entries
+
+
+def _expected_remote(remote: Remote, name: str, local: Manifest,
+                     all_files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+    """What a complete remote copy of the local snapshot must hold: the local files, or (encrypted on
+    the way up) the ciphertexts its own manifest lists, once that manifest is checked to describe
+    exactly the local snapshot's files and manifest."""
+    top = remote.fs.cat_file(remote.path(name, snapshot.MANIFEST))
+    copy = Manifest.parse(top, f"{name}/{snapshot.MANIFEST} at {remote.shown}")
+    if not offsite_crypt.is_encrypted_copy(copy):
+        return all_files
+    own = offsite_crypt.local_manifest_entry(copy, f"{name} at {remote.shown}")
+    if own.plain_sha256 != all_files[snapshot.MANIFEST].sha256:
+        raise OffsiteError(f"the off-site copy of {name} at {remote.shown} holds another manifest than the "
+                           "local snapshot; remove the remote copy and run `relstep offsite` again")
+    offsite_crypt.check_local_manifest(copy, local, f"{name} at {remote.shown}")
+    return {**copy.files, snapshot.MANIFEST: FileEntry(size=len(top), sha256=hashlib.sha256(top).hexdigest())}
 
 
 def _remove(remote: Remote, name: str) -> None:
@@ -266,23 +311,30 @@ def push(config: Config, snap: Path, protect: str | None = None, prune: bool = T
                           bytes=manifest.size + len(manifest_bytes))
     all_files = {**files, snapshot.MANIFEST: FileEntry(size=len(manifest_bytes),
                                                        sha256=hashlib.sha256(manifest_bytes).hexdigest())}
+    recipients = offsite_crypt.recipients_for(config, manifest)
     with _failures(f"copying {name}", remote):
         if _is_complete(remote, name):
             # A re-run (`relstep offsite`) after a copy that already landed: check it, send nothing.
+            expected = _expected_remote(remote, name, manifest, all_files)
+            outcome.files, outcome.bytes = len(expected), sum(meta.size for meta in expected.values())
             with progress.task(f"verifying {name} off-site", unit="bytes", total=outcome.bytes) as task:
-                verify_remote(remote, name, all_files, lambda n: task.advance(n))
+                verify_remote(remote, name, expected, lambda n: task.advance(n))
             outcome.uploaded = False
         else:
             _remove(remote, name)   # an earlier interrupted attempt: start clean
             try:
-                _upload(remote, snap, name, files)
+                sent = _upload(remote, snap, name, files, manifest_bytes, recipients)
+                # The bytes as written locally, or the copy's own manifest when encrypted on the way.
+                top = (manifest_bytes if recipients is None
+                       else offsite_crypt.remote_manifest(manifest, sent, recipients))
+                top_entry = FileEntry(size=len(top), sha256=hashlib.sha256(top).hexdigest())
+                outcome.files, outcome.bytes = len(sent) + 1, sum(meta.size for meta in sent.values()) + len(top)
                 with progress.task(f"verifying {name} off-site", unit="bytes", total=outcome.bytes) as task:
-                    verify_remote(remote, name, files, lambda n: task.advance(n))
+                    verify_remote(remote, name, sent, lambda n: task.advance(n))
                     # The manifest goes last: its presence is what marks the remote copy complete.
                     with remote.fs.open(remote.path(name, snapshot.MANIFEST), "wb") as out:
-                        out.write(manifest_bytes)
-                    verify_remote(remote, name, {snapshot.MANIFEST: all_files[snapshot.MANIFEST]},
-                                  lambda n: task.advance(n))
+                        out.write(top)
+                    verify_remote(remote, name, {snapshot.MANIFEST: top_entry}, lambda n: task.advance(n))
             except BaseException:
                 try:
                     _remove(remote, name)   # never leave a copy that could pass for complete
@@ -366,24 +418,39 @@ def fetch(config: Config, name: str | None, dest: Path) -> Path:
         final = dest / name
         if final.exists():
             raise InputError(f"{final} already exists; remove it or fetch into another folder")
+        where = f"{name}/{snapshot.MANIFEST} at {remote.shown}"
+        top = remote.fs.cat_file(remote.path(name, snapshot.MANIFEST))
+        copy = Manifest.parse(top, where)   # also refuses paths that would leave the snapshot
+        # Encrypted on the way up: the identity is needed (and checked) before anything is written.
+        identities = offsite_crypt.identities_for(name, remote.shown) if offsite_crypt.is_encrypted_copy(copy) \
+            else None
         dest.mkdir(parents=True, exist_ok=True)
         partial = dest / f".{name}{snapshot.PARTIAL_SUFFIX}"
         shutil.rmtree(partial, ignore_errors=True)
         fsutil.make_private_dir(partial)
         try:
-            remote.fs.get_file(remote.path(name, snapshot.MANIFEST), str(partial / snapshot.MANIFEST))
-            manifest = Manifest.load(partial)   # also refuses paths that would leave the snapshot
-            files = manifest.files
-            total = manifest.size
+            if identities is None:
+                (partial / snapshot.MANIFEST).write_bytes(top)
+            else:
+                _decrypt_file(remote, name, offsite_crypt.LOCAL_MANIFEST,
+                              offsite_crypt.local_manifest_entry(copy, f"{name} at {remote.shown}"),
+                              partial / snapshot.MANIFEST, identities)
+                offsite_crypt.check_local_manifest(copy, Manifest.load(partial), f"{name} at {remote.shown}")
+            files = {rel: entry for rel, entry in copy.files.items() if rel != offsite_crypt.LOCAL_MANIFEST}
+            total = sum(meta.size for meta in files.values())
             with progress.task(f"downloading {name}", unit="bytes", total=total) as task:
                 for rel, meta in sorted(files.items()):
                     target = partial / rel
                     if not target.resolve().is_relative_to(partial.resolve()):
                         raise OffsiteError(f"the manifest of {name} names a file outside the snapshot: {rel}")
                     target.parent.mkdir(parents=True, exist_ok=True, mode=fsutil.PRIVATE_DIR)
-                    remote.fs.get_file(remote.path(name, rel), str(target))
-                    if fsutil.sha256_file(target) != (meta.size, meta.sha256):
-                        raise OffsiteError(f"{rel} of {name} at {remote.shown} does not match its manifest")
+                    if identities is not None and meta.plain_sha256 is not None:
+                        # The local snapshot's file was plain: decrypted as it arrives, both checksums checked.
+                        _decrypt_file(remote, name, rel, meta, target, identities)
+                    else:
+                        remote.fs.get_file(remote.path(name, rel), str(target))
+                        if fsutil.sha256_file(target) != (meta.size, meta.sha256):
+                            raise OffsiteError(f"{rel} of {name} at {remote.shown} does not match its manifest")
                     task.advance(meta.size)
             fsutil.privatize_tree(partial)
             os.replace(partial, final)
@@ -393,6 +460,11 @@ def fetch(config: Config, name: str | None, dest: Path) -> Path:
             shutil.rmtree(partial, ignore_errors=True)
             raise
     return final
+
+
+def _decrypt_file(remote: Remote, name: str, rel: str, meta: FileEntry, target: Path, identities: list[Any]) -> None:
+    with remote.fs.open(remote.path(name, rel), "rb", **remote.io_options) as raw:
+        offsite_crypt.decrypt_to(raw, target, identities, meta, f"{rel} of {name} at {remote.shown}")
 
 
 def resolve_remote(config: Config, ref: str | None) -> str:

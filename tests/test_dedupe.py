@@ -133,13 +133,13 @@ def test_restore_after_predecessors_are_pruned_is_identical_to_the_source(app: P
     assert tree_state(app / "backend")["src/new.js"][2] is True
 
 
-def capture(source: Path, snap: Path, reuse: dict[str, Path] | None = None) -> tuple[dict, dict]:
+def capture(source: Path, snap: Path, reuse: dict[str, code_capture.Shared] | None = None) -> tuple[dict, dict]:
     hashes: dict[str, dict] = {}
     summary = code_capture.capture_tree("app", source, snap, EXCLUDE, {}, reuse or {}, hashes)
     return summary.to_json(), hashes
 
 
-def reuse_index(snap: Path, hashes: dict[str, dict]) -> dict[str, Path]:
+def reuse_index(snap: Path, hashes: dict[str, dict]) -> dict[str, code_capture.Shared]:
     return code_capture.previous_by_hash(snap, hashes)
 
 

@@ -252,13 +252,13 @@ def test_the_codec_names_a_tampered_age_file_and_removes_a_failed_one(tmp_path: 
     assert not (tmp_path / "g").exists()
 
 
-def test_offsite_only_is_refused_until_the_encrypting_upload_exists(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_offsite_only_without_an_off_site_copy_is_refused(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     app, url = make_app(tmp_path, request, "sqlite")
     public = str(pyrage.x25519.Identity.generate().to_public())
     write_config(app, {"database": {"url": url}, "encryption": {"recipients": [public], "offsite_only": True}})
     ran = run("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 2
-    assert ran.last_err.endswith("encryption.offsite_only is not supported yet; remove it to encrypt every snapshot "
-                                 "(its off-site copies are then the encrypted files)")
+    assert ran.last_err.endswith("encryption.offsite_only is set but no off-site copy is configured, so nothing "
+                                 "would be encrypted; add offsite.url, or remove offsite_only to encrypt the local "
+                                 "snapshots")
+    assert not (app / "backups/releases").exists() or not any((app / "backups/releases").iterdir())

@@ -7,7 +7,11 @@ still hold exactly those bytes.  A hard link is a second name for the
 same bytes, so every snapshot stays self-contained: deleting an older snapshot
 only drops a name, never the content a newer one still links.  Snapshot files
 are 0600 and never written after the snapshot is finished, which is what makes
-sharing their inodes safe.
+sharing their inodes safe.  In an encrypted snapshot the same holds for the
+ciphertexts: a file whose plaintext SHA-256 (``plain_sha256``) is the previous
+snapshot's links that snapshot's age file, when both were encrypted to the same
+recipients (:func:`shares_with`), once the age file is checked to still hold the
+recorded ciphertext.
 
 What a tree is not: databases (the configured SQLite file and any file with an
 SQLite header, which would carry every value the dump redacts), relstep's own
@@ -107,49 +111,73 @@ def check_sources(code: dict[str, Path]) -> None:
             raise ConfigError(f"code folder {name!r} ({source}) does not exist or is not a directory; fix code.{name}")
 
 
-def previous_by_hash(previous: Path | None, files: dict[str, dict[str, Any]]) -> dict[str, Path]:
-    """sha256 -> a file of the previous snapshot's code tree holding that content."""
+@dataclass(frozen=True)
+class Shared:
+    """A previous snapshot's copy of some content, and its manifest entry, which a link takes over.
+
+    Plain snapshots: ``size``/``sha256`` are the content's.  Encrypted ones: they are the
+    ciphertext's and ``plain_sha256`` the content's, the key a new file is looked up by.
+    """
+
+    path: Path
+    size: int
+    sha256: str
+    plain_sha256: str | None = None
+
+    def entry(self) -> dict[str, Any]:
+        if self.plain_sha256 is None:
+            return {"size": self.size, "sha256": self.sha256}
+        return {"size": self.size, "sha256": self.sha256, "plain_sha256": self.plain_sha256}
+
+
+def shares_with(before: Any, now: Any) -> bool:
+    """Whether a snapshot encrypted as ``now`` may link the files of one encrypted as ``before``.
+
+    Both are a manifest's ``encryption`` entry (None: plain).  A link gives the new snapshot the
+    old ciphertext, readable by exactly the old recipients: sharing across a change of recipients
+    would leave a removed recipient able to read, or a new one unable to, so it needs the same set.
+    """
+    if before is None or now is None:
+        return before is None and now is None
+    return bool(before.scheme == now.scheme and set(before.recipients) == set(now.recipients))
+
+
+def previous_by_hash(previous: Path | None, files: dict[str, dict[str, Any]], *,
+                     encrypted: bool = False) -> dict[str, Shared]:
+    """content SHA-256 -> a file of the previous snapshot's code tree holding that content.
+
+    ``encrypted``: the previous snapshot's files are age files, looked up by their
+    ``plain_sha256``; the caller checked with :func:`shares_with` that the recipients are the same.
+    """
     if previous is None:
         return {}
-    index: dict[str, Path] = {}
+    index: dict[str, Shared] = {}
     for rel, meta in files.items():
-        if rel.startswith(CODE_DIR + "/") and "sha256" in meta:
-            index.setdefault(meta["sha256"], previous / rel)
+        if not rel.startswith(CODE_DIR + "/") or "sha256" not in meta:
+            continue
+        plain = meta.get("plain_sha256")
+        if encrypted != (plain is not None):
+            continue  # a ciphertext never stands in for plain content, nor the reverse
+        index.setdefault(plain or meta["sha256"], Shared(previous / rel, meta["size"], meta["sha256"], plain))
     return index
 
 
-def _write_new(dest: str, chunks: Iterable[bytes | memoryview]) -> None:
+def _write_new(dest: str, chunks: Iterable[bytes | memoryview]) -> codec.Written:
+    """A new private file through the codec (which encrypts it in an encrypted snapshot)."""
     with codec.create(dest) as out:
         for chunk in chunks:
             out.write(chunk)
+    assert out.result is not None
+    return out.result
 
 
-def _copy_hashing(source: str, dest: str) -> tuple[int, str]:
+def _copy(source: str, dest: str) -> codec.Written:
     """Copy ``source`` to a new private file ``dest`` in one pass; the codec hashes what it writes."""
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with codec.create(dest) as out:
-            for chunk in fsutil.read_chunks(src):
-                out.write(chunk)
+        return _write_new(dest, fsutil.read_chunks(src))
     finally:
         os.close(src)
-    assert out.result is not None
-    return out.result.size, out.result.sha256
-
-
-def _copy_encrypted(source: str, dest: str) -> codec.Written:
-    try:
-        src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            with codec.create(dest) as out:
-                for chunk in fsutil.read_chunks(src):
-                    out.write(chunk)
-        finally:
-            os.close(src)
-    except OSError as exc:
-        raise BackupError(f"cannot copy {names.readable(source)}: {exc.strerror or exc}") from exc
-    assert out.result is not None
-    return out.result
 
 
 def _holds(existing: str, size: int, sha: str, held: bytes | None) -> bool:
@@ -173,12 +201,18 @@ def _holds(existing: str, size: int, sha: str, held: bytes | None) -> bool:
         os.close(fd)
 
 
-def _try_link(existing: str, dest: str, size: int, sha: str, held: bytes | None) -> bool:
-    """Hard-link ``existing`` (a previous snapshot's copy of the same content) at ``dest``."""
+def _try_link(existing: Shared, dest: str, held: bytes | None) -> bool:
+    """Hard-link ``existing`` (a previous snapshot's copy of the same content) at ``dest``.
+
+    ``held``: the content, when it fits in one chunk.  An encrypted copy is checked against its
+    ciphertext's recorded SHA-256 instead: its bytes on disk are not the content.
+    """
+    if existing.plain_sha256 is not None:
+        held = None
     try:
-        if not _holds(existing, size, sha, held):
+        if not _holds(str(existing.path), existing.size, existing.sha256, held):
             return False
-        os.link(existing, dest)
+        os.link(existing.path, dest)
         return True
     except OSError as exc:
         # Too many links, another filesystem, no permission, pruned meanwhile: copy instead.
@@ -187,13 +221,14 @@ def _try_link(existing: str, dest: str, size: int, sha: str, held: bytes | None)
         return False
 
 
-def _capture_shared(source: str, dest: str, reuse: dict[str, Path]) -> tuple[int, str, bool]:
+def _capture_shared(source: str, dest: str, reuse: Mapping[str, Shared]) -> tuple[dict[str, Any], int, bool]:
     """Link ``dest`` to the predecessor's copy when the content is the same, else copy.
 
-    A file that fits in one chunk (nearly every source file) is read once: hashed,
-    compared with the predecessor's copy, and written from the same buffer only if it
-    has to be copied.  A bigger file is hashed first and read again only when it
-    changed, so an unchanged file is never written at all.
+    Returns (the manifest entry, the content's size, whether it was linked).  A file that
+    fits in one chunk (nearly every source file) is read once: hashed, compared with the
+    predecessor's copy, and written from the same buffer only if it has to be copied.  A
+    bigger file is hashed first and read again only when it changed, so an unchanged file
+    is never written at all.
     """
     digest = hashlib.sha256()
     size = 0
@@ -206,16 +241,12 @@ def _capture_shared(source: str, dest: str, reuse: dict[str, Path]) -> tuple[int
             size += len(chunk)
     finally:
         os.close(fd)
-    sha = digest.hexdigest()
-    existing = reuse.get(sha)
-    if existing is not None and _try_link(str(existing), dest, size, sha, held if size else b""):
-        return size, sha, True
-    if held is not None or size == 0:
-        _write_new(dest, [held] if held else [])
-        return size, sha, False
+    existing = reuse.get(digest.hexdigest())
+    if existing is not None and _try_link(existing, dest, held if size else b""):
+        return existing.entry(), size, True
     # Changed between the two reads?  The copy's own hash is the one that describes it.
-    copied_size, copied_sha = _copy_hashing(source, dest)
-    return copied_size, copied_sha, False
+    written = _write_new(dest, [held] if held else []) if held is not None or size == 0 else _copy(source, dest)
+    return written.entry(), written.content_size, False
 
 
 def capture_tree(
@@ -224,7 +255,7 @@ def capture_tree(
     snapshot_dir: Path,
     exclude: Iterable[str],
     leave_out: Mapping[Path, str],
-    reuse: dict[str, Path],
+    reuse: Mapping[str, Shared],
     hashes: dict[str, dict[str, Any]],
     on_file: Callable[[int], None] | None = None,
 ) -> CodeSummary:
@@ -311,7 +342,7 @@ def _leave_out(summary: CodeSummary, stored_rel: str, reason: str) -> None:
 
 
 def _capture_regular(
-    entry: os.DirEntry[str], dest_root: Path, prefix: str, stored_rel: str, reuse: dict[str, Path],
+    entry: os.DirEntry[str], dest_root: Path, prefix: str, stored_rel: str, reuse: Mapping[str, Shared],
     hashes: dict[str, dict[str, Any]], summary: CodeSummary, on_file: Callable[[int], None] | None,
 ) -> str | None:
     """Copy one regular file into the snapshot; or return why it is left out (an SQLite file)."""
@@ -325,15 +356,7 @@ def _capture_regular(
     if why is not None:
         return why
     dest = f"{dest_root}/{stored_rel}"
-    if codec.encrypts(dest):
-        # An encrypted snapshot copies every file through the codec's age stage: the entry is the
-        # ciphertext's size and SHA-256 plus the plaintext's (not shared with the predecessor yet).
-        written = _copy_encrypted(entry.path, dest)
-        hashes[prefix + stored_rel] = written.entry()
-        size = written.content_size
-    else:
-        size, digest = _capture_file(entry.path, dest, reuse, summary, sparse.is_sparse(st))
-        hashes[prefix + stored_rel] = {"size": size, "sha256": digest}
+    hashes[prefix + stored_rel], size = _capture_file(entry.path, dest, reuse, summary, sparse.is_sparse(st))
     summary.files += 1
     summary.bytes += size
     if st.st_mode & stat.S_IXUSR:
@@ -343,26 +366,34 @@ def _capture_regular(
     return None
 
 
-def _capture_file(src: str, dest: str, reuse: dict[str, Path], summary: CodeSummary,
-                  is_sparse: bool = False) -> tuple[int, str]:
+def _capture_file(src: str, dest: str, reuse: Mapping[str, Shared], summary: CodeSummary,
+                  is_sparse: bool = False) -> tuple[dict[str, Any], int]:
+    """(the manifest entry, the content's size) of one file copied, or linked to the predecessor's copy.
+
+    In an encrypted snapshot the codec encrypts every copy; ``reuse`` then holds the previous
+    snapshot's ciphertexts (only when it had the same recipients), and a hole in a sparse file
+    is encrypted like any other bytes.
+    """
     try:
-        if is_sparse:
-            return _capture_sparse(src, dest, reuse, summary)
+        if is_sparse and not codec.encrypts(dest):
+            size, digest = _capture_sparse(src, dest, reuse, summary)
+            return {"size": size, "sha256": digest}, size
         if reuse:
-            size, digest, linked = _capture_shared(src, dest, reuse)
+            entry, size, linked = _capture_shared(src, dest, reuse)
             summary.linked += linked
-            return size, digest
-        return _copy_hashing(src, dest)
+            return entry, size
+        written = _copy(src, dest)
+        return written.entry(), written.content_size
     except OSError as exc:
         raise BackupError(f"cannot copy {names.readable(src)}: {exc.strerror or exc}") from exc
 
 
-def _capture_sparse(source: str, dest: str, reuse: dict[str, Path], summary: CodeSummary) -> tuple[int, str]:
+def _capture_sparse(source: str, dest: str, reuse: Mapping[str, Shared], summary: CodeSummary) -> tuple[int, str]:
     """A file with holes: linked when unchanged, else copied with its holes (never filled with zeros)."""
     if reuse:
         size, sha = fsutil.sha256_file(source)
         existing = reuse.get(sha)
-        if existing is not None and _try_link(str(existing), dest, size, sha, None):
+        if existing is not None and _try_link(existing, dest, None):
             summary.linked += 1
             return size, sha
     digest = hashlib.sha256()
