@@ -40,7 +40,7 @@ def begin(root: Path, snapshot: Path, target: str, safety: Path | None) -> Calla
     def save(report: RestoreReport) -> None:
         journal.replace_json(path(root), {
             **base, "staged": report.staged, "drop_staged": report.drop_staged,
-            "live_changed": report.live_changed, "swapping": report.swapping,
+            "live_changed": report.live_changed, "committing": report.committing,
             "swap_to": report.swap_to, "swap_undo": report.swap_undo,
         })
 
@@ -76,9 +76,12 @@ def describe(data: dict[str, Any]) -> list[str]:
                 f"started {data.get('started_at')})"]
     lines = [f"a restore of {data.get('snapshot')} into {target} did not finish (relstep pid {pid} was killed, "
              f"started {data.get('started_at')}); remove {FILE} beside the snapshots once this is dealt with"]
-    if data.get("swapping") and data.get("swap_to"):
+    if data.get("committing") and data.get("swap_to"):
         lines.append(f"if database {data['swap_to']} exists, the snapshot was swapped in whole; to put the "
                      f"previous database back: `{data.get('swap_undo')}`; otherwise {target} is unchanged")
+    elif data.get("committing"):
+        lines.append(f"if its last step (PostgreSQL's COMMIT, SQLite's copy) completed, {target} is entirely the "
+                     f"snapshot (the safety snapshot below puts the previous state back); otherwise it is unchanged")
     elif data.get("live_changed"):
         lines.append(f"{target} may be half restored: put the safety snapshot back with `{data.get('way_back')}`")
     else:
@@ -86,5 +89,6 @@ def describe(data: dict[str, Any]) -> list[str]:
     if data.get("staged"):
         lines.append(f"the staged copy {data['staged']} may be left: remove it with `{data.get('drop_staged')}`")
     if data.get("safety_snapshot") and not data.get("live_changed"):
+        # Not after a MariaDB live change: the line above already names it as the way back.
         lines.append(f"the safety snapshot {data['safety_snapshot']} holds {target} as it was: `{data['way_back']}`")
     return lines

@@ -309,7 +309,7 @@ def _staged_swap(admin: _Admin, live: pg._Target, db_dir: Path, entries: list[di
         _load_parallel(staged, db_dir, entries, pg_restore, options)
         options.prove(pg._database_url(live.url, staged_name))
         faults.point("pg-before-swap")
-        report.swapping = True
+        report.committing = True
         report.changed()
         with admin.connect() as conn:
             _swap(conn, live.dbname, staged_name, replaced_name, admin.tag, options)
@@ -558,6 +558,8 @@ def _feed(stdin: IO[bytes], preamble: bytes, db_dir: Path, entries: list[dict[st
             stdin.write(chunk)
         stdin.write(b"\\.\n")
     _script(stdin, pg_restore, dump_dir, "post-data", live, options)
+    options.report.committing = True  # from here a kill may find the target committed: the journal says so
+    options.report.changed()
     stdin.write(b"COMMIT;\n")
 
 

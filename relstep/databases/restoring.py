@@ -75,7 +75,7 @@ class RestoreReport:
     drop_staged: str | None = None                         # the exact command that removes it
     swap_to: str | None = None                             # where the target goes if the swap commits
     swap_undo: str | None = None                           # the command that undoes that swap
-    swapping: bool = False                                 # the swap has started: it may have committed
+    committing: bool = False                               # the swap / COMMIT / copy that makes it the snapshot began
     on_change: Callable[[RestoreReport], None] | None = None
 
     def changed(self) -> None:

@@ -327,6 +327,8 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
             if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise DatabaseError(f"the SQLite copy in {db_dir} fails its integrity check")
         options.prove(f"sqlite:///{staging}")
+        options.report.committing = True  # the copy's last step commits it: a kill may come after that
+        options.report.changed()
         _copy_into(staging, target, options.lock_wait)
     except (OSError, codec.UnreadableFile, sqlite3.Error) as exc:
         raise DatabaseError(f"cannot restore {target}: {exc}; it is unchanged") from exc
