@@ -430,10 +430,9 @@ def exp_verify(bench: Bench, snapshot: Path) -> None:
 
 
 def exp_encryption(bench: Bench) -> None:
-    """relstep backup of the same SQLite database and code, plain and encrypted to one age key.
-
-    SQLite, because PostgreSQL snapshots cannot be encrypted yet (docs/encryption.md); the
-    database is random hex rows, so compression and encryption both see realistic volume."""
+    """relstep backup of the same data and code, plain and encrypted to one age key: a SQLite database
+    of random hex rows, and the generated PostgreSQL database (plain: `pg_dump -Fd -j2 -Z1`;
+    encrypted: one `pg_dump -Fc -Z0` stream through zstd and age, docs/encryption.md)."""
     import sqlite3
 
     import pyrage
@@ -444,22 +443,34 @@ def exp_encryption(bench: Bench) -> None:
         with sqlite3.connect(db) as conn:
             conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
             conn.executemany("INSERT INTO events (payload) VALUES (?)", ((os.urandom(48).hex(),) for _ in range(rows)))
-    app = app_tree(bench)
     public = str(pyrage.x25519.Identity.generate().to_public())
-    usage: dict[str, Usage] = {}
-    for kind in ("plain", "encrypted"):
-        root = bench.out / f"encryption-{kind}"
-        config = write_config(root / "relstep.yml", f"sqlite:///{db}", app, root / "snapshots")
-        settings = json.loads(config.read_text())
-        settings["migrations"] = {"tool": "none"}
-        if kind == "encrypted":
-            settings["encryption"] = {"recipients": [public]}
-        config.write_text(json.dumps(settings, indent=2))
-        usage[kind] = median_usage([run_relstep(config, "backup", "--version", f"1.0.{i}")
-                                    for i in range(bench.args.repeat)])
-    mine, base = usage["encrypted"].wall, usage["plain"].wall
+    mine, base = _encrypted_and_plain(bench, "sqlite", f"sqlite:///{db}", public)
     bench.add(Row(f"backup encrypted vs plain ({bench.args.encryption_mb} MB SQLite + code)", "s", mine, base,
                   "<= 1.1x", mine <= 1.1 * base, "same data; age through pyrage, one helper thread per file"))
+    size = bench.args.encryption_pg_mb
+    pg_url = database(bench, size)
+    mine, base = _encrypted_and_plain(bench, "postgres", pg_url, public)
+    bench.add(Row(f"backup encrypted vs plain ({size} MB PostgreSQL + code)", "s", mine, base, "<= 1.1x",
+                  mine <= 1.1 * base, "plain: pg_dump -Fd -j2 -Z1; encrypted: pg_dump -Fc -Z0, then zstd -3 "
+                  f"(2 threads) and age; median of {bench.args.repeat}, sides alternated"))
+
+
+def _encrypted_and_plain(bench: Bench, label: str, url: str, public: str) -> tuple[float, float]:
+    """(encrypted, plain) median wall time of `relstep backup` of ``url`` and the code tree."""
+    app = app_tree(bench)
+    usage: dict[str, list[Usage]] = {"plain": [], "encrypted": []}
+    for i in range(bench.args.repeat):
+        # Alternate the order so neither side always runs on the other's warmed caches.
+        for kind in (("plain", "encrypted") if i % 2 == 0 else ("encrypted", "plain")):
+            root = bench.out / f"encryption-{label}-{kind}-{i}"
+            config = write_config(root / "relstep.yml", url, app, root / "snapshots")
+            settings = json.loads(config.read_text())
+            settings["migrations"] = {"tool": "none"}
+            if kind == "encrypted":
+                settings["encryption"] = {"recipients": [public]}
+            config.write_text(json.dumps(settings, indent=2))
+            usage[kind].append(run_relstep(config, "backup", "--version", f"1.0.{i}"))
+    return median_usage(usage["encrypted"]).wall, median_usage(usage["plain"]).wall
 
 
 # --------------------------------------------------------------------------- output
@@ -531,6 +542,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--small-size-mb", type=int, default=250, help="second size for the RSS check (250)")
     parser.add_argument("--files", type=int, default=20_000, help="code files outside node_modules (20000)")
     parser.add_argument("--encryption-mb", type=int, default=200, help="SQLite database of the encryption run (200)")
+    parser.add_argument("--encryption-pg-mb", type=int, default=500,
+                        help="PostgreSQL database of the encryption run (500)")
     parser.add_argument("--releases", type=int, default=30, help="consecutive releases for the churn test (30)")
     parser.add_argument("--fake-snapshots", type=int, default=1000, help="snapshots for list/prune (1000)")
     parser.add_argument("--repeat", type=int, default=1,

@@ -47,18 +47,28 @@ def check_inputs(config: Config) -> None:
             f"no database to back up; set database.url in {config.where} or the DATABASE_URL environment variable"
         )
     code_capture.check_sources(config.code)
-    if config.encryption is not None and not config.encryption.offsite_only:
-        encrypted_unsupported = [db.name for db in config.all_databases if engine_name(db.url) == "postgres"]
-        if encrypted_unsupported:
-            # pg_dump's directory format is written by pg_dump itself, as plaintext: refused until
-            # the streamed custom-format path exists, rather than leave a plain dump in the snapshot.
-            raise ConfigError(
-                f"encryption of PostgreSQL snapshots is not supported yet ({', '.join(encrypted_unsupported)}); "
-                f"remove encryption: from {config.where} or back that database up in a relstep.yml of its own"
-            )
+    _check_restore_test_can_read(config)
     with engine_errors(BackupError):  # a missing driver is refused before the snapshot exists
         for db in config.all_databases:
             spec_for_url(db.url).require_driver()
+
+
+def _check_restore_test_can_read(config: Config) -> None:
+    """restore_test_after_backup reads the new snapshot back: encrypted, that takes the identity, which
+    the deploy host is not meant to hold.  Refused before a byte is written unless one is given."""
+    if config.encryption is None or config.encryption.offsite_only:
+        return
+    tested = [db.name for db in config.all_databases if db.restore_test_after_backup]
+    if not tested:
+        return
+    from relstep.encryption import IDENTITY_VARIABLE, identity_given
+
+    if not identity_given():
+        raise ConfigError(
+            f"database.restore_test_after_backup ({', '.join(tested)}) must read the new snapshot, which is "
+            f"encrypted; set {IDENTITY_VARIABLE} for the backup, or turn it off in {config.where} and run "
+            "`relstep verify --restore-test --identity FILE` where the identity is kept"
+        )
 
 
 def _migration_reader(config: Config):
@@ -111,7 +121,6 @@ def _left_out_of_code(config: Config) -> dict[Path, str]:
     layout puts the live database in the code (``backend/prisma/dev.db``), where a raw
     copy would keep every value the dump redacts.
     """
-    from relstep.databases import engine_name
 
     leave_out = {
         config.backup_root: "backup_root: snapshots are never copied into snapshots",
@@ -194,12 +203,14 @@ def _restore_test(config: Config, outcome: BackupOutcome) -> None:
     """``database.restore_test_after_backup``: the new snapshot must restore into a scratch database
     and prove equal to its fingerprint, or the backup phase fails (the snapshot is kept: it is
     still the best copy there is, and `relstep verify --restore-test` can look at it again)."""
+    from relstep import unlock
     from relstep.verify import restore_test
 
     for db in config.all_databases:
         if not db.restore_test_after_backup:
             continue
-        test, problems = restore_test(outcome.path, db.name, (outcome.manifest.databases or {})[db.name], db.url)
+        with unlock.reading(outcome.path, outcome.manifest, "backup"):  # encrypted: the identity checked above
+            test, problems = restore_test(outcome.path, db.name, (outcome.manifest.databases or {})[db.name], db.url)
         if problems:
             more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
             shown = "; ".join(str(p) for p in problems[:3]) + more

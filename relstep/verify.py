@@ -229,6 +229,41 @@ def check_files(
     return problems, len(digests), total
 
 
+def _plain_digest(path: Path) -> Digest:
+    """(size, SHA-256) of an encrypted file's plaintext, decrypted as a stream; or why it cannot be read."""
+    import hashlib
+
+    from relstep import codec
+
+    digest, size = hashlib.sha256(), 0
+    try:
+        for chunk in codec.read_chunks(path):
+            digest.update(chunk)
+            size += len(chunk)
+    except codec.UnreadableFile as exc:
+        return str(exc)
+    return size, digest.hexdigest()
+
+
+def check_plaintext(path: Path, manifest: Manifest, damaged: set[str]) -> list[Problem]:
+    """With the identity: every encrypted file decrypted and its plaintext against ``plain_sha256``.
+
+    The ciphertext's checksum says the file is the one written; this says it holds what was
+    written (a file re-encrypted to the same key with other content passes the first check only).
+    Files in ``damaged`` already failed the ciphertext check and are not read again."""
+    encrypted = sorted(rel for rel, entry in manifest.files.items()
+                       if entry.plain_sha256 is not None and rel not in damaged)
+    problems: list[Problem] = []
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="relstep-decrypt") as pool:
+        for rel, digest in zip(encrypted, pool.map(lambda rel: _plain_digest(path / rel), encrypted), strict=True):
+            if isinstance(digest, str):
+                problems.append(Problem("unreadable", rel, digest))
+            elif digest[1] != manifest.files[rel].plain_sha256:
+                problems.append(Problem("changed", rel, "its decrypted content's SHA-256 differs from the "
+                                                        "manifest's plain_sha256"))
+    return problems
+
+
 # --------------------------------------------------------------------------- levels 2 and 3: databases
 
 
@@ -394,6 +429,8 @@ def _verify_readable(
         db_future = pool.submit(check_databases, path, databases)
         file_problems, report.files, report.bytes = check_files(path, manifest)
         db_checks = db_future.result()
+    if manifest.encryption is not None:  # the identity was given (else _verify_ciphertext ran)
+        file_problems += check_plaintext(path, manifest, {p.subject for p in file_problems})
     report.problems += file_problems
     for name, problem in db_checks.items():
         if problem is None:

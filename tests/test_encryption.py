@@ -53,8 +53,12 @@ def keygen(where: Path) -> tuple[Path, str]:
     return where, public
 
 
-def encrypted_app(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -> tuple[Path, str, Path]:
-    """An app on ``engine`` whose snapshots are encrypted to a fresh identity; plants every kind of value."""
+def encrypted_app(tmp_path: Path, request: pytest.FixtureRequest, engine: str,
+                  recorded_migration: bool = False) -> tuple[Path, str, Path]:
+    """An app on ``engine`` whose snapshots are encrypted to a fresh identity; plants every kind of value.
+
+    ``recorded_migration``: SQLite and PostgreSQL also record MIGRATION_NAME as a finished Prisma
+    migration, one the app's code does not have (a restore then needs --force past the compat gate)."""
     keys = tmp_path / "keys"
     keys.mkdir()
     identity, public = keygen(keys / "team.age")
@@ -67,9 +71,18 @@ def encrypted_app(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -
             conn.execute(text('UPDATE "Post" SET title = :v WHERE id = (SELECT min(id) FROM "Post")'
                               if engine != "mysql" else
                               "UPDATE Post SET title = :v ORDER BY id LIMIT 1"), {"v": ROW_VALUE})
-            if engine == "sqlite":
+            if engine == "postgres" and recorded_migration:  # the table as Prisma creates it
+                conn.execute(text('CREATE TABLE "_prisma_migrations" ("id" VARCHAR(36) PRIMARY KEY NOT NULL, '
+                                  '"checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ, '
+                                  '"migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ, '
+                                  '"started_at" TIMESTAMPTZ NOT NULL DEFAULT now(), '
+                                  '"applied_steps_count" INTEGER NOT NULL DEFAULT 0)'))
+            if engine == "sqlite" or (engine == "postgres" and recorded_migration):
+                # Without finished_at the migration is not applied, and migrations.json leaves it out.
                 conn.execute(text('INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, '
-                                  "applied_steps_count) VALUES ('x', 'c', :m, '2026-03-01', 1)"), {"m": MIGRATION_NAME})
+                                  "finished_at, applied_steps_count) VALUES ('x', 'c', :m, '2026-03-01', "
+                                  ":finished, 1)"), {"m": MIGRATION_NAME,
+                                                     "finished": "2026-03-01" if recorded_migration else None})
     finally:
         db.dispose()
     (app / "backend/src/planted.js").write_text(CODE_LINE + "\n")
@@ -86,17 +99,17 @@ def only_snapshot(app: Path) -> Path:
     return snap
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "mysql"])
+@pytest.mark.parametrize("engine", ["sqlite", "mysql", "postgres"])
 def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     tmp_path: Path, request: pytest.FixtureRequest, engine: str
 ) -> None:
-    app, url, identity = encrypted_app(tmp_path, request, engine)
+    app, url, identity = encrypted_app(tmp_path, request, engine, recorded_migration=True)
     before = tables(url)
     ran = run("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 0, ran.err
     snap = only_snapshot(app)
 
-    scan = Scan([ROW_VALUE, CODE_LINE, ENV_VALUE, *([MIGRATION_NAME] if engine == "sqlite" else [])])
+    scan = Scan([ROW_VALUE, CODE_LINE, ENV_VALUE, *([MIGRATION_NAME] if engine != "mysql" else [])])
     scan.add_tree("snapshot", snap)
     assert scan.leaks() == []
     # What list, prune and status read stays plain: version, type, times, sizes, checksums, recipients.
@@ -116,6 +129,10 @@ def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     plain = pyrage.decrypt((snap / "code/backend/src/planted.js").read_bytes(), ids)
     assert plain == (CODE_LINE + "\n").encode()
     assert hashlib.sha256(plain).hexdigest() == manifest["files"]["code/backend/src/planted.js"]["plain_sha256"]
+    if engine != "mysql":  # the planted migration is recorded, in the encrypted migrations.json only
+        migrations = json.loads(pyrage.decrypt((snap / "migrations.json").read_bytes(), ids))
+        assert MIGRATION_NAME in [m["name"] for m in migrations["applied"]], migrations
+        assert manifest["schema_revision"] is None
 
     show = run("show", "1.0.0", cwd=app)
     assert show.code == 0 and "encrypted to:    age, 1 recipient(s)" in show.out
@@ -143,7 +160,9 @@ def test_an_encrypted_snapshot_holds_no_value_and_restores_equal(
     assert refused.last_err == (f"relstep: restore failed: {snap.name} is encrypted (age); pass --identity FILE or "
                                 "set RELSTEP_AGE_IDENTITY_FILE to the identity file of one of its recipients")
     assert tables(url) == changed, "refused before anything changed"
-    restored = run("restore", "1.0.0", "--yes", cwd=app, env={"RELSTEP_AGE_IDENTITY_FILE": str(identity)})
+    # --force: the planted migration is one the app's code does not have (the compat gate would stop).
+    restored = run("restore", "1.0.0", "--yes", *(["--force"] if engine != "mysql" else []), cwd=app,
+                   env={"RELSTEP_AGE_IDENTITY_FILE": str(identity)})
     assert restored.code == 0, restored.err
     after = tables(url)
     for table in ("Post",):
@@ -207,17 +226,6 @@ def test_recipients_from_a_file_and_ssh_keys(tmp_path: Path, request: pytest.Fix
     assert ok.code == 0, ok.out + ok.err
 
 
-def test_postgres_encryption_is_refused_before_a_byte_is_written(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    app, url = make_app(tmp_path, request, "postgres")
-    identity = pyrage.x25519.Identity.generate()
-    write_config(app, {"database": {"url": url}, "encryption": {"recipients": [str(identity.to_public())]}})
-    ran = run("backup", "--version", "1.0.0", cwd=app)
-    assert ran.code == 2
-    assert "encryption of PostgreSQL snapshots is not supported yet (main)" in ran.last_err
-
-
 def test_keygen_never_overwrites(tmp_path: Path) -> None:
     path, public = keygen(tmp_path / "id.age")
     assert public.startswith("age1") and oct(path.stat().st_mode & 0o777) == "0o600"
@@ -262,3 +270,54 @@ def test_offsite_only_without_an_off_site_copy_is_refused(tmp_path: Path, reques
                                  "would be encrypted; add offsite.url, or remove offsite_only to encrypt the local "
                                  "snapshots")
     assert not (app / "backups/releases").exists() or not any((app / "backups/releases").iterdir())
+
+
+def _reencrypted(snap: Path, rel: str, identity: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` (same length) in the plaintext of ``rel``, re-encrypt it to the same
+    recipient as valid age (and valid zstd, where it was), and make the manifest's ciphertext entry
+    agree: only the plaintext checksum can tell."""
+    import hashlib
+
+    import zstandard
+
+    assert len(old) == len(new)
+    key = pyrage.x25519.Identity.from_str(identity.read_text().splitlines()[-1])
+    path = snap / rel
+    plain = pyrage.decrypt(path.read_bytes(), [key])
+    compressed = plain.startswith(b"\x28\xb5\x2f\xfd")
+    content = zstandard.ZstdDecompressor().decompressobj().decompress(plain) if compressed else plain
+    assert old.encode() in content, rel
+    content = content.replace(old.encode(), new.encode())
+    plain = zstandard.ZstdCompressor(write_checksum=True).compress(content) if compressed else content
+    data = pyrage.encrypt(plain, [key.to_public()])
+    os.chmod(path, 0o600)
+    path.write_bytes(data)
+    manifest_path = snap / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][rel].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    os.chmod(manifest_path, 0o600)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mysql", "postgres"])
+@pytest.mark.parametrize("which", ["dump", "environment"])
+def test_verify_with_the_identity_catches_other_content_encrypted_to_the_same_key(
+    tmp_path: Path, request: pytest.FixtureRequest, engine: str, which: str
+) -> None:
+    app, _url, identity = encrypted_app(tmp_path, request, engine)
+    assert run("backup", "--version", "1.0.0", cwd=app).code == 0
+    snap = only_snapshot(app)
+    if which == "dump":  # the database's largest file: SQLite's copy, MariaDB's SQL, PostgreSQL's archive
+        dump = max((p for p in (snap / "databases/main").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        rel, old = dump.relative_to(snap).as_posix(), ROW_VALUE
+    else:
+        rel, old = "environment.json", ENV_VALUE
+    _reencrypted(snap, rel, identity, old, "X" * len(old))
+
+    without = run("verify", "1.0.0", cwd=app)
+    assert without.code == 0, "without the key only the ciphertext can be checked, and it agrees"
+    keyed = run("verify", "1.0.0", "--identity", str(identity), cwd=app)
+    assert keyed.code == 8, keyed.out + keyed.err
+    assert (f"problem:  changed {rel}: its decrypted content's SHA-256 differs from the manifest's plain_sha256"
+            in keyed.out), keyed.out
+    assert keyed.last_err.startswith(f"relstep: verify failed: {snap.name}: changed {rel}: "), keyed.last_err

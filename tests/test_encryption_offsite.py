@@ -85,11 +85,12 @@ def delete_posts(url: str) -> None:
         db.dispose()
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 @pytest.mark.parametrize("kind", ["s3", "sftp"])
 def test_the_off_site_copy_of_an_encrypted_snapshot_holds_no_value(
-    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, engine: str
 ) -> None:
-    app, _url, _identity = encrypted_app(tmp_path, request, "sqlite")
+    app, _url, _identity = encrypted_app(tmp_path, request, engine, recorded_migration=True)
     remote, env, remote_files = _remote(kind, request, tmp_path)
     config = yaml.safe_load((app / "relstep.yml").read_text())
     write_config(app, {**config, "offsite": {"url": remote, "required": True}})
@@ -105,6 +106,9 @@ def test_the_off_site_copy_of_an_encrypted_snapshot_holds_no_value(
         scan.add(f"{kind}:{where}", data)
     assert scan.leaks() == []
     assert files[f"{snap.name}/environment.json"].startswith(b"age-encryption.org/v1\n")
+    if engine == "postgres":  # the one streamed archive went off-site, encrypted; no pg_dump directory
+        assert files[f"{snap.name}/databases/main/pg_dump.custom.zst"].startswith(b"age-encryption.org/v1\n")
+        assert not [where for where in files if "/databases/main/pg_dump/" in where]
 
 
 @pytest.mark.parametrize("kind", ["s3", "sftp"])

@@ -12,6 +12,10 @@ Layout written into ``dest_dir`` (every file is listed in ``DumpInfo.files``)::
 
 Files are 0600 and folders 0700 (pg_dump runs under umask 077): they hold the data.
 
+An encrypted snapshot cannot hold pg_dump's own plaintext files: there ``pg_dump/`` is replaced by
+one ``pg_dump.custom.zst`` stream written through the codec (``postgres_encrypted``); everything
+else here (the snapshot, the redacted COPYs, the fingerprint) is the same code.
+
 Why this shape:
 
 * ``pg_dump`` cannot leave out a column, so a table with redacted columns is dumped schema-only
@@ -53,7 +57,15 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit
 
 from relstep import codec
-from relstep.databases import create_engine, pg_fingerprint, redact_url, registry, sqlalchemy_url, tools
+from relstep.databases import (
+    create_engine,
+    pg_fingerprint,
+    postgres_encrypted,
+    redact_url,
+    registry,
+    sqlalchemy_url,
+    tools,
+)
 from relstep.databases.base import (
     Column,
     DatabaseError,
@@ -88,7 +100,7 @@ NAME = "postgresql"
 PG_DUMP, = registry.ENGINES["postgres"].dump_tools
 PG_RESTORE, PSQL = registry.ENGINES["postgres"].restore_tools
 FORMAT = "pg_dump-directory"
-DUMP_DIR = "pg_dump"
+DUMP_DIR = postgres_encrypted.DIRECTORY   # pg_restore finds it through postgres_encrypted.Archive
 REDACTED_DIR = "redacted"
 REDACTED_INDEX = "redacted.json"
 JOBS = 2                  # pg_dump/pg_restore --jobs: 2 measured fastest on the 2-core machines
@@ -598,15 +610,18 @@ def _copy_out(conn: Connection, plan: _Redaction, path: Path) -> codec.Written:
 
 def _read_index(db_dir: Path, error: ErrorType) -> list[dict[str, Any]]:
     """The redacted-table entries of a dump directory, after checking it is one of ours."""
-    for required in (db_dir / DUMP_DIR / "toc.dat", db_dir / REDACTED_INDEX):
+    for required in (postgres_encrypted.Archive.of(db_dir).required, db_dir / REDACTED_INDEX):
         if not required.is_file():
             raise error(f"{db_dir} is not a relstep PostgreSQL dump: {required} is missing")
     try:
-        entries = json.loads((db_dir / REDACTED_INDEX).read_text())["tables"]
+        # Through the codec: in an encrypted snapshot the index is encrypted too.
+        entries = json.loads(b"".join(codec.read_chunks(db_dir / REDACTED_INDEX)))["tables"]
         for entry in entries:
             parts = Path(entry["file"]).parts
             if Path(entry["file"]).is_absolute() or ".." in parts or not entry["columns"] or entry["bytes"] < 0:
                 raise ValueError(f"bad entry for table {entry['table']}")
+    except codec.UnreadableFile as exc:
+        raise error(str(exc)) from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise error(f"{db_dir / REDACTED_INDEX} is unreadable: {exc}") from exc
     return entries
@@ -620,6 +635,7 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
     pg_dump = PG_DUMP.require()
     tool = tools.tool_version(pg_dump)
     target = _Target.parse(url)
+    streamed = postgres_encrypted.streams(dest_dir)
     with _connect(target, DatabaseError, READ_ONLY_SNAPSHOT) as conn:
         snapshot = _sql(conn, "SELECT pg_export_snapshot()").scalar_one()
         # Like pg_dump's own sessions: a role's timeouts must not cut a long count, or end this
@@ -643,21 +659,22 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         _refuse_unrestorable(conn, tables, excluded, redactions)
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
-        dump_args = _pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data)
-        with tools.owned(tools.popen(dump_args, env=target.tool_env(), text=True)) as dumping:
-            # Read in the same snapshot while pg_dump writes, so the fingerprint's scans overlap the dump's.
-            fingerprint = pg_fingerprint.read(conn, _content_sources(tables, excluded, redactions))
-            dumped = tools.finish(dumping)
+        sources = _content_sources(tables, excluded, redactions)
+        fingerprint, dumped, archive = _pg_dump_beside(conn, sources, pg_dump, snapshot, dest_dir, no_data, target,
+                                                       streamed)
         # The fingerprint counted every table's rows in this snapshot: no second count(*) pass.
         counts = {t.key: fingerprint.content[t.key].rows for t in tables}
         _check_tool(dumped, target, DatabaseError)
-        written = _write_redacted(conn, dest_dir, redactions)
+        written = {**_write_redacted(conn, dest_dir, redactions), **archive}
     files = sorted(p.relative_to(dest_dir).as_posix() for p in dest_dir.rglob("*") if p.is_file())
     # pg_dump wrote its directory itself, so the codec could not hash it on the way: read once now.
     hashes = {**codec.hash_files(dest_dir, (f for f in files if f not in written)), **written}
+    extra: dict[str, Any] = {"jobs": JOBS, "dump_dir": DUMP_DIR, "redacted_index": REDACTED_INDEX}
+    if streamed:
+        extra = {"archive": postgres_encrypted.ARCHIVE, "redacted_index": REDACTED_INDEX}
     return DumpInfo(
         engine=NAME,
-        format=FORMAT,
+        format=postgres_encrypted.FORMAT if streamed else FORMAT,
         files=files,
         hashes=hashes,
         row_counts=counts,
@@ -667,8 +684,39 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         server_version=server_version,
         inspected=inspected,
         fingerprint=fingerprint,
-        extra={"jobs": JOBS, "dump_dir": DUMP_DIR, "redacted_index": REDACTED_INDEX},
+        extra=extra,
     )
+
+
+def _pg_dump_beside(
+    conn: Connection, sources: dict[str, str | None], pg_dump: str, snapshot: str, dest_dir: Path,
+    no_data: list[_Table], target: _Target, streamed: bool,
+) -> tuple[Fingerprint, subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
+    """Run pg_dump while the fingerprint is read in the same snapshot (the scans overlap the dump's):
+    (fingerprint, pg_dump's exit, the codec's entry of the encrypted archive or {}).
+
+    Plain: the directory format, pg_dump's own files.  Encrypted: one custom-format stream through
+    the codec (postgres_encrypted).  The fingerprint is one call for both, so how content digests
+    are taken changes in one place."""
+    if streamed:
+        args = postgres_encrypted.dump_args(pg_dump, snapshot, [t.sql for t in no_data])
+        running = postgres_encrypted.dumping(args, target.tool_env(), dest_dir / postgres_encrypted.ARCHIVE)
+    else:
+        running = _directory_dumping(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target)
+    with running as run:
+        fingerprint = pg_fingerprint.read(conn, sources)
+    assert run.done is not None
+    archive = {postgres_encrypted.ARCHIVE: run.written.entry()} if run.written is not None else {}
+    return fingerprint, run.done, archive
+
+
+@contextmanager
+def _directory_dumping(args: list[str], target: _Target) -> Iterator[postgres_encrypted.RunningDump]:
+    """``pg_dump`` writing its directory itself while the caller works; ``done`` once it has ended."""
+    result = postgres_encrypted.RunningDump()
+    with tools.owned(tools.popen(args, env=target.tool_env(), text=True)) as proc:
+        yield result
+        result.done = tools.finish(proc)
 
 
 def _require_client(tool: str, server_major: int, target: _Target) -> None:
@@ -798,16 +846,25 @@ def check_files(db_dir: Path) -> None:
     """Raise DatabaseError naming the first file of the dump that pg_restore or a decompressor cannot read."""
     pg_restore = PG_RESTORE.require()
     entries = _read_index(db_dir, DatabaseError)
+    archive = postgres_encrypted.Archive.of(db_dir)
     dump_dir = db_dir / DUMP_DIR
-    listed = tools.run([pg_restore, "--list", str(dump_dir)])
-    if listed.returncode != 0:
-        raise DatabaseError(f"{dump_dir / 'toc.dat'} is unreadable: {_last_error_line(listed.stderr)}")
-    for dump_id in _TABLE_DATA_TOC.findall(listed.stdout):
-        if not (dump_dir / f"{dump_id}.dat.gz").is_file():
-            raise DatabaseError(f"{dump_dir / f'{dump_id}.dat.gz'} is missing from the dump")
+    gzipped: list[Path] = []
+    if archive.streamed:
+        # One stream: pg_restore reads every block of it (its SQL thrown away) as a restore would.
+        read = postgres_encrypted.check_readable(archive, pg_restore)
+        if read.returncode != 0:
+            raise DatabaseError(f"{archive.path} is unreadable: {_last_error_line(read.stderr)}")
+    else:
+        listed = tools.run([pg_restore, "--list", str(dump_dir)])
+        if listed.returncode != 0:
+            raise DatabaseError(f"{dump_dir / 'toc.dat'} is unreadable: {_last_error_line(listed.stderr)}")
+        for dump_id in _TABLE_DATA_TOC.findall(listed.stdout):
+            if not (dump_dir / f"{dump_id}.dat.gz").is_file():
+                raise DatabaseError(f"{dump_dir / f'{dump_id}.dat.gz'} is missing from the dump")
+        gzipped = sorted(dump_dir.glob("*.gz"))
     # ISA-L (or zlib) and zstd release the GIL, so two threads read two files at once.
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
-        checks = [pool.submit(_check_gzip, path) for path in sorted(dump_dir.glob("*.gz"))]
+        checks = [pool.submit(_check_gzip, path) for path in gzipped]
         checks += [pool.submit(codec.drain, _zstd_chunks(db_dir / e["file"], e["bytes"], DatabaseError))
                    for e in entries]
         for check in checks:

@@ -40,6 +40,7 @@ from relstep import faults
 from relstep.databases import postgres as pg
 from relstep.databases import tools
 from relstep.databases.base import DatabaseError
+from relstep.databases.postgres_encrypted import Archive
 from relstep.databases.restoring import (
     CONNECTION_CHECK_MS,
     RestoreOptions,
@@ -76,7 +77,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: Re
         with admin.connect() as conn:
             if int(pg._sql(conn, "SELECT current_setting('server_version_num')::int").scalar_one()) >= 140000:
                 live = admin.live = _watched(live)
-            _check_roles(conn, db_dir / pg.DUMP_DIR, pg_restore, live, options)
+            _check_roles(conn, Archive.of(db_dir), pg_restore, live, options)
             swappable = _may_swap(conn, live.dbname)
         if swappable:
             return _staged_swap(admin, live, db_dir, entries, pg_restore, options)
@@ -114,9 +115,9 @@ def _watched(target: pg._Target) -> pg._Target:
                                connect_args={**target.connect_args, "options": options})
 
 
-def _run(args: list[str], target: pg._Target) -> None:
-    """A tool that dies with relstep; its errors name the tool, not the launcher."""
-    done = tools.run(dies_with_relstep(args), target.tool_env())
+def _run(archive: Archive, args: list[str], target: pg._Target) -> None:
+    """pg_restore on ``archive``, dying with relstep; its errors name the tool, not the launcher."""
+    done = archive.run(dies_with_relstep(args), target.tool_env())
     done.args = args
     pg._check_tool(done, target, DatabaseError)
 
@@ -223,11 +224,11 @@ def _role_names(listed: str) -> list[str]:
     return [n for n in names if n and n.upper() != "PUBLIC"]
 
 
-def _role_references(pg_restore: str, dump_dir: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
+def _role_references(pg_restore: str, archive: Archive, env: dict[str, str]) -> dict[str, dict[str, int]]:
     """{"owner": {role: objects}, "privilege": {role: statements}} from the dump's schema script."""
-    done = tools.run([pg_restore, "--schema-only", "--file=-", str(dump_dir)], env)
+    done = archive.run(archive.argv([pg_restore, "--schema-only", "--file=-"]), env)
     if done.returncode != 0:
-        raise DatabaseError(f"pg_restore could not read {dump_dir}: {pg._last_error_line(done.stderr)}")
+        raise DatabaseError(f"pg_restore could not read {archive.path}: {pg._last_error_line(done.stderr)}")
     found: dict[str, dict[str, int]] = {"owner": {}, "privilege": {}}
     for line in done.stdout.splitlines():
         for kind, pattern in _ROLE_STATEMENTS:
@@ -238,11 +239,11 @@ def _role_references(pg_restore: str, dump_dir: Path, env: dict[str, str]) -> di
     return found
 
 
-def _check_roles(conn: Connection, dump_dir: Path, pg_restore: str, live: pg._Target,
+def _check_roles(conn: Connection, archive: Archive, pg_restore: str, live: pg._Target,
                  options: RestoreOptions) -> None:
     """Name the roles the snapshot needs and the server lacks, before anything changes (exit 2);
     note what --no-owner / --no-privileges leave out."""
-    references = _role_references(pg_restore, dump_dir, live.tool_env())
+    references = _role_references(pg_restore, archive, live.tool_env())
     needed = {*([] if options.no_owner else references["owner"]),
               *([] if options.no_privileges else references["privilege"])}
     with pg._driver(conn).cursor() as cursor:
@@ -401,38 +402,37 @@ def _leave_out(options: RestoreOptions) -> list[str]:
     return [*(["--no-owner"] if options.no_owner else []), *(["--no-privileges"] if options.no_privileges else [])]
 
 
-def _pg_restore_args(pg_restore: str, target: pg._Target, dump_dir: Path, section: str,
+def _pg_restore_args(pg_restore: str, target: pg._Target, archive: Archive, section: str,
                      options: RestoreOptions) -> list[str]:
     # pg_restore writes a script to stdout unless given --dbname; the name is quoted as a
     # conninfo value so that no database name is mistaken for a connection string.
-    return [
+    # An encrypted snapshot's stream is read in order: no --jobs (Archive.argv leaves it out).
+    return archive.argv([
         pg_restore,
         f"--section={section}",
         *_leave_out(options),
         "--no-password",
         "--exit-on-error",
         f"--dbname={_conninfo(target.dbname)}",
-        *([f"--jobs={pg.JOBS}"] if section != "pre-data" else []),
-        str(dump_dir),
-    ]
+    ], jobs=pg.JOBS if section != "pre-data" else None)
 
 
 def _load_parallel(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str,
                    options: RestoreOptions) -> None:
-    dump_dir = db_dir / pg.DUMP_DIR
-    _run(_pg_restore_args(pg_restore, staged, dump_dir, "pre-data", options), staged)
+    archive = Archive.of(db_dir)
+    _run(archive, _pg_restore_args(pg_restore, staged, archive, "pre-data", options), staged)
     # pg_dump left the redacted tables' rows out, so pg_restore's data step and the COPY of those
     # rows never touch the same table: they load at the same time (bench/README.md, restore).
-    data_args = _pg_restore_args(pg_restore, staged, dump_dir, "data", options)
-    with tools.owned(tools.popen(dies_with_relstep(data_args), env=staged.tool_env(), text=True)) as data:
+    data_args = _pg_restore_args(pg_restore, staged, archive, "data", options)
+    with archive.started(dies_with_relstep(data_args), staged.tool_env()) as data:
         faults.point("pg-staged-load")
         with pg._connect(staged, DatabaseError) as conn, conn.begin():
             for entry in entries:
                 pg._copy_in(conn, db_dir, entry)
-        loaded = tools.finish(data)
+        loaded = data.finish()
     loaded.args = data_args
     pg._check_tool(loaded, staged, DatabaseError)
-    _run(_pg_restore_args(pg_restore, staged, dump_dir, "post-data", options), staged)
+    _run(archive, _pg_restore_args(pg_restore, staged, archive, "post-data", options), staged)
 
 
 def _swap(conn: Connection, live: str, staged: str, replaced: str, tag: str, options: RestoreOptions) -> None:
@@ -545,10 +545,10 @@ def _clear_script(conn: Connection, lock_wait: float) -> bytes:
 def _feed(stdin: IO[bytes], preamble: bytes, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str,
           live: pg._Target, options: RestoreOptions) -> None:
     """Write the whole restore into psql: clear, pre-data, data, the redacted rows, post-data, COMMIT."""
-    dump_dir = db_dir / pg.DUMP_DIR
+    archive = Archive.of(db_dir)
     stdin.write(preamble)
     for section in ("pre-data", "data"):
-        _script(stdin, pg_restore, dump_dir, section, live, options)
+        _script(stdin, pg_restore, archive, section, live, options)
         faults.point(f"pg-one-transaction-{section}")
     for entry in entries:
         table = f"{pg._quote_ident(entry['schema'])}.{pg._quote_ident(entry['table'])}"
@@ -557,22 +557,22 @@ def _feed(stdin: IO[bytes], preamble: bytes, db_dir: Path, entries: list[dict[st
         for chunk in pg._zstd_chunks(db_dir / entry["file"], entry["bytes"], DatabaseError):
             stdin.write(chunk)
         stdin.write(b"\\.\n")
-    _script(stdin, pg_restore, dump_dir, "post-data", live, options)
+    _script(stdin, pg_restore, archive, "post-data", live, options)
     options.report.committing = True  # from here a kill may find the target committed: the journal says so
     options.report.changed()
     stdin.write(b"COMMIT;\n")
 
 
-def _script(stdin: IO[bytes], pg_restore: str, dump_dir: Path, section: str, live: pg._Target,
+def _script(stdin: IO[bytes], pg_restore: str, archive: Archive, section: str, live: pg._Target,
             options: RestoreOptions) -> None:
-    """pg_restore's SQL for one section, streamed into psql."""
-    argv = [pg_restore, f"--section={section}", *_leave_out(options), "--file=-", str(dump_dir)]
-    with tools.owned(tools.popen(dies_with_relstep(argv), env=live.tool_env())) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read(pg.CHUNK):
+    """pg_restore's SQL for one section, streamed into psql (a damaged stream raises before COMMIT)."""
+    argv = archive.argv([pg_restore, f"--section={section}", *_leave_out(options), "--file=-"])
+    with archive.started(dies_with_relstep(argv), live.tool_env()) as running:
+        assert running.proc.stdout is not None
+        while chunk := running.proc.stdout.read(pg.CHUNK):
             stdin.write(chunk)
-        errors = proc.stderr.read().decode("utf-8", "replace")
-        if proc.wait() != 0:
-            raise DatabaseError(f"pg_restore could not read {dump_dir}: {pg._last_error_line(errors)}; "
+        done = running.finish()
+        if done.returncode != 0:
+            raise DatabaseError(f"pg_restore could not read {archive.path}: {pg._last_error_line(done.stderr)}; "
                                "nothing was restored")
 
