@@ -319,23 +319,12 @@ _URL_FILE_PARAMS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_capath", "sslrootcert"
 
 def _check_server_url(url: str, label: str, where: str, cwd: Path) -> None:
     """A non-numeric port, or a TLS file that is not there, named now rather than mid-backup."""
-    from relstep.databases import redact_url, sqlalchemy_url
+    from relstep.databases import redact_url, sqlalchemy_url, url_problem
 
     shown = redact_url(url)
-    try:
-        port = sqlalchemy_url(url).port
-    except ValueError:
-        port = None
-        bad_port = True
-    except Exception as exc:  # SQLAlchemy's ArgumentError: a URL it cannot read at all
-        raise ConfigError(f"{where}: {label} {shown} is not a valid database URL ({type(exc).__name__})") from None
-    else:
-        bad_port = port is not None and not 0 < port < 65536
-    if bad_port:
-        raise ConfigError(
-            f"{where}: {label} {shown} has a port that is not a number from 1 to 65535; write host:PORT, "
-            "and percent-encode ':' '/' '@' in the password"
-        )
+    problem = url_problem(url)
+    if problem:
+        raise ConfigError(f"{where}: {label} {shown} {problem}")
     query = sqlalchemy_url(url).query
     for key in _URL_FILE_PARAMS:
         value = query.get(key)
@@ -351,9 +340,9 @@ def _check_server_url(url: str, label: str, where: str, cwd: Path) -> None:
 
 
 def _clean_url(url: str) -> str:
-    """A URL copied with a trailing newline or padded with spaces (``$(cat file)``, a CI secret)
-    is taken trimmed: no database URL begins or ends with whitespace."""
-    return url.strip()
+    from relstep.databases import clean_url
+
+    return clean_url(url)
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

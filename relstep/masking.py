@@ -155,6 +155,22 @@ def mask_text(text: str) -> str:
     return pattern.sub(MASK, text) if pattern is not None else text
 
 
+def mask_known(text: str, secret: str | None) -> str:
+    """``text`` with one known secret (a connection's password: as written, percent-encoded or
+    decoded) masked as a whole token, and everything :func:`mask_text` finds.
+
+    For text a server or tool sends back about a connection.  As with registered values, a
+    secret shorter than ``MIN_SECRET_LENGTH`` is left to structure: masking the password ``p``
+    inside every word would garble the message (``check the ***assword``).
+    """
+    if secret and len(secret) >= MIN_SECRET_LENGTH:
+        from urllib.parse import quote, unquote
+
+        forms = sorted({secret, quote(secret, safe=""), unquote(secret)}, key=len, reverse=True)
+        text = re.sub("|".join(_whole_token(form) for form in forms), MASK, text)
+    return mask_text(text)
+
+
 def mask_url(url: str) -> str:
     """One URL as it may be shown or stored: password and credential parameters masked.
 

@@ -42,7 +42,7 @@ from relstep.errors import (
     VerifyError,
 )
 from relstep.manifest import DatabaseEntry, Manifest
-from relstep.masking import mask_text, register_secret
+from relstep.masking import mask_text
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
 from relstep.proof import NO_OWNER, NO_PRIVILEGES
 from relstep.proof import prove as prove_equal
@@ -144,7 +144,7 @@ def _target_state(config: Config, url: str, tool: str) -> tuple[bool | None, str
 
 def check(config: Config, ref: str, database_url: str | None = None, database: str | None = None) -> RestoreCheck:
     """Resolve the snapshot and the target and compute the compatibility verdict; change nothing."""
-    from relstep.databases import url_password
+    from relstep.databases import command_line_url
 
     path = lookup.find_for_restore(config, ref)
     manifest = Manifest.load(path)
@@ -153,11 +153,11 @@ def check(config: Config, ref: str, database_url: str | None = None, database: s
     # redact rules the safety snapshot follows; a snapshot of one database maps to the first.
     configured = {d.name: d for d in config.all_databases}
     db_config = configured.get(name) or (config.database if len(manifest.databases or {}) == 1 else None)
-    url = database_url or (db_config.url if db_config else None)
+    url = command_line_url(database_url, "--database-url", "restore") if database_url else (
+        db_config.url if db_config else None)
     if not url:
         raise InputError(f"no database to restore {name} into; pass --database-url or set database.url in "
                          f"{config.where}", phase="restore")
-    register_secret(url_password(url))
     spec = spec_for_url(url)
     with engine_errors(RestoreError):  # even --check-only reads the target, through its driver
         spec.require_driver()

@@ -26,13 +26,13 @@ from typing import Any
 
 from relstep import fsutil, lookup, snapshot
 from relstep.config import Config
-from relstep.databases import engine_named, redact_url, spec_for_url, url_password
+from relstep.databases import command_line_url, engine_named, redact_url, spec_for_url
 from relstep.databases.base import Engine
 from relstep.databases.registry import engine_errors, spec_named
 from relstep.errors import InputError, RelstepError, VerifyError
 from relstep.fsutil import human_bytes
 from relstep.manifest import DatabaseEntry, FileEntry, Manifest
-from relstep.masking import mask_text, register_secret
+from relstep.masking import mask_text
 
 # Files are hashed in pool tasks of up to this many bytes or files: one task per
 # file costs more in scheduling than hashing a 2 KB source file (measured on
@@ -484,8 +484,8 @@ def verify(
     if scratch_url is not None and not with_restore_test:
         raise InputError("--scratch-url is only used with --restore-test", phase="verify")
     if scratch_url is not None:
-        spec_for_url(scratch_url)  # an unsupported scheme is bad input (exit 2), not a failed verify
-        register_secret(url_password(scratch_url))
+        # an unsupported scheme or unreadable URL is bad input (exit 2), not a failed verify
+        scratch_url = command_line_url(scratch_url, "--scratch-url", "verify")
     paths, notes = select(config, ref, every)
     if with_restore_test:
         _check_servers(config, paths, scratch_url)

@@ -170,3 +170,14 @@ def test_punctuation_after_a_masked_value_stays_in_the_sentence() -> None:
     assert mask_text("(see DB_PASS=abc1), then retry.") == "(see DB_PASS=***), then retry."
     # Read as a URL, the value runs to the next '&', its last characters included.
     assert mask_url("mysql://app@h/app?password=ends-with.:") == "mysql://app@h/app?password=***"
+
+
+def test_a_connection_password_is_masked_as_a_whole_token_and_a_short_one_by_structure_only() -> None:
+    """Engines mask their connection's password in what servers and tools say (mask_known): a
+    one-letter password used to turn "check the password" into "check the ***assword"."""
+    from relstep.masking import mask_known
+
+    sentence = "authentication failed at postgresql://app:p@db:5432/app; check the password"
+    assert mask_known(sentence, "p") == "authentication failed at postgresql://app:***@db:5432/app; check the password"
+    told = "role app with password Zq8/x+Rk2w9 (or Zq8%2Fx%2BRk2w9) in Zq8/x+Rk2w9pass"
+    assert mask_known(told, "Zq8/x+Rk2w9") == "role app with password *** (or ***) in Zq8/x+Rk2w9pass"

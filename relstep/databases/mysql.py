@@ -49,7 +49,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from relstep import codec
 from relstep.databases import create_engine, mysql_fingerprint, redact_url, registry, sqlalchemy_url, tools
@@ -146,8 +145,10 @@ class _Target:
         return redact_url(self.url)
 
     def mask(self, text: str) -> str:
-        """Hide the password in text that came from a server or a tool."""
-        return text.replace(self.password, "***") if self.password else text
+        """Hide the password in text that came from a server or a tool (as a whole token)."""
+        from relstep.masking import mask_known
+
+        return mask_known(text, self.password)
 
 
 def _option_value(value: str) -> str:
@@ -812,7 +813,9 @@ def check_files(db_dir: Path) -> None:
 
 
 def _with_database(url: str, database: str) -> str:
-    return urlsplit(url)._replace(path="/" + database).geturl()
+    from relstep.databases import with_database  # the one place that rebuilds a URL with its credentials
+
+    return with_database(url, database)
 
 
 @contextmanager

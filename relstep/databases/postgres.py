@@ -54,7 +54,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote, urlsplit
 
 from relstep import codec
 from relstep.databases import (
@@ -65,6 +64,7 @@ from relstep.databases import (
     registry,
     sqlalchemy_url,
     tools,
+    with_database,
 )
 from relstep.databases.base import (
     Column,
@@ -235,6 +235,7 @@ class _Target:
         password = None if parsed.password is None else str(parsed.password)
         if password is not None:
             env["PGPASSWORD"] = password
+        env.update(_sslpassword_env(query))
         return cls(
             url=url,
             host=env.get("PGHOST") or os.environ.get("PGHOST") or "localhost",
@@ -251,11 +252,10 @@ class _Target:
         return {**os.environ, **self.env}
 
     def mask(self, text: str) -> str:
-        """Text with the password, plain or percent-encoded, replaced by ***."""
-        if self.password:
-            for form in {self.password, quote(self.password, safe="")}:
-                text = text.replace(form, "***")
-        return text
+        """Text with the password, plain or percent-encoded, replaced by *** (as a whole token)."""
+        from relstep.masking import mask_known
+
+        return mask_known(text, self.password)
 
     def connect_failure(self, message: str) -> str:
         """One sentence for a failed connection, naming host and database but never the password."""
@@ -270,6 +270,22 @@ class _Target:
         )
 
 
+def _sslpassword_env(query: Mapping[str, str]) -> dict[str, str]:
+    """The client key's passphrase (``?sslpassword=``) for the tools: libpq reads it from no
+    environment variable, and argv is out, so it goes in a service file held in memory only
+    (``tools.memory_file``).  A URL naming its own ``service`` keeps that service (whose
+    pg_service.conf entry may hold sslpassword itself)."""
+    value = query.get("sslpassword")
+    if not value or query.get("service"):
+        return {}
+    if "\n" in value or "\r" in value:  # a service file holds one setting a line
+        raise DatabaseError("the URL's sslpassword holds a line break, which libpq's tools cannot be given; "
+                            "change the client key's passphrase")
+    service = "relstep"
+    path = tools.memory_file(f"[{service}]\nsslpassword={value}\n".encode())
+    return {"PGSERVICEFILE": path, "PGSERVICE": service}
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "no message"
@@ -281,7 +297,7 @@ def _quote_ident(name: str) -> str:
 
 def _database_url(url: str, dbname: str) -> str:
     """The same URL (credentials, query) naming another database on the same server."""
-    return urlsplit(url)._replace(path="/" + quote(dbname, safe="")).geturl()
+    return with_database(url, dbname)
 
 
 # --------------------------------------------------------------------------- SQL connections

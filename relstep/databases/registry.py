@@ -48,6 +48,13 @@ class EngineSpec:
     builtin_dump: str = ""            # what dumps when no tool does (doctor's line), e.g. SQLite's API
     has_server: bool = True           # False: the database is a local file (scratch copies are temp files)
     hidden_schemes: tuple[str, ...] = field(default=())  # accepted but not advertised (Prisma's file:)
+    # URL query parameters the driver reads as the user or the password (libpq's ?password=),
+    # as (parameter, URL field): ``sqlalchemy_url`` moves them into that field, so the dump tools'
+    # environment or option file, the driver and the masking all read the one place.
+    credential_params: tuple[tuple[str, str], ...] = ()
+    # The driver needs the password as UTF-8 bytes: PyMySQL encodes a str password as Latin-1,
+    # which cannot hold '€' and sends other bytes than the server's (UTF-8) account has for 'é'.
+    password_as_utf8: bool = False
 
     def install_hint(self) -> str:
         hint = f"pip install 'relstep[{self.extra}]'"
@@ -92,6 +99,7 @@ register(EngineSpec(
     key="postgres", name="postgresql", label="PostgreSQL", module="relstep.databases.postgres",
     schemes=("postgresql", "postgres"), sqlalchemy_driver="postgresql+psycopg",
     driver_module="psycopg", extra="postgres",
+    credential_params=(("user", "username"), ("password", "password")),
     dump_tools=(ToolSpec(("pg_dump",), _PG_CLIENT),),
     # psql: the one-transaction restore, for a role that may not create a staged database.
     restore_tools=(ToolSpec(("pg_restore",), _PG_CLIENT), ToolSpec(("psql",), _PG_CLIENT)),
@@ -100,6 +108,8 @@ register(EngineSpec(
     key="mysql", name="mysql", label="MariaDB/MySQL", module="relstep.databases.mysql",
     schemes=("mysql", "mariadb"), sqlalchemy_driver="mysql+pymysql",
     driver_module="pymysql", extra="mysql",
+    credential_params=(("user", "username"), ("password", "password"), ("passwd", "password")),
+    password_as_utf8=True,
     dump_tools=(ToolSpec(("mariadb-dump", "mysqldump"), _MARIADB_CLIENT),),
     restore_tools=(ToolSpec(("mariadb", "mysql"), _MARIADB_CLIENT),),
 ))

@@ -8,8 +8,9 @@ One policy for every engine:
 * a tool runs in its own process group under umask 077 (its files hold the data), and if the
   caller fails while it runs (an error, SIGINT, SIGTERM) the whole group is killed, so parallel
   workers (``pg_dump -j``) never keep writing after relstep has cleaned up and gone;
-* passwords never reach argv: the caller passes them in ``env`` or through an inherited pipe
-  (``pass_fds``), which this module hands to the child untouched;
+* passwords never reach argv: the caller passes them in ``env``, through an inherited pipe
+  (``pass_fds``), which this module hands to the child untouched, or in a file that lives in memory
+  only (:func:`memory_file`);
 * a failed tool's stderr becomes one line: its last error line, not a trailing hint.
 """
 
@@ -20,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -162,3 +164,26 @@ def error_line(
     if prefix is not None:
         line = prefix.sub("", line)
     return " ".join(line.split())
+
+
+_memory_files: dict[bytes, int] = {}
+_memory_lock = threading.Lock()
+
+
+def memory_file(data: bytes) -> str:
+    """A path the tools relstep starts can open, as often as they like, to read ``data``, which
+    never touches a disk.
+
+    A memfd that relstep keeps open until it exits, named through ``/proc/<relstep>/fd/N``: every
+    open of that path starts at the beginning (parallel workers re-read it), it needs no
+    ``pass_fds`` at the call sites, and only relstep's user (and root) may open it.  For the
+    settings a tool takes from no environment variable and relstep must not put in argv (libpq's
+    ``sslpassword``, through a service file).  One file per distinct content.
+    """
+    with _memory_lock:
+        fd = _memory_files.get(data)
+        if fd is None:
+            fd = os.memfd_create("relstep", os.MFD_CLOEXEC)
+            os.write(fd, data)
+            _memory_files[data] = fd
+    return f"/proc/{os.getpid()}/fd/{fd}"

@@ -265,6 +265,15 @@ CASES = [
          r"write host:PORT, and percent-encode ':' '/' '@' in the password",
          setup=_write("relstep.yml", b"retention: 3\n"),
          env=(("DATABASE_URL", "postgresql://app:Pw-7f3c9e-never-leak@127.0.0.1:fivefour/app\n"),)),
+    # Command-line URLs are read as database.url is (trimmed, checked before anything connects).
+    Case("restore-url-port-not-a-number", ("restore", "{newest}", "--yes", "--database-url",
+                                           "postgresql://app:Pw-7f3c9e-never-leak@127.0.0.1:fivefour/app\n"), 2,
+         r"relstep: restore failed: --database-url postgresql://app:\*\*\*@127\.0\.0\.1:fivefour/app has a port "
+         r"that is not a number from 1 to 65535; write host:PORT, and percent-encode ':' '/' '@' in the password"),
+    Case("verify-scratch-url-port-not-a-number", ("verify", "{newest}", "--restore-test", "--scratch-url",
+                                                  " mysql://app:Pw-7f3c9e-never-leak@127.0.0.1:99999/app"), 2,
+         r"relstep: verify failed: --scratch-url mysql://app:\*\*\*@127\.0\.0\.1:99999/app has a port that is "
+         r"not a number from 1 to 65535; write host:PORT, and percent-encode ':' '/' '@' in the password"),
     Case("url-ssl-ca-missing", RUN, 2,
          r"relstep: config failed: {app}/relstep\.yml: database\.url mysql://app:\*\*\*@127\.0\.0\.1:3306/app"
          r"\?ssl_ca=/nonexistent/ca\.pem: ssl_ca=/nonexistent/ca\.pem does not exist; fix the path \(relative paths "
