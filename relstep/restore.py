@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relstep import compat, lookup, snapshot, unlock
+from relstep import compat, faults, lookup, restore_journal, snapshot, unlock
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url, spec_for_url
 from relstep.databases.base import Engine
@@ -396,10 +396,16 @@ def restore(
                               + "); nothing was restored")
         if not empty:
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
-        with unlock.reading(chk.snapshot, chk.manifest, "restore"):
-            _restore_database(chk, outcome, RestoreOptions(
-                lock_wait=lock_wait, terminate_sessions=terminate_sessions, no_owner=no_owner,
-                no_privileges=no_privileges))
+        outcome.report.on_change = restore_journal.begin(config.backup_root, chk.snapshot, chk.target,
+                                                         outcome.safety_snapshot)
+        try:
+            with unlock.reading(chk.snapshot, chk.manifest, "restore"):
+                _restore_database(chk, outcome, RestoreOptions(
+                    lock_wait=lock_wait, terminate_sessions=terminate_sessions, no_owner=no_owner,
+                    no_privileges=no_privileges, keep_empty_replaced=True))
+        finally:  # every end inside Python names the way back itself; only a kill leaves the journal
+            outcome.report.on_change = None
+            restore_journal.finish(config.backup_root)
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
     if code:
@@ -429,6 +435,7 @@ def prove(url: str, chk: RestoreCheck, outcome: RestoreOutcome, options: Restore
         left_out.update(NO_OWNER)
     if options.no_privileges:
         left_out.update(NO_PRIVILEGES)
+    faults.point("proof")
     try:
         proof = prove_equal(chk.engine, chk.entry, url, same_database=same_database, left_out=left_out)
     except ValueError as exc:  # a fingerprint this relstep cannot read
