@@ -395,6 +395,7 @@ def restore(
                               + (f" and {len(problems) - 1} more" if len(problems) > 1 else "")
                               + "); nothing was restored")
         if not empty:
+            _refuse_unreadable_put_back(config, chk)
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
         outcome.report.on_change = restore_journal.begin(config.backup_root, chk.snapshot, chk.target,
                                                          outcome.safety_snapshot)
@@ -479,15 +480,31 @@ def _state_and_way_back(chk: RestoreCheck, outcome: RestoreOutcome) -> str:
     return state + (f"; to put back {where}: `{back}`" if back else "")
 
 
+def _refuse_unreadable_put_back(config: Config, chk: RestoreCheck) -> None:
+    """Where a failed live load is undone from the safety snapshot, that snapshot must be readable
+    by this restore: an encrypted one needs the identity now, not after the live tables are gone."""
+    from relstep.databases.registry import spec_for_url
+
+    encrypts_locally = config.encryption is not None and not config.encryption.offsite_only
+    if encrypts_locally and spec_for_url(chk.target_url).loads_live_in_place and unlock.chosen_identity() is None:
+        raise InputError(
+            f"{chk.target} is reloaded in place, and a failure would be undone from the safety snapshot, which "
+            f"is encrypted to the config's encryption.recipients; pass --identity "
+            f"FILE or set {unlock.IDENTITY_VARIABLE} so relstep can put it back; nothing was changed",
+            phase="restore")
+
+
 def _put_back(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
     """After a load that failed on the live database (MariaDB's DDL is not transactional): restore
     the safety snapshot taken just before, so the target is as it was."""
     assert outcome.safety_snapshot is not None
     safety = outcome.safety_snapshot
     try:
-        _name, entry, _described = _pick_database(Manifest.load(safety), safety, None)
-        chk.engine.restore(safety / entry.path, chk.target_url, entry.extra,
-                           RestoreOptions(lock_wait=options.lock_wait))
+        manifest = Manifest.load(safety)
+        _name, entry, _described = _pick_database(manifest, safety, None)
+        with unlock.reading(safety, manifest, "restore"):  # an encrypted safety snapshot: decrypted as read
+            chk.engine.restore(safety / entry.path, chk.target_url, entry.extra,
+                               RestoreOptions(lock_wait=options.lock_wait))
     except (RelstepError, OSError, ValueError) as exc:
         outcome.report.notes.append(f"putting the safety snapshot back failed too: {exc}")
         return

@@ -17,6 +17,7 @@ The wait for the server to drop a dead client's sessions is the one bounded wait
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -31,7 +32,7 @@ from typing import Any
 import pytest
 
 from relstep.databases import engine_for
-from tests.helpers import clean_env, relstep
+from tests.helpers import clean_env, relstep, write_config
 from tests.reliability.restore_support import (
     app_with_snapshot,
     databases_like,
@@ -418,3 +419,32 @@ def test_sqlite_kill9_mid_copy_leaves_the_file_unchanged(tmp_path: Path) -> None
     [staged] = [p for p in tmp_path.iterdir() if p.name.startswith(f".{db.name}.relstep-restore-")]
     run(command(line, "remove it with"))
     assert not staged.exists()
+
+
+def test_mysql_put_back_of_an_encrypted_safety_snapshot_needs_the_identity_before_anything_changes(
+        tmp_path: Path, my_app: Any) -> None:
+    """With encryption configured the safety snapshot is encrypted: the put-back after a failed live
+    load decrypts it, and without the identity the restore is refused before the live tables go."""
+    app, url, db, _at_snapshot, before = my_app
+    ran = relstep("keygen", "--output", str(tmp_path / "team.key"), cwd=app)
+    assert ran.code == 0, ran.err
+    public = ran.out.split("public key: ", 1)[1].strip()
+    write_config(app, {"database": {"url": url}, "migrations": {"tool": "auto"},
+                       "encryption": {"recipients": [public]}})
+
+    refused = relstep("restore", "1.0.0", "--yes", cwd=app, env=clean_env(RELSTEP_TEST_FAULT="mysql-live-load:fail"))
+    assert refused.code == 2, refused.err
+    assert refused.last_err.endswith("pass --identity FILE or set RELSTEP_AGE_IDENTITY_FILE so relstep can put it "
+                                     "back; nothing was changed"), refused.last_err
+    assert fingerprint(url) == before
+    assert not list((app / "backups").glob("pre-restore/*/MANIFEST.json"))   # no safety snapshot was even taken
+
+    env = clean_env(RELSTEP_TEST_FAULT="mysql-live-load:fail", RELSTEP_AGE_IDENTITY_FILE=str(tmp_path / "team.key"))
+    ran = relstep("restore", "1.0.0", "--yes", cwd=app, env=env)
+    assert ran.code == 9, ran.err
+    assert re.search(r"had been changed, so relstep put the safety snapshot \S+ back: it is as before",
+                     ran.last_err), ran.last_err
+    assert fingerprint(url) == before
+    [safety] = list((app / "backups").glob("pre-restore/*/MANIFEST.json"))
+    assert json.loads(safety.read_text())["encryption"]["recipients"] == [public]
+    assert _my_sessions(db) == []
