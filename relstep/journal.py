@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from relstep import fsutil, testpoint
+from relstep import faults, fsutil
 
 TEMP_SUFFIX = ".tmp"
 
@@ -37,24 +37,24 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def replace_json(path: Path, data: dict[str, Any]) -> None:
-    # The testpoint stages are where tests/test_pin.py kills `relstep pin` with SIGKILL.
+    # The fault points are where tests/test_pin.py kills `relstep pin` with SIGKILL.
     fd, temp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            testpoint.reached(f"{path.name}:before-temp-write")
+            faults.point(f"{path.name}:before-temp-write")
             out.write((json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
             out.flush()
-            testpoint.reached(f"{path.name}:after-temp-write")
+            faults.point(f"{path.name}:after-temp-write")
             os.fsync(out.fileno())
         os.chmod(temp, fsutil.PRIVATE_FILE)
-        testpoint.reached(f"{path.name}:before-rename")
+        faults.point(f"{path.name}:before-rename")
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    testpoint.reached(f"{path.name}:after-rename")
+    faults.point(f"{path.name}:after-rename")
     fsutil.fsync_dir(path.parent)
-    testpoint.reached(f"{path.name}:after-folder-fsync")
+    faults.point(f"{path.name}:after-folder-fsync")
 
 
 def remove_leftovers(path: Path) -> list[str]:

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relstep import compat, lookup, snapshot, unlock
+from relstep import compat, faults, lookup, restore_journal, snapshot, unlock
 from relstep.config import Config, DatabaseConfig
 from relstep.databases import engine_for, redact_url, spec_for_url
 from relstep.databases.base import Engine
@@ -395,11 +395,18 @@ def restore(
                               + (f" and {len(problems) - 1} more" if len(problems) > 1 else "")
                               + "); nothing was restored")
         if not empty:
+            _refuse_unreadable_put_back(config, chk)
             outcome.safety_snapshot = take_safety_snapshot(config, chk.target_config, lock_timeout)
-        with unlock.reading(chk.snapshot, chk.manifest, "restore"):
-            _restore_database(chk, outcome, RestoreOptions(
-                lock_wait=lock_wait, terminate_sessions=terminate_sessions, no_owner=no_owner,
-                no_privileges=no_privileges))
+        outcome.report.on_change = restore_journal.begin(config.backup_root, chk.snapshot, chk.target,
+                                                         outcome.safety_snapshot)
+        try:
+            with unlock.reading(chk.snapshot, chk.manifest, "restore"):
+                _restore_database(chk, outcome, RestoreOptions(
+                    lock_wait=lock_wait, terminate_sessions=terminate_sessions, no_owner=no_owner,
+                    no_privileges=no_privileges, keep_empty_replaced=True))
+        finally:  # every end inside Python names the way back itself; only a kill leaves the journal
+            outcome.report.on_change = None
+            restore_journal.finish(config.backup_root)
         if outcome.safety_snapshot is not None:
             outcome.safety_pruned = prune_safety_snapshots(config, lock_timeout, chk.snapshot)
     if code:
@@ -429,6 +436,7 @@ def prove(url: str, chk: RestoreCheck, outcome: RestoreOutcome, options: Restore
         left_out.update(NO_OWNER)
     if options.no_privileges:
         left_out.update(NO_PRIVILEGES)
+    faults.point("proof")
     try:
         proof = prove_equal(chk.engine, chk.entry, url, same_database=same_database, left_out=left_out,
                             named_like_the_snapshot=named_like_the_snapshot)
@@ -473,15 +481,31 @@ def _state_and_way_back(chk: RestoreCheck, outcome: RestoreOutcome) -> str:
     return state + (f"; to put back {where}: `{back}`" if back else "")
 
 
+def _refuse_unreadable_put_back(config: Config, chk: RestoreCheck) -> None:
+    """Where a failed live load is undone from the safety snapshot, that snapshot must be readable
+    by this restore: an encrypted one needs the identity now, not after the live tables are gone."""
+    from relstep.databases.registry import spec_for_url
+
+    encrypts_locally = config.encryption is not None and not config.encryption.offsite_only
+    if encrypts_locally and spec_for_url(chk.target_url).loads_live_in_place and unlock.chosen_identity() is None:
+        raise InputError(
+            f"{chk.target} is reloaded in place, and a failure would be undone from the safety snapshot, which "
+            f"is encrypted to the config's encryption.recipients; pass --identity "
+            f"FILE or set {unlock.IDENTITY_VARIABLE} so relstep can put it back; nothing was changed",
+            phase="restore")
+
+
 def _put_back(chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions) -> None:
     """After a load that failed on the live database (MariaDB's DDL is not transactional): restore
     the safety snapshot taken just before, so the target is as it was."""
     assert outcome.safety_snapshot is not None
     safety = outcome.safety_snapshot
     try:
-        _name, entry, _described = _pick_database(Manifest.load(safety), safety, None)
-        chk.engine.restore(safety / entry.path, chk.target_url, entry.extra,
-                           RestoreOptions(lock_wait=options.lock_wait))
+        manifest = Manifest.load(safety)
+        _name, entry, _described = _pick_database(manifest, safety, None)
+        with unlock.reading(safety, manifest, "restore"):  # an encrypted safety snapshot: decrypted as read
+            chk.engine.restore(safety / entry.path, chk.target_url, entry.extra,
+                               RestoreOptions(lock_wait=options.lock_wait))
     except (RelstepError, OSError, ValueError) as exc:
         outcome.report.notes.append(f"putting the safety snapshot back failed too: {exc}")
         return

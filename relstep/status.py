@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep import journal, lookup, pins
+from relstep import journal, lookup, pins, restore_journal
 from relstep.config import Config
 from relstep.errors import InputError, RecordError
 from relstep.fsutil import human_bytes
@@ -86,6 +86,8 @@ class Status:
     records_readable: bool = True
     # Recorded releases whose snapshot is gone from backup_root, although prune did not remove it.
     vanished: list[dict[str, Any]] = field(default_factory=list)
+    # The journal of a restore that did not end (relstep was killed): what it may have left.
+    unfinished_restore: dict[str, Any] | None = None
 
     @property
     def newest(self) -> SnapshotStatus | None:
@@ -144,6 +146,7 @@ def gather(config: Config, now: float | None = None) -> Status:
     status = Status(project=view.project, retention=config.retention, snapshots=snapshots,
                     now=datetime.now(timezone.utc).timestamp() if now is None else now,
                     records_readable=recorded is not None or not config.record.url)
+    status.unfinished_restore = restore_journal.unfinished(root)
     pruned = journal.pruned(root)
     resolved_root = root.resolve()
     for path, version in recorded or []:
@@ -155,10 +158,12 @@ def gather(config: Config, now: float | None = None) -> Status:
 
 def problems(status: Status, max_age: float | None, min_size_ratio: float | None) -> list[str]:
     """What the health check fails on, one sentence each; [] when healthy."""
+    restore = [] if status.unfinished_restore is None else ["; ".join(restore_journal.describe(
+        status.unfinished_restore))]
     newest = status.newest
     if newest is None:
-        return [f"there is no snapshot of project {status.project!r}; run `relstep backup`"]
-    found = []
+        return [*restore, f"there is no snapshot of project {status.project!r}; run `relstep backup`"]
+    found = restore
     age = status.age_seconds()
     if max_age is not None and age is not None and age > max_age:
         found.append(f"the newest snapshot {newest.name} is {_age(age)} old, older than --max-age {_age(max_age)}")
@@ -189,6 +194,7 @@ def to_json(status: Status, found: list[str]) -> dict[str, Any]:
         "kept": status.counted, "pinned": len(status.snapshots) - status.counted, "retention": status.retention,
         "records_readable": status.records_readable,
         "snapshots": [vars(s) for s in status.snapshots], "vanished": status.vanished,
+        "unfinished_restore": status.unfinished_restore,
     }
 
 

@@ -80,7 +80,7 @@ def test_pins_are_replaced_whole_so_a_crash_mid_write_leaves_the_old_pins(tmp_pa
 
 # --- kill -9 of the real `relstep pin` / `unpin` at each step of the pins file's write -----------
 
-# Where journal.replace_json stops for the test (relstep.testpoint); the rename is the line
+# Where journal.replace_json stops for the test (relstep.faults); the rename is the line
 # between the old pins and the new.
 BEFORE_RENAME = ("before-temp-write", "after-temp-write", "before-rename")
 AFTER_RENAME = ("after-rename", "after-folder-fsync")
@@ -93,7 +93,7 @@ def _names(root: Path) -> list[str]:
 def _killed_at(app: Path, stage: str, *args: str) -> None:
     """Run `relstep <args>`, SIGKILL it when it reaches ``stage`` of the pins file's write."""
     marker = Marker(app.parent / f"marker-{stage}-{args[0]}")
-    env = clean_env(RELSTEP_TEST_CRASH_AT=f"{pins.FILENAME}:{stage}", RELSTEP_TEST_CRASH_MARKER=str(marker.path))
+    env = clean_env(RELSTEP_TEST_FAULT=f"{pins.FILENAME}:{stage}:pause", RELSTEP_TEST_FAULT_FIFO=str(marker.path))
     proc = subprocess.Popen([sys.executable, "-m", "relstep", *args], cwd=app, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

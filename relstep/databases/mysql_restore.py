@@ -31,11 +31,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relstep import codec
+from relstep import codec, faults
 from relstep.databases import mysql as my
 from relstep.databases import tools
 from relstep.databases.base import DatabaseError
-from relstep.databases.restoring import RestoreOptions, RestoreReport, Session, sessions_in_the_way, signals_held
+from relstep.databases.restoring import (
+    RestoreOptions,
+    RestoreReport,
+    Session,
+    dies_with_relstep,
+    sessions_in_the_way,
+    signals_held,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -69,6 +76,7 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: Re
     own: set[int] = set()          # connection ids of this restore's sessions, KILLed if it ends early
     try:
         _prove_on_staged(live, client, path, options, own)
+        faults.point("mysql-before-live")
         _replace_live(live, client, path, extra, options, own)
     except BaseException:
         with signals_held():
@@ -76,6 +84,17 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None, options: Re
         raise
     options.report.method = "proven on a staged database, then loaded into the live one"
     return options.report
+
+
+def _drop_command(live: my._Target, name: str) -> str:
+    """The command that removes a staged database (the name as an argument, never quoted into SQL;
+    the password is asked for, never shown)."""
+    import shlex
+
+    where = ["-S", live.socket] if live.socket else ["-h", live.host, "-P", str(live.port)]
+    user = ["-u", live.user] if live.user else []
+    password = ["-p"] if live.password else []
+    return shlex.join(["mariadb-admin", *where, *user, *password, "--force", "drop", name])
 
 
 def _derived_name(base: str, suffix: str) -> str:
@@ -102,6 +121,9 @@ def _prove_on_staged(live: my._Target, client: str, path: Path, options: Restore
 
     name = _derived_name(live.database, f"relstep_staged_{secrets.token_hex(3)}")
     server = dataclasses.replace(live, url=my._with_database(live.url, ""), database="")
+    report = options.report
+    report.staged, report.drop_staged = name, _drop_command(live, name)
+    report.changed()
     with my._connect(server, DatabaseError) as conn:
         charset, collation = conn.execute(text(
             "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
@@ -111,7 +133,7 @@ def _prove_on_staged(live: my._Target, client: str, path: Path, options: Restore
         staged_url = my._with_database(live.url, name)
         staged = my._Target.from_url(staged_url, DatabaseError)
         try:
-            _load(client, staged, path, options, own)
+            _load(client, staged, path, options, own, "mysql-staged-load")
         except DatabaseError as exc:
             raise DatabaseError(f"the snapshot does not load, tried on a staged copy of {live.database}, so the "
                                f"live database was not touched: {exc.message}") from exc
@@ -119,6 +141,8 @@ def _prove_on_staged(live: my._Target, client: str, path: Path, options: Restore
     finally:
         with signals_held(), suppress(DatabaseError), my._connect(server, DatabaseError) as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {my._quote(name)}")
+            report.staged = report.drop_staged = None
+            report.changed()
 
 
 # --------------------------------------------------------------------------- 2 and 3. the live database
@@ -171,8 +195,9 @@ def _replace_live(live: my._Target, client: str, path: Path, extra: Mapping[str,
                                           _sessions(conn, live.database, own)) from None
             raise
         options.report.live_changed = True
+        options.report.changed()
         _drop(conn, live.database, tables, routines, events)
-    _load(client, live, path, options, own)
+    _load(client, live, path, options, own, "mysql-live-load")
 
 
 def _events(conn: Connection, database: str) -> list[str]:
@@ -208,17 +233,21 @@ def _drop(conn: Connection, database: str, tables: Mapping[str, tuple[str, str]]
 # --------------------------------------------------------------------------- the client
 
 
-def _load(client: str, target: my._Target, path: Path, options: RestoreOptions, own: set[int]) -> None:
-    """Stream the dump into the client, whose connection id joins ``own`` before any statement of the dump."""
+def _load(client: str, target: my._Target, path: Path, options: RestoreOptions, own: set[int],
+          fault: str) -> None:
+    """Stream the dump into the client, whose connection id joins ``own`` before any statement of the dump.
+
+    The client dies with relstep (even of kill -9): its input would end half-way anyway."""
     wait = max(1, round(options.lock_wait))
     with my._option_file(target, client) as option_file, tempfile.TemporaryFile() as errors:
         # --binary-mode: the dump is data, so the client must not act on backslash commands in it.
         argv = my._client_argv(client, option_file, "--binary-mode", "--batch", "--skip-column-names",
                                f"--init-command=SET SESSION lock_wait_timeout = {wait}",
                                f"--database={target.database}")
-        proc = tools.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+        proc = tools.popen(dies_with_relstep(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
                            env=my._client_env(), pass_fds=(option_file.fd,))
         with _client_session(proc, own):
+            faults.point(fault)  # outside the try: a seeded failure ends the client like any other
             try:
                 my._stream_into(proc, path, first=b"SELECT CONNECTION_ID();\n")
             except (OSError, codec.UnreadableFile) as exc:

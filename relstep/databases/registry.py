@@ -55,6 +55,10 @@ class EngineSpec:
     # The driver needs the password as UTF-8 bytes: PyMySQL encodes a str password as Latin-1,
     # which cannot hold '€' and sends other bytes than the server's (UTF-8) account has for 'é'.
     password_as_utf8: bool = False
+    # The restore drops and reloads the live database itself (MariaDB's DDL is not transactional):
+    # a failure after that point is undone by restoring the safety snapshot, so relstep must be
+    # able to read it (its identity, when the safety snapshot is encrypted) before it starts.
+    loads_live_in_place: bool = False
 
     def install_hint(self) -> str:
         hint = f"pip install 'relstep[{self.extra}]'"
@@ -110,6 +114,7 @@ register(EngineSpec(
     driver_module="pymysql", extra="mysql",
     credential_params=(("user", "username"), ("password", "password"), ("passwd", "password")),
     password_as_utf8=True,
+    loads_live_in_place=True,
     dump_tools=(ToolSpec(("mariadb-dump", "mysqldump"), _MARIADB_CLIENT),),
     restore_tools=(ToolSpec(("mariadb", "mysql"), _MARIADB_CLIENT),),
 ))

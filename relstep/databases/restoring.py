@@ -10,6 +10,7 @@ returns a :class:`RestoreReport`: whom it ended, and where the previous state we
 
 from __future__ import annotations
 
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,6 +69,19 @@ class RestoreReport:
     live_changed: bool = False                             # the target was touched (set before touching it)
     put_back: str | None = None                            # after a failed live load: what was put back
     notes: list[str] = field(default_factory=list)
+    # What a kill -9 could leave, for the journal of an unfinished restore (relstep.restore_journal):
+    # set by the engine before it creates or changes the thing, then ``changed()`` writes it down.
+    staged: str | None = None                              # the staged copy (database or file)
+    drop_staged: str | None = None                         # the exact command that removes it
+    swap_to: str | None = None                             # where the target goes if the swap commits
+    swap_undo: str | None = None                           # the command that undoes that swap
+    committing: bool = False                               # the swap / COMMIT / copy that makes it the snapshot began
+    on_change: Callable[[RestoreReport], None] | None = None
+
+    def changed(self) -> None:
+        """Write down what is now at stake (kill -9 prints nothing: the journal must say it)."""
+        if self.on_change is not None:
+            self.on_change(self)
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,10 @@ class RestoreOptions:
     no_owner: bool = False
     no_privileges: bool = False
     report: RestoreReport = field(default_factory=RestoreReport)
+    # PostgreSQL's swap into an empty target: keep the empty database it replaced (printed, dropped
+    # by the person later) rather than drop it at once, whose checkpoint writes the whole restored
+    # database out first.  `relstep restore` keeps it; verify's scratch restore drops it.
+    keep_empty_replaced: bool = False
 
 
 @contextmanager
@@ -91,3 +109,15 @@ def signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+CONNECTION_CHECK_MS = 1000   # PostgreSQL's client_connection_check_interval for a restore's sessions
+
+
+def dies_with_relstep(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel SIGKILLs the tool when relstep dies, even of kill -9
+    (``setpriv --pdeathsig``, util-linux): a restore's pg_restore, psql or mariadb client must
+    not go on loading after relstep is gone.  Where setpriv is missing the tool runs as before
+    (it still stops at the end of its input, and the server's lock waits are bounded)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from relstep import codec
+from relstep import codec, faults
 from relstep.databases import base, sqlalchemy_url, sqlite_fingerprint
 from relstep.databases.base import Column, DatabaseError, DumpInfo, DumpPlan, Inspect, columns_to_redact, matches_table
 from relstep.databases.restoring import RestoreOptions, RestoreReport
@@ -318,12 +319,16 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
     if not target.parent.is_dir():
         raise DatabaseError(f"folder {target.parent} for the SQLite database does not exist")
     staging = target.with_name(f".{target.name}.relstep-restore-{os.getpid()}")
+    options.report.staged, options.report.drop_staged = str(staging), shlex.join(["rm", "-f", str(staging)])
+    options.report.changed()
     try:
         _decompress(db_dir, staging)
         with closing(sqlite3.connect(staging)) as conn:
             if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise DatabaseError(f"the SQLite copy in {db_dir} fails its integrity check")
         options.prove(f"sqlite:///{staging}")
+        options.report.committing = True  # the copy's last step commits it: a kill may come after that
+        options.report.changed()
         _copy_into(staging, target, options.lock_wait)
     except (OSError, codec.UnreadableFile, sqlite3.Error) as exc:
         raise DatabaseError(f"cannot restore {target}: {exc}; it is unchanged") from exc
@@ -336,13 +341,15 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6
 DEFAULT_SOURCE_LOCK_WAIT = 30.0   # seconds a backup waits for an app's lock on the database
 LOCK_RETRY = 0.05   # seconds between attempts to write into a locked target
+RESTORE_STEP_PAGES = 1024   # pages the restore's backup-API copy writes per step (one transaction still)
 
 
 class _StillLocked(Exception):
     """A database stayed locked past the wait (raised inside the backup's progress callback)."""
 
 
-def _backup_within(source: sqlite3.Connection, target: sqlite3.Connection, wait: float) -> bool:
+def _backup_within(source: sqlite3.Connection, target: sqlite3.Connection, wait: float, pages: int = -1,
+                   between_steps: Callable[[], None] | None = None) -> bool:
     """The backup API's copy of ``source`` into ``target``; False, with ``target`` unchanged, when
     either stayed locked for ``wait`` seconds: Python's backup retries a locked database for ever,
     and raising from the progress callback is the only way to stop it."""
@@ -351,9 +358,11 @@ def _backup_within(source: sqlite3.Connection, target: sqlite3.Connection, wait:
     def give_up_when_locked_too_long(status: int, remaining: int, total: int) -> None:
         if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() >= deadline:
             raise _StillLocked
+        if remaining and between_steps is not None:
+            between_steps()
 
     try:
-        source.backup(target, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
+        source.backup(target, pages=pages, progress=give_up_when_locked_too_long, sleep=LOCK_RETRY)
     except _StillLocked:
         return False
     return True
@@ -368,7 +377,9 @@ def _copy_into(staging: Path, target: Path, lock_wait: float) -> None:
             # The backup API cannot change a WAL database's page size: give the copy the target's.
             copy.execute(f"PRAGMA page_size = {int(page_size)}")
             copy.execute("VACUUM")
-        if not _backup_within(copy, live, lock_wait):
+        # In steps: between them the target's write transaction is open, half copied; a kill there
+        # (the seeded point) leaves a hot journal that SQLite rolls back on the next open.
+        if not _backup_within(copy, live, lock_wait, RESTORE_STEP_PAGES, lambda: faults.point("sqlite-mid-copy")):
             raise SessionsInTheWay(
                 f"{target} stayed locked by another connection for {lock_wait:g} s (--lock-wait); nothing "
                 "was changed: stop the app (`fuser -v` names the processes that have the file open) and run "

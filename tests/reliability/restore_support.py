@@ -28,11 +28,14 @@ def databases_like(prefix: str) -> list[str]:
                                            (prefix,)).fetchall()]
 
 
-def relstep_sessions() -> list[tuple[Any, ...]]:
-    """Every session a restore opened (they all carry application_name relstep-restore-<id>)."""
+def relstep_sessions(application: str | None = None) -> list[tuple[Any, ...]]:
+    """Every session a restore opened (they all carry application_name relstep-restore-<id>); with
+    ``application``, only those of restores whose URL named it (``<application> (relstep-restore-<id>)``):
+    other people's restores run on the same server at the same time."""
+    pattern = "%relstep-restore-%" if application is None else f"{application} (relstep-restore-%"
     with pg() as conn:
         return conn.execute("SELECT pid, datname, state, query FROM pg_stat_activity "
-                            "WHERE application_name LIKE '%relstep-restore-%'").fetchall()
+                            "WHERE application_name LIKE %s", (pattern,)).fetchall()
 
 
 @contextmanager
@@ -49,7 +52,8 @@ def pg_role_database(kind: str) -> Iterator[tuple[str, str]]:
         conn.execute(f'CREATE ROLE "{role}" LOGIN {"CREATEDB" if kind == "owner" else "NOCREATEDB"}')
         conn.execute(f'CREATE DATABASE "{db}" OWNER "{role}"')
     try:
-        yield f"postgresql://{role}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{db}", db
+        # Named after the database: relstep_sessions(db) then sees only this test's restores.
+        yield f"postgresql://{role}:{PLANTED_DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{db}?application_name={db}", db
     finally:
         with pg() as conn:
             for name in [db, *databases_like(db)]:
@@ -57,8 +61,34 @@ def pg_role_database(kind: str) -> Iterator[tuple[str, str]]:
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
-def app_with_snapshot(tmp_path: Path, url: str, schema: bool = True, **config: Any) -> Path:
-    """An app on ``url`` (the tests' small schema unless ``schema`` is False) with its snapshot 1.0.0."""
+# A backup as an older relstep wrote it, before backup refused unrestorable plans (issue 12): the
+# same relstep with that refusal switched off, in this subprocess only. TEST-ONLY SEAM: relstep
+# itself has no way to skip the refusal; the snapshot it writes is what an older relstep left on
+# disk, and restore must still leave the target unchanged when it cannot load it.
+_OLDER_RELSTEP = (
+    "import sys\n"
+    "import relstep.databases.mysql as my, relstep.databases.postgres as pg, relstep.databases.sqlite as lite\n"
+    "pg._refuse_unrestorable = my._refuse_unrestorable = lite._refuse_unrestorable = lambda *a, **k: None\n"
+    "from relstep.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+def older_relstep(*args: str, cwd: Path) -> Any:
+    """``relstep ARGS`` as an older relstep, which wrote snapshots that could never be restored."""
+    import subprocess
+    import sys
+
+    from tests.helpers import Ran, clean_env
+
+    done = subprocess.run([sys.executable, "-c", _OLDER_RELSTEP, *args], cwd=cwd, env=clean_env(),
+                          capture_output=True, text=True, timeout=300)
+    return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def app_with_snapshot(tmp_path: Path, url: str, schema: bool = True, older: bool = False, **config: Any) -> Path:
+    """An app on ``url`` (the tests' small schema unless ``schema`` is False) with its snapshot 1.0.0,
+    written by an older relstep (see ``older_relstep``) when ``older``."""
     if schema:
         create_schema(url)
     app = tmp_path / "app"
@@ -66,6 +96,10 @@ def app_with_snapshot(tmp_path: Path, url: str, schema: bool = True, **config: A
     (app / ".gitignore").write_text("backups/\n")
     init_repo(app)
     write_config(app, {"database": {"url": url, **config}, "migrations": {"tool": "auto"}})
-    ran = relstep("backup", "--version", "1.0.0", cwd=app)
+    ran = (older_relstep if older else relstep)("backup", "--version", "1.0.0", cwd=app)
     assert ran.code == 0, ran.err
+    if older:
+        # After the upgrade this relstep refuses that plan, so the person's config now keeps every
+        # table and column (the restore's safety snapshot follows it); the old snapshot stays.
+        write_config(app, {"database": {"url": url, "redact_defaults": False}, "migrations": {"tool": "auto"}})
     return app

@@ -74,7 +74,7 @@ def _idle_in_transaction(url: str, name: str = "app-holder") -> Any:
 
 
 def _assert_nothing_left(db: str) -> None:
-    assert _relstep_sessions() == []
+    assert _relstep_sessions(db) == []
     assert [d for d in _databases_like(db[:40]) if "relstep_staged" in d] == []
 
 
@@ -139,9 +139,9 @@ def _restore_waiting(db: str) -> Any:
     def check() -> Any:
         with _pg() as conn:
             return conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE '%relstep-restore-%' AND "
-                "((wait_event_type = 'Lock' AND query LIKE 'DROP SCHEMA%%') OR query LIKE 'ALTER DATABASE%%')"
-            ).fetchall()
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s AND "
+                "((wait_event_type = 'Lock' AND query LIKE 'DROP SCHEMA%%') OR query LIKE 'ALTER DATABASE%%')",
+                (f"{db} (relstep-restore-%",)).fetchall()
     return check
 
 
@@ -157,7 +157,7 @@ def test_pg_a_signal_while_the_restore_waits_ends_its_statements_and_changes_not
         proc = start_relstep("restore", "1.0.0", "--yes", "--lock-wait", "120", cwd=app, stdin=subprocess.DEVNULL)
         wait_for(_restore_waiting(db), 60, "the restore to wait on the server", proc=proc)
         # Checked the moment relstep is gone: nothing of it may still be on the server.
-        assert _interrupted(proc, signum, db, _relstep_sessions) == []
+        assert _interrupted(proc, signum, db, lambda: _relstep_sessions(db)) == []
         assert _pg_rows(db) == before
     finally:
         holder.commit()
