@@ -14,7 +14,8 @@ Files are 0600 and folders 0700 (pg_dump runs under umask 077): they hold the da
 
 An encrypted snapshot cannot hold pg_dump's own plaintext files: there ``pg_dump/`` is replaced by
 one ``pg_dump.custom.zst`` stream written through the codec (``postgres_encrypted``); everything
-else here (the snapshot, the redacted COPYs, the fingerprint) is the same code.
+else here (the snapshot, the redacted COPYs, the fingerprint) is the same code; its content digests
+are read from that stream on its way to the codec (``pg_custom``) instead of from the files' gzip trailers.
 
 Why this shape:
 
@@ -56,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from relstep import codec
 from relstep.databases import (
     create_engine,
+    pg_custom,
     pg_digest,
     pg_fingerprint,
     postgres_encrypted,
@@ -682,12 +684,12 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         inspected = _inspect(conn, inspect)
         no_data = [*excluded, *(r.table for r in redactions)]
         sources = _content_sources(tables, excluded, redactions)
-        # Plain: the schema read while pg_dump runs, the content digests from its files afterwards.
-        # Encrypted: its one stream is not split into tables yet, so the server still sums row hashes.
-        # The tables whose rows pg_dump writes: counted in the dump's snapshot while it runs.
-        counted = [] if streamed else [t for t in kept if t not in no_data]
-        fingerprint, dumped, archive, rows = _pg_dump_beside(conn, sources if streamed else {}, pg_dump, snapshot,
-                                                             dest_dir, no_data, target, streamed, counted)
+        # The schema read while pg_dump runs; the content digests from its bytes: plain, its files'
+        # gzip trailers afterwards; encrypted, the tap on its stream (pg_custom).  The tables whose
+        # rows pg_dump writes: counted in the dump's snapshot while it runs.
+        counted = [t for t in kept if t not in no_data]
+        fingerprint, dumped, archive, rows, tap = _pg_dump_beside(conn, pg_dump, snapshot, dest_dir, no_data,
+                                                                  target, streamed, counted)
         _check_tool(dumped, target, DatabaseError)
         digest = pg_digest.CopyDigest()
         data_files = {} if streamed else pg_digest.data_files(_list_dump(dest_dir / DUMP_DIR, PG_RESTORE.require()))
@@ -695,11 +697,15 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
         # The redacted tables' COPY (hashed as it is written) runs meanwhile, with pg_dump's settings.
         with pg_digest.copy_settings(conn):
             written = {**_write_redacted(conn, dest_dir, redactions, digest), **archive}
+        by_oid: dict[int, pg_digest.DataFile | pg_custom.TableData] | None = None
         if reading is not None:
             read = reading.result()
             written.update({f"{DUMP_DIR}/{name}": data.entry() for name, data in read.items()})
-            oids = {_key(schema, name): oid for oid, schema, name in _sql(conn, _TABLE_OIDS_SQL)}
             by_oid = {oid: read[name] for name, oid in data_files.items()}
+        elif tap is not None:
+            by_oid = _tapped(conn, tap, fingerprint, sources)
+        if by_oid is not None:
+            oids = {_key(schema, name): oid for oid, schema, name in _sql(conn, _TABLE_OIDS_SQL)}
             planned = {r.table.key for r in redactions}
             fingerprint.content = {t.key: _dumped_content(t, rows, by_oid.get(oids.get(t.key, -1)),
                                                           digest if t.key in planned else None) for t in tables}
@@ -728,32 +734,50 @@ def dump(url: str, dest_dir: Path, plan: DumpPlan, inspect: Inspect | None = Non
 
 
 def _pg_dump_beside(
-    conn: Connection, sources: dict[str, str | None], pg_dump: str, snapshot: str, dest_dir: Path,
+    conn: Connection, pg_dump: str, snapshot: str, dest_dir: Path,
     no_data: list[_Table], target: _Target, streamed: bool, counted: list[_Table],
-) -> tuple[Fingerprint, subprocess.CompletedProcess[str], dict[str, dict[str, Any]], dict[str, int]]:
-    """Run pg_dump while the fingerprint is read and ``counted``'s rows are counted in the same
-    snapshot (the scans overlap the dump's): (fingerprint, pg_dump's exit, the codec's entry of the
-    encrypted archive or {}, the counts).
+) -> tuple[Fingerprint, subprocess.CompletedProcess[str], dict[str, dict[str, Any]], dict[str, int],
+           pg_custom.ArchiveTap | None]:
+    """Run pg_dump while the fingerprint's schema is read and ``counted``'s rows are counted in the
+    same snapshot (the scans overlap the dump's): (fingerprint, pg_dump's exit, the codec's entry of
+    the encrypted archive or {}, the counts, the tap on the encrypted stream or None).
 
     Plain: the directory format, pg_dump's own files.  Encrypted: one custom-format stream through
-    the codec (postgres_encrypted).  ``sources`` (pg_fingerprint's content) is {} for the plain layout,
-    whose content digests ``dump`` then takes from pg_dump's files (pg_digest)."""
+    the codec (postgres_encrypted), tapped on the way (pg_custom).  Either way ``dump`` then takes
+    the content digests from pg_dump's bytes."""
+    # pg_digest's settings: the content digests of the dump must match a restored table's read back.
+    env = pg_digest.dump_environment(target.tool_env())
     if streamed:
         args = postgres_encrypted.dump_args(pg_dump, snapshot, [t.sql for t in no_data])
-        running = postgres_encrypted.dumping(args, target.tool_env(), dest_dir / postgres_encrypted.ARCHIVE)
+        running = postgres_encrypted.dumping(args, env, dest_dir / postgres_encrypted.ARCHIVE)
     else:
-        running = _directory_dumping(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), target)
+        running = _directory_dumping(_pg_dump_args(pg_dump, snapshot, dest_dir / DUMP_DIR, no_data), env)
     with running as run:
-        fingerprint = pg_fingerprint.read(conn, sources)
+        fingerprint = pg_fingerprint.read(conn, {})
         rows = {t.key: _count_rows(conn, t) for t in counted}
     assert run.done is not None
     archive = {postgres_encrypted.ARCHIVE: run.written.entry()} if run.written is not None else {}
-    return fingerprint, run.done, archive, rows
+    return fingerprint, run.done, archive, rows, run.tap
 
 
-def _dumped_content(table: _Table, rows: Mapping[str, int], data: pg_digest.DataFile | None,
+def _tapped(conn: Connection, tap: pg_custom.ArchiveTap, fingerprint: Fingerprint,
+            sources: dict[str, str | None]) -> dict[int, pg_digest.DataFile | pg_custom.TableData] | None:
+    """The encrypted stream's tables by OID; None when the tap could not parse it: then every
+    content digest is the server's sum of row hashes (pg_fingerprint), read now in the dump's
+    snapshot (this transaction still holds it), and a note says why.  The backup never fails here."""
+    try:
+        return dict(tap.finish())
+    except pg_custom.Unparsable as exc:
+        fingerprint.content = pg_fingerprint.read(conn, sources).content
+        fingerprint.notes.append(f"content: pg_dump's stream could not be parsed ({exc}); "
+                                 "the server's sums of row hashes were recorded instead")
+        return None
+
+
+def _dumped_content(table: _Table, rows: Mapping[str, int], data: pg_digest.DataFile | pg_custom.TableData | None,
                     redacted: pg_digest.CopyDigest | None) -> TableContent:
-    """One table's content in a plain dump: pg_dump's data file's gzip CRC-32 and length with its
+    """One table's content: pg_dump's CRC-32 and length of its rows (plain: its data file's gzip trailer;
+    encrypted: the tap on the stream) with its
     counted rows, the digest of relstep's own COPY for a redacted table, empty when left out."""
     if table.key in rows:
         if data is None:  # pg_dump was told to dump its rows: a listing without them is no dump of it
@@ -763,11 +787,10 @@ def _dumped_content(table: _Table, rows: Mapping[str, int], data: pg_digest.Data
 
 
 @contextmanager
-def _directory_dumping(args: list[str], target: _Target) -> Iterator[postgres_encrypted.RunningDump]:
+def _directory_dumping(args: list[str], env: Mapping[str, str]) -> Iterator[postgres_encrypted.RunningDump]:
     """``pg_dump`` writing its directory itself while the caller works; ``done`` once it has ended."""
     result = postgres_encrypted.RunningDump()
-    # pg_digest's settings: the content digests of its files must match a restored table's read back.
-    with tools.owned(tools.popen(args, env=pg_digest.dump_environment(target.tool_env()), text=True)) as proc:
+    with tools.owned(tools.popen(args, env=env, text=True)) as proc:
         yield result
         result.done = tools.finish(proc)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from relstep import codec
-from relstep.databases import tools
+from relstep.databases import pg_custom, tools
 from relstep.databases.base import DatabaseError
 
 ARCHIVE = "pg_dump.custom.zst"
@@ -82,17 +82,20 @@ def _thread(target: Any, *args: Any) -> threading.Thread:
 
 @dataclass
 class RunningDump:
-    """A running ``pg_dump``: its exit once it is done, and (streamed) the archive the codec wrote."""
+    """A running ``pg_dump``: its exit once it is done, and (streamed) the archive the codec wrote and
+    the tap that read each table's CRC-32 and length from the same bytes (pg_custom)."""
 
     written: codec.Written | None = None
     done: subprocess.CompletedProcess[str] | None = None
+    tap: pg_custom.ArchiveTap | None = None
 
 
 @contextmanager
 def dumping(args: list[str], env: Mapping[str, str], dest: Path) -> Iterator[RunningDump]:
     """Run ``pg_dump`` while the caller reads the same snapshot (the fingerprint); on exit the archive is
     complete and ``done`` holds pg_dump's exit (the caller checks it).  On any failure the file is removed."""
-    result = RunningDump()
+    tap = pg_custom.ArchiveTap()
+    result = RunningDump(tap=tap)
     errors = _Collected()
     copied = _Collected()
     writer = codec.create(dest, compress=True, threads=-1)
@@ -105,6 +108,7 @@ def dumping(args: list[str], env: Mapping[str, str], dest: Path) -> Iterator[Run
                 try:
                     while chunk := stdout.read(CHUNK):
                         writer.write(chunk)
+                        tap.feed(chunk)  # never raises: a stream it cannot parse only stops the tap
                 except BaseException as exc:  # a full disk, say: pg_dump is ended below
                     copied.failure = exc
                     tools.kill_group(proc)

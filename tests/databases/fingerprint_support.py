@@ -109,3 +109,18 @@ def snapshots(app: Path) -> Iterator[Path]:
     """Everything in the app's backup root (snapshots, hidden partials), but its lock file."""
     root = app / "backups" / "releases"
     return iter(sorted(p for p in root.iterdir() if p.name != ".relstep.lock")) if root.is_dir() else iter(())
+
+
+# PostgreSQL tables whose COPY text has every hard case (tabs, newlines, backslashes, timestamptz,
+# floats, bytea, NULLs), one over many blocks, an empty one, one to redact (u.password) and one
+# to leave out (left_out): the content-digest tests of both layouts dump these.
+PG_CONTENT_TABLES = (
+    "CREATE TABLE t (id int PRIMARY KEY, note text, at timestamptz, x float8, b bytea)",
+    r"INSERT INTO t VALUES (1, E'tab\there\nnewline \\ backslash', '2026-01-02 03:04:05+02', 0.1, '\x00ff'), "
+    "(2, NULL, NULL, 1e300, NULL)",
+    "CREATE TABLE u (id int PRIMARY KEY, password text NOT NULL, note text)",
+    "INSERT INTO u VALUES (1, 'hunter2', 'a'), (2, 'secret', NULL)",
+    "CREATE TABLE big (id int, filler text)",
+    "INSERT INTO big SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 20000) i",
+    "CREATE TABLE nothing (id int)", "CREATE TABLE left_out (id int)", "INSERT INTO left_out VALUES (1)",
+)

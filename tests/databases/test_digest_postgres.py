@@ -19,7 +19,7 @@ from relstep import fingerprint as fp
 from relstep.databases import pg_digest, pg_fingerprint, postgres
 from relstep.databases.base import DatabaseError, DumpPlan
 from relstep.databases.pg_digest import gzip_module
-from tests.databases.fingerprint_support import execute
+from tests.databases.fingerprint_support import PG_CONTENT_TABLES, execute
 
 TRAILER = b"\\.\n\n\n"
 
@@ -45,14 +45,7 @@ def _crc(inflated: bytes) -> str:
 
 def test_each_digest_is_the_crc_and_length_of_the_tables_data_file_or_the_sha256_of_its_redacted_rows(
         pg_url: str, tmp_path: Path) -> None:
-    execute(pg_url, "CREATE TABLE t (id int PRIMARY KEY, note text, at timestamptz, x float8, b bytea)",
-            r"INSERT INTO t VALUES (1, E'tab\there\nnewline \\ backslash', '2026-01-02 03:04:05+02', 0.1, '\x00ff'), "
-            "(2, NULL, NULL, 1e300, NULL)",
-            "CREATE TABLE u (id int PRIMARY KEY, password text NOT NULL, note text)",
-            "INSERT INTO u VALUES (1, 'hunter2', 'a'), (2, 'secret', NULL)",
-            "CREATE TABLE big (id int, filler text)",
-            "INSERT INTO big SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 20000) i",
-            "CREATE TABLE nothing (id int)", "CREATE TABLE left_out (id int)", "INSERT INTO left_out VALUES (1)")
+    execute(pg_url, *PG_CONTENT_TABLES)
 
     info = postgres.dump(pg_url, tmp_path, DumpPlan(redact=("u.password",), exclude_tables=("left_out",)))
 
