@@ -118,6 +118,10 @@ def dies_with_relstep(argv: list[str]) -> list[str]:
     """``argv`` run so that the kernel SIGKILLs the tool when relstep dies, even of kill -9
     (``setpriv --pdeathsig``, util-linux): a restore's pg_restore, psql or mariadb client must
     not go on loading after relstep is gone.  Where setpriv is missing the tool runs as before
-    (it still stops at the end of its input, and the server's lock waits are bounded)."""
+    (it still stops at the end of its input, and the server's lock waits are bounded).
+
+    The kernel's "parent" here is the *thread* that forked: start such a tool from the thread that
+    waits for it (every caller does, the main thread), never from a short-lived worker thread,
+    whose end would kill the tool mid-load."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
