@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relstep import children
 from relstep.errors import InputError
 
 HOOKS = ("pre-push", "pre-receive")
@@ -126,7 +127,7 @@ def pre_commit_lines(environ: Mapping[str, str]) -> list[str]:
 
 def _git(repo: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> str:
     try:
-        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+        proc = children.run(["git", *args], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise InputError("git not found on PATH; install git to manage hooks") from None
     if proc.returncode not in ok_codes:
@@ -412,7 +413,7 @@ def run_hook(
         say(f"relstep: {hook}: tag {tag}: running relstep run --version {version}")
         # stdin is not inherited: git's ref list is the hook's, not relstep's to read.
         try:
-            code = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, check=False).returncode
+            code = children.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL).returncode
         except OSError as exc:
             raise InputError(f"cannot start relstep ({argv[0]}): {exc.strerror}") from None
         if code < 0:

@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relstep import children
 from relstep.config import Config
 
 GIT_TIMEOUT = 10
@@ -41,9 +42,9 @@ def _derived(base_dir: Path) -> str:
 
 def _origin_url(base_dir: Path) -> str | None:
     try:
-        proc = subprocess.run(
-            ["git", "config", "--get", "remote.origin.url"], cwd=base_dir, capture_output=True, text=True,
-            timeout=GIT_TIMEOUT, check=False,
+        proc = children.run(
+            ["git", "config", "--get", "remote.origin.url"], cwd=base_dir, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, timeout=GIT_TIMEOUT,
         )
     except (OSError, subprocess.SubprocessError):
         return None   # no git, or a folder git cannot read: the folder's name it is

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relstep import lookup, records, snapshot
+from relstep import children, lookup, records, snapshot
 from relstep.config import Config
 from relstep.defaults import DEFAULT_LOCK_TIMEOUT
 from relstep.errors import DeployError, InputError, OffsiteError, PruneError, RecordError, RelstepError
@@ -218,7 +217,7 @@ def _deploy(command: Sequence[str], release: Release, snapshot_path: Path) -> st
                RELSTEP_SNAPSHOT=str(snapshot_path))
     try:
         # The deploy command's output goes to stderr so `--json` keeps stdout to itself.
-        proc = subprocess.run(list(command), env=env, stdout=2, check=False)
+        proc = children.run(command, env=env, stdout=2)
     except FileNotFoundError:
         raise DeployError(f"deploy command {command[0]!r} not found; the snapshot is kept") from None
     except OSError as exc:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relstep import __version__
+from relstep import __version__, children
 from relstep.masking import mask_data
 
 COMMAND_TIMEOUT = 30
@@ -62,9 +62,8 @@ def run_command(command: str, cwd: Path) -> dict[str, Any]:
     if not argv or shutil.which(argv[0]) is None:
         return {"command": command, "status": "missing"}
     try:
-        proc = subprocess.run(
-            argv, cwd=cwd, capture_output=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL, check=False
-        )
+        proc = children.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=COMMAND_TIMEOUT,
+                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"command": command, "status": "timeout", "timeout_seconds": COMMAND_TIMEOUT}
     except OSError as exc:

@@ -19,15 +19,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from relstep import children
 from relstep.databases.base import DatabaseError
 
 VERSION_TIMEOUT = 15      # seconds for `tool --version`: a wedged binary must not stall doctor or a backup
@@ -71,8 +71,8 @@ def which(names: Iterable[str]) -> str | None:
 def tool_version(path: str) -> str:
     """The tool's ``--version`` line on one line, or ``unknown (...)`` when it cannot say."""
     try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, errors="replace",
-                              timeout=VERSION_TIMEOUT, check=False)
+        done = children.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace", timeout=VERSION_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
     return " ".join((done.stdout or done.stderr).split()) or "unknown"
@@ -89,8 +89,7 @@ def versions(tools: Iterable[ToolSpec]) -> dict[str, str]:
 
 def kill_group(proc: subprocess.Popen[Any]) -> None:
     """SIGKILL the tool and every process it started (it leads its own process group)."""
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    children.kill(proc, group=True)
 
 
 def popen(
@@ -109,9 +108,9 @@ def popen(
     (``with owned(popen(...))`` does that for it).
     """
     try:
-        return subprocess.Popen(
+        return children.start(
             args, env=None if env is None else dict(env), stdin=stdin, stdout=stdout, stderr=stderr, text=text,
-            errors="replace" if text else None, umask=0o077, start_new_session=True, pass_fds=pass_fds,
+            errors="replace" if text else None, umask=0o077, own_group=True, pass_fds=pass_fds,
         )
     except OSError as exc:
         raise DatabaseError(f"cannot start {Path(args[0]).name}: {exc.strerror or exc}") from exc
