@@ -11,6 +11,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,69 @@ def mysql_password_url(mysql_url: str) -> Iterator[str]:
 def engine_app(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
     """The same small app on each engine in turn: (app folder, database URL)."""
     return make_app(tmp_path, request, request.param)
+
+
+# --------------------------------------------------------------------------- running in two processes
+#
+# `pytest -n 2 --dist loadgroup` (the README's command, .ci/run's) runs the suite in two worker
+# processes.  Every test that may touch the shared PostgreSQL or MariaDB server is put in one
+# group, ``servers``, whose tests run one after another in a single worker, exactly as in a serial
+# run: several of them assert on server-wide state (relstep's sessions, scratch databases, locks).
+# The other worker takes the tests that touch no server (SQLite, the CI runners, units), which
+# share nothing with them but the machine.
+#
+# xdist's own loadgroup reads ``xdist_group`` marks by rewriting node ids, which pytest 9 no longer
+# allows, so the scheduler below groups by node id itself: a test is server-free only when its file
+# never names a server, or when its parameters name SQLite and no server.  Each worker checks, at
+# collection, that no test the id calls server-free requests a server fixture (a collection error
+# if one does): anything in doubt stays in the ``servers`` group.
+
+SERVERS_GROUP = "servers"
+_SERVER_WORDS = ("postgres", "mysql", "mariadb", "psycopg", "pymysql", "pg_url", "pg_admin", "engine_app",
+                 "private_pg", "running_pg", "PrivatePostgres", "real_project", "session_database")
+_SERVER_FIXTURES = {"pg_url", "pg_url2", "mysql_url", "mysql_url2", "mysql_password_url", "pg_admin_url",
+                    "private_pg", "running_pg", "password_pg", "prisma_project"}
+_SERVER_PARAMS = {"postgres", "postgresql", "mysql", "mariadb", "pg", "my"}
+_ROOT = Path(__file__).resolve().parent.parent
+_mentions_servers: dict[str, bool] = {}
+
+
+def _file_mentions_servers(relative: str) -> bool:
+    if relative not in _mentions_servers:
+        text = (_ROOT / relative).read_text(errors="replace").lower()
+        _mentions_servers[relative] = any(word.lower() in text for word in _SERVER_WORDS)
+    return _mentions_servers[relative]
+
+
+def id_needs_servers(nodeid: str) -> bool:
+    """Whether the test with this node id may touch a server, judged from the id (and its file) alone."""
+    if not _file_mentions_servers(nodeid.split("::", 1)[0]):
+        return False
+    name = nodeid.rsplit("::", 1)[-1]
+    if not name.endswith("]") or "[" not in name:
+        return True
+    tokens = set(name[name.index("[") + 1:-1].lower().split("-"))
+    return not ("sqlite" in tokens and not tokens & _SERVER_PARAMS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if id_needs_servers(item.nodeid):
+            item.add_marker(pytest.mark.xdist_group(SERVERS_GROUP))
+        elif _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(
+                f"{item.nodeid} requests a server fixture, but its id makes it server-free for the two-worker "
+                "run (tests/conftest.py, id_needs_servers): give it a parameter id naming the server")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ServersTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SERVERS_GROUP if id_needs_servers(nodeid) else nodeid
+
+    return ServersTogether(config, log)

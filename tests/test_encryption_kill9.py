@@ -74,18 +74,7 @@ def test_kill_9_during_an_encrypted_backup_leaves_no_plaintext(tmp_path: Path, s
     finally:
         proc.kill()
         proc.communicate()
-    left = partials(root)
-    assert left, "killed after the snapshot was published: no partial to inspect"
-    scan = Scan([ROW_VALUE, CODE_LINE, ENV_VALUE])
-    scan.add_tree("backups", app / "backups")
-    assert scan.leaks() == []
-    for partial in left:
-        assert not list(partial.rglob(".sqlite-work-*")), "no plaintext working copy of the database"
-        for path in (p for p in partial.rglob("*") if p.is_file()):
-            if path.relative_to(partial).as_posix() in PLAIN_BY_DESIGN:
-                continue
-            data = path.read_bytes()
-            assert data == b"" or data.startswith(b"age-encryption.org/v1\n"), path
+    _assert_no_plaintext(app, [ROW_VALUE, CODE_LINE, ENV_VALUE], ".sqlite-work-*")
 
 
 PG_ROW_VALUE = "planted-pg-row-value-kill-9-3391"
@@ -180,15 +169,17 @@ def _wait_for_pause(fifo: Path, proc: subprocess.Popen) -> int:
         os.close(fd)
 
 
-def _assert_no_plaintext(app: Path) -> None:
+def _assert_no_plaintext(app: Path, planted: list[str], plaintext_copy: str) -> None:
+    """The killed backup's partial holds none of ``planted``, no plaintext working copy
+    (``plaintext_copy``, a glob), and every file but the plain-by-design ones is age-encrypted."""
     root = app / "backups" / "releases"
     left = partials(root)
     assert left, "killed after the snapshot was published: no partial to inspect"
-    scan = Scan([PG_ROW_VALUE, PG_COPIED_VALUE, ENV_VALUE])
+    scan = Scan(planted)
     scan.add_tree("backups", app / "backups")
     assert scan.leaks() == []
     for partial in left:
-        assert not (partial / "databases/main/pg_dump").exists(), "no plaintext pg_dump directory"
+        assert not list(partial.rglob(plaintext_copy)), f"no plaintext working copy ({plaintext_copy})"
         for path in (p for p in partial.rglob("*") if p.is_file()):
             if path.relative_to(partial).as_posix() in PLAIN_BY_DESIGN:
                 continue
@@ -221,7 +212,7 @@ def test_kill_9_mid_stream_of_an_encrypted_postgres_backup_leaves_no_plaintext(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(wrapper_pid, signal.SIGKILL)
     assert proc.returncode == -9
-    _assert_no_plaintext(app)
+    _assert_no_plaintext(app, [PG_ROW_VALUE, PG_COPIED_VALUE, ENV_VALUE], "pg_dump")
     assert list((tmp_path / "tmp").iterdir()) == [], "no temporary file outside the snapshot either"
     [partial] = partials(app / "backups" / "releases")
     assert (partial / "databases/main/pg_dump.custom.zst").exists(), "the kill landed while the archive was written"
@@ -243,4 +234,4 @@ def test_kill_9_during_a_redacted_copy_of_an_encrypted_postgres_backup_leaves_no
     finally:
         proc.kill()
         proc.communicate()
-    _assert_no_plaintext(app)
+    _assert_no_plaintext(app, [PG_ROW_VALUE, PG_COPIED_VALUE, ENV_VALUE], "pg_dump")

@@ -20,7 +20,7 @@ import pytest
 from conftest import PG_HOST, PG_PORT
 
 from tests.helpers import write_config
-from tests.reliability.restore_support import pg, pg_role_database, relstep_sessions
+from tests.reliability.restore_support import as_role, pg, pg_role_database, public_state, relstep_sessions
 from tests.secret_scan import Scan
 from tests.test_encryption import keygen, only_snapshot, run
 
@@ -61,33 +61,13 @@ def _own_sessions(db: str) -> list[Any]:
     return [s for s in relstep_sessions() if s[1] and str(s[1]).startswith(db)]
 
 
-def _as_role(url: str, *statements: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
 def _state(db: str) -> dict[str, Any]:
     """What a restore must bring back: objects, constraints, rows, large objects, table privileges."""
-    with pg(db) as conn:
-        objects = conn.execute(
-            "SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' ORDER BY 1, 2").fetchall()
-        constraints = conn.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                                   "WHERE connamespace = 'public'::regnamespace ORDER BY 1").fetchall()
-        tables = [name for kind, name in objects if kind == "r"]
-        rows = {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall() for t in tables}
-        blobs = conn.execute("SELECT lo_get(oid) FROM pg_largeobject_metadata ORDER BY 1").fetchall()
-        grants = conn.execute("SELECT grantee, table_name, privilege_type FROM information_schema.table_privileges "
-                              "WHERE table_schema = 'public' AND grantee LIKE 'pgenc_reader_%' ORDER BY 1, 2, 3"
-                              ).fetchall()
-    return {"objects": objects, "constraints": constraints, "rows": rows, "blobs": blobs, "grants": grants}
+    return public_state(db, blob_oids=False, grantees_like="pgenc_reader_%")
 
 
 def _encrypted_pg_app(tmp_path: Path, url: str, reader: str) -> tuple[Path, Path]:
-    _as_role(url,
+    as_role(url,
              "CREATE TABLE account (id int PRIMARY KEY, email text NOT NULL, password text)",
              "CREATE TABLE note (id int PRIMARY KEY, account int NOT NULL REFERENCES account(id), body text, doc oid)",
              "CREATE INDEX note_body ON note (body)",
@@ -165,7 +145,7 @@ def test_an_encrypted_postgres_snapshot_is_one_stream_and_restores_everything(
             "3 constraints, 2 grants, 1 extension, 4 owners, 1 large object") in verified.out, verified.out
 
     # Change everything a restore must undo, then restore with the identity.
-    _as_role(url, "DELETE FROM note WHERE id > 1000", "UPDATE note SET body = 'changed' WHERE id = 1",
+    as_role(url, "DELETE FROM note WHERE id > 1000", "UPDATE note SET body = 'changed' WHERE id = 1",
              "SELECT lo_unlink(doc) FROM note WHERE doc IS NOT NULL", "DROP VIEW note_view",
              f'REVOKE SELECT ON note FROM "{reader_role}"', "CREATE TABLE stray (x int)")
     restored = run("restore", "1.0.0", "--yes", "--identity", str(identity), cwd=app)
@@ -186,7 +166,7 @@ def test_postgres_no_key_wrong_key_and_a_tampered_byte_change_nothing(
     app, identity = _encrypted_pg_app(tmp_path, url, reader_role)
     assert run("backup", "--version", "1.0.0", cwd=app).code == 0
     snap = only_snapshot(app)
-    _as_role(url, "UPDATE note SET body = 'after the backup' WHERE id = 1")
+    as_role(url, "UPDATE note SET body = 'after the backup' WHERE id = 1")
     before = _state(db)
     other, _ = keygen(_keys(tmp_path) / "other.age")
 

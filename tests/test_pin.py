@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -126,18 +128,38 @@ def _check_after_crash(app: Path, root: Path, expected: dict[str, str | None], n
     assert _names(root) == sorted({*expected, newest})
 
 
-def _trial_app(tmp_path: Path) -> tuple[Path, Path, Path]:
-    app = sqlite_app(tmp_path)
+@dataclass(frozen=True)
+class TrialTemplate:
+    """An app with three snapshots, the first pinned ("audit"); each trial works on its own copy."""
+
+    app: Path
+    keep: str
+    target: str
+    newest: str
+
+    def copy(self, tmp_path: Path) -> tuple[Path, Path, Path, Path, Path]:
+        """(app, backup root, keep, target, newest) of a fresh copy of the template."""
+        app = tmp_path / "app"
+        shutil.copytree(self.app, app, symlinks=True)
+        root = app / "backups" / "releases"
+        return app, root, root / self.keep, root / self.target, root / self.newest
+
+
+@pytest.fixture(scope="module")
+def trial_template(tmp_path_factory: pytest.TempPathFactory) -> TrialTemplate:
+    # Built once: the three backups are the slow part of a trial and the same in every one.
+    app = sqlite_app(tmp_path_factory.mktemp("pin-template"))
     write_config(app, {"database": {"url": "sqlite:///app.db"}, "migrations": {"tool": "prisma"}})
     keep = _backup(app, "1.0.0")
     assert relstep("pin", keep.name, "--reason", "audit", cwd=app).code == 0
-    return app, app / "backups" / "releases", keep
+    target, newest = _backup(app, "1.1.0"), _backup(app, "1.2.0")
+    return TrialTemplate(app, keep.name, target.name, newest.name)
 
 
 @pytest.mark.parametrize("stage", [*BEFORE_RENAME, *AFTER_RENAME])
-def test_pin_killed_at_each_step_of_its_write_leaves_the_old_or_the_new_pins(tmp_path: Path, stage: str) -> None:
-    app, root, keep = _trial_app(tmp_path)
-    target, newest = _backup(app, "1.1.0"), _backup(app, "1.2.0")
+def test_pin_killed_at_each_step_of_its_write_leaves_the_old_or_the_new_pins(
+        tmp_path: Path, trial_template: TrialTemplate, stage: str) -> None:
+    app, root, keep, target, newest = trial_template.copy(tmp_path)
     before = (root / pins.FILENAME).read_bytes()
 
     _killed_at(app, stage, "pin", target.name, "--reason", "release notes")
@@ -158,9 +180,9 @@ def test_pin_killed_at_each_step_of_its_write_leaves_the_old_or_the_new_pins(tmp
 
 
 @pytest.mark.parametrize("stage", [*BEFORE_RENAME, *AFTER_RENAME])
-def test_unpin_killed_at_each_step_of_its_write_leaves_the_old_or_the_new_pins(tmp_path: Path, stage: str) -> None:
-    app, root, keep = _trial_app(tmp_path)
-    target, newest = _backup(app, "1.1.0"), _backup(app, "1.2.0")
+def test_unpin_killed_at_each_step_of_its_write_leaves_the_old_or_the_new_pins(
+        tmp_path: Path, trial_template: TrialTemplate, stage: str) -> None:
+    app, root, keep, target, newest = trial_template.copy(tmp_path)
     assert relstep("pin", target.name, "--reason", "going", cwd=app).code == 0
 
     _killed_at(app, stage, "unpin", target.name)
@@ -170,11 +192,10 @@ def test_unpin_killed_at_each_step_of_its_write_leaves_the_old_or_the_new_pins(t
     _check_after_crash(app, root, expected, newest.name)
 
 
-def test_a_damaged_pins_file_stops_prune_instead_of_pruning_the_pinned(tmp_path: Path) -> None:
+def test_a_damaged_pins_file_stops_prune_instead_of_pruning_the_pinned(
+        tmp_path: Path, trial_template: TrialTemplate) -> None:
     """Not a crash (relstep replaces the file whole) but a disk or a hand: unknown pins prune nothing."""
-    app, root, keep = _trial_app(tmp_path)
-    _backup(app, "1.1.0")
-    _backup(app, "1.2.0")
+    app, root, keep, _, _ = trial_template.copy(tmp_path)
     before = _names(root)
     (root / pins.FILENAME).write_bytes(b'{"format": 1, "pins": {"2026')
     damaged = (f"relstep: pins failed: {root / pins.FILENAME} is damaged (not relstep's JSON object of pins), so "

@@ -43,7 +43,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -753,13 +753,26 @@ def _dump(
 # --------------------------------------------------------------------------- restore
 
 
-def _stream_into(proc: subprocess.Popen[bytes], path: Path, first: bytes = b"") -> None:
-    """Decompress the dump into the client's stdin, after ``first``, without holding it in memory."""
+MIDWAY_BYTES = 2 << 20   # where a stream's ``midway`` hook runs: past the first statements of any real dump
+
+
+def _stream_into(proc: subprocess.Popen[bytes], path: Path, first: bytes = b"",
+                 midway: Callable[[], None] | None = None) -> None:
+    """Decompress the dump into the client's stdin, after ``first``, without holding it in memory.
+
+    ``midway`` (a test's fault point) runs once, when the first :data:`MIDWAY_BYTES` of the dump
+    have reached the client, and the rest not yet."""
     assert proc.stdin is not None
+    written = 0
     try:
         proc.stdin.write(first)
         for chunk in codec.read_chunks(path, compressed=True):
             proc.stdin.write(chunk)
+            written += len(chunk)
+            if midway is not None and written >= MIDWAY_BYTES:
+                proc.stdin.flush()
+                midway()
+                midway = None
     except BrokenPipeError:
         pass  # the client stopped reading; its exit status and stderr say why
     finally:

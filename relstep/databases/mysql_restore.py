@@ -249,7 +249,8 @@ def _load(client: str, target: my._Target, path: Path, options: RestoreOptions, 
         with _client_session(proc, own):
             faults.point(fault)  # outside the try: a seeded failure ends the client like any other
             try:
-                my._stream_into(proc, path, first=b"SELECT CONNECTION_ID();\n")
+                my._stream_into(proc, path, first=b"SELECT CONNECTION_ID();\n",
+                                midway=lambda: faults.point(f"{fault}-midway"))
             except (OSError, codec.UnreadableFile) as exc:
                 tools.kill_group(proc)
                 raise DatabaseError(f"cannot read {path} while restoring into {target.where}: {exc}") from exc

@@ -103,3 +103,34 @@ def app_with_snapshot(tmp_path: Path, url: str, schema: bool = True, older: bool
         # table and column (the restore's safety snapshot follows it); the old snapshot stays.
         write_config(app, {"database": {"url": url, "redact_defaults": False}, "migrations": {"tool": "auto"}})
     return app
+
+
+def as_role(url: str, *statements: str) -> None:
+    """Run ``statements`` on ``url`` as its own role (autocommit), as the app would."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def public_state(db: str, *, blob_oids: bool = True, grantees_like: str | None = None) -> dict[str, Any]:
+    """Everything a restore must bring back (and a half-done one would change) in ``public``: the
+    objects, constraints, every table's rows, the large objects (with their oids unless ``blob_oids``
+    is False), and with ``grantees_like`` the table privileges of the roles matching it."""
+    with pg(db) as conn:
+        objects = conn.execute(
+            "SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' ORDER BY 1, 2").fetchall()
+        constraints = conn.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                                   "WHERE connamespace = 'public'::regnamespace ORDER BY 1").fetchall()
+        tables = [name for kind, name in objects if kind == "r"]
+        rows = {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall() for t in tables}
+        blobs = conn.execute(f"SELECT {'oid, ' if blob_oids else ''}lo_get(oid) FROM pg_largeobject_metadata "
+                             "ORDER BY 1").fetchall()
+        state = {"objects": objects, "constraints": constraints, "rows": rows, "blobs": blobs}
+        if grantees_like is not None:
+            state["grants"] = conn.execute(
+                "SELECT grantee, table_name, privilege_type FROM information_schema.table_privileges "
+                "WHERE table_schema = 'public' AND grantee LIKE %s ORDER BY 1, 2, 3", (grantees_like,)).fetchall()
+    return state

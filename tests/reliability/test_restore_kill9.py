@@ -25,7 +25,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,9 @@ def snapshot_fingerprint(app: Path, path: Path | None = None) -> dict[str, Any]:
     return Fingerprint.from_json(entry.fingerprint).to_json()
 
 
-def kill_at(app: Path, point: str, tmp_path: Path) -> str:
-    """Start `relstep restore 1.0.0 --yes`, wait until it reaches ``point``, SIGKILL it; its stderr."""
+def kill_at(app: Path, point: str, tmp_path: Path, then: Callable[[], None] | None = None) -> str:
+    """Start `relstep restore 1.0.0 --yes`, wait until it reaches ``point`` (and ``then`` returns),
+    SIGKILL it; its stderr."""
     fifo = tmp_path / f"restorekill-{point}.fifo"
     os.mkfifo(fifo)
     env = clean_env(RELSTEP_TEST_FAULT=f"{point}:pause", RELSTEP_TEST_FAULT_FIFO=str(fifo))
@@ -94,6 +95,13 @@ def kill_at(app: Path, point: str, tmp_path: Path) -> str:
         proc.kill()
         _out, err = proc.communicate()
         raise AssertionError(f"relstep did not reach {point} (exit {proc.returncode}): {err}")
+    if then is not None:
+        try:
+            then()
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
     proc.send_signal(signal.SIGKILL)
     _out, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL
@@ -376,6 +384,46 @@ def test_mysql_kill9_during_the_live_load_names_the_safety_snapshot_that_puts_it
     run(way_back, cwd=app)
 
     assert fingerprint(url) == before
+    assert not (app / "backups" / "releases" / JOURNAL).exists()
+
+
+def test_mysql_kill9_midway_through_the_live_load_leaves_it_half_and_the_way_back_works(
+        tmp_path: Path, mysql_url: str) -> None:
+    """Killed with the first 2 MiB of a 6 MB dump executed on the live database (one table loaded,
+    the big one created and partly filled, the client waiting for the rest): the target is neither
+    as before nor the snapshot, status says so, and the printed safety-snapshot restore puts it back."""
+    _my(mysql_url, "CREATE TABLE Account (id int PRIMARY KEY, email varchar(50) NOT NULL)",
+        "INSERT INTO Account VALUES (1, 'a@x'), (2, 'b@x')",
+        "CREATE TABLE Zebra (id int PRIMARY KEY, payload varchar(200) NOT NULL)",
+        "INSERT INTO Zebra SELECT seq, concat(sha2(seq, 256), sha2(seq + 1, 256)) FROM seq_1_to_50000")
+    app = app_with_snapshot(tmp_path, mysql_url, schema=False)
+    at_snapshot = snapshot_fingerprint(app)
+    _my(mysql_url, "INSERT INTO Account VALUES (3, 'c@x')", "DELETE FROM Zebra WHERE id > 49000")
+    db = mysql_url.rsplit("/", 1)[1]
+    before = fingerprint(mysql_url)
+
+    def client_created_zebra() -> bool:
+        # relstep dropped every live table before the load; the dump creates Account, fills it, then
+        # creates Zebra: from here on the live database is neither as before nor the snapshot.
+        return bool(_my(MY_SERVER.format(db=""), "SELECT 1 FROM information_schema.TABLES "
+                                                 f"WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'Zebra'"))
+
+    def client_waits_for_the_rest() -> None:
+        wait_for(client_created_zebra, 60, "the client to run the dump's first statements")
+
+    kill_at(app, "mysql-live-load-midway", tmp_path, then=client_waits_for_the_rest)
+
+    wait_for(lambda: _my_sessions(db) == [], 30, "the server to end the killed restore's sessions")
+    assert fingerprint(mysql_url) != before
+    assert fingerprint(mysql_url, like=at_snapshot) != at_snapshot
+    zebra = _my(mysql_url, "SELECT count(*) FROM Zebra")[0][0]
+    assert 0 <= zebra < 50000, zebra   # created again by the dump, and not (yet) all of it
+    line = unfinished(app)
+    assert "may be half restored" in line, line
+
+    run(command(line, "put the safety snapshot back with"), cwd=app)
+
+    assert fingerprint(mysql_url) == before
     assert not (app / "backups" / "releases" / JOURNAL).exists()
 
 

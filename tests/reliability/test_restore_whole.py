@@ -20,7 +20,13 @@ import pytest
 from conftest import PLANTED_DB_PASSWORD
 
 from tests.helpers import relstep
-from tests.reliability.restore_support import app_with_snapshot, pg, pg_role_database, relstep_sessions
+from tests.reliability.restore_support import (
+    app_with_snapshot,
+    as_role,
+    pg_role_database,
+    public_state,
+    relstep_sessions,
+)
 
 PATHS = ["owner", "no-createdb"]
 
@@ -31,36 +37,19 @@ def pg_db(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
         yield found
 
 
-def _as_role(url: str, *statements: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
 def _state(db: str) -> dict[str, Any]:
     """Everything a half-done restore would change: schema objects, every table's rows, large objects."""
-    with pg(db) as conn:
-        objects = conn.execute(
-            "SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' ORDER BY 1, 2").fetchall()
-        constraints = conn.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                                   "WHERE connamespace = 'public'::regnamespace ORDER BY 1").fetchall()
-        tables = [name for kind, name in objects if kind == "r"]
-        rows = {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall() for t in tables}
-        blobs = conn.execute("SELECT oid, lo_get(oid) FROM pg_largeobject_metadata ORDER BY 1").fetchall()
-    return {"objects": objects, "constraints": constraints, "rows": rows, "blobs": blobs}
+    return public_state(db)
 
 
 def test_large_objects_come_back(tmp_path: Path, pg_db: tuple[str, str]) -> None:
     url, db = pg_db
-    _as_role(url, "CREATE TABLE docs (id int PRIMARY KEY, body oid NOT NULL)",
+    as_role(url, "CREATE TABLE docs (id int PRIMARY KEY, body oid NOT NULL)",
              r"INSERT INTO docs VALUES (1, lo_from_bytea(0, '\x0001fe2062696e617279'::bytea)), "
              r"(2, lo_from_bytea(0, 'second'::bytea))")
     snapshot = _state(db)
     app = app_with_snapshot(tmp_path, url, schema=False)
-    _as_role(url, "SELECT lo_unlink(body) FROM docs WHERE id = 2", "DELETE FROM docs WHERE id = 2",
+    as_role(url, "SELECT lo_unlink(body) FROM docs WHERE id = 2", "DELETE FROM docs WHERE id = 2",
              r"UPDATE docs SET body = lo_from_bytea(0, 'changed'::bytea) WHERE id = 1")
 
     ran = relstep("restore", "1.0.0", "--yes", cwd=app, input="")
@@ -85,10 +74,10 @@ def _assert_unchanged(ran: Any, db: str, before: dict[str, Any]) -> None:
 def test_a_redacted_unique_column_fails_the_restore_and_changes_nothing(tmp_path: Path,
                                                                         pg_db: tuple[str, str]) -> None:
     url, db = pg_db
-    _as_role(url, 'CREATE TABLE "Account" (id int PRIMARY KEY, email text NOT NULL, password text NOT NULL UNIQUE)',
+    as_role(url, 'CREATE TABLE "Account" (id int PRIMARY KEY, email text NOT NULL, password text NOT NULL UNIQUE)',
              """INSERT INTO "Account" VALUES (1, 'a@x', 'pw-1'), (2, 'b@x', 'pw-2'), (3, 'c@x', 'pw-3')""")
     app = app_with_snapshot(tmp_path, url, schema=False, older=True)
-    _as_role(url, """INSERT INTO "Account" VALUES (4, 'd@x', 'pw-4')""")
+    as_role(url, """INSERT INTO "Account" VALUES (4, 'd@x', 'pw-4')""")
     before = _state(db)
 
     ran = relstep("restore", "1.0.0", "--yes", cwd=app, input="")
@@ -103,7 +92,7 @@ def test_an_excluded_table_that_a_foreign_key_needs_fails_the_restore_and_change
 ) -> None:
     url, db = pg_db
     app = app_with_snapshot(tmp_path, url, older=True, exclude_tables=["User"])
-    _as_role(url, """INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
+    as_role(url, """INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
     before = _state(db)
 
     ran = relstep("restore", "1.0.0", "--yes", cwd=app, input="")
@@ -149,7 +138,7 @@ def test_the_printed_way_back_puts_the_replaced_postgres_database_back(tmp_path:
 
     with pg_role_database("owner") as (url, db):
         app = app_with_snapshot(tmp_path, url)
-        _as_role(url, """INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
+        as_role(url, """INSERT INTO "User" VALUES (77, 'late@example.com', 'pw', NULL)""")
         before = _state(db)
 
         ran = relstep("restore", "1.0.0", "--yes", cwd=app, input="")
