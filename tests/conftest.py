@@ -38,7 +38,14 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+_running: list[str] = []   # the node id of the test being set up or run, if it is server-free
+
+
 def _need(service: str, host: str, port: int) -> None:
+    if _running:
+        pytest.fail(f"{_running[0]} reached {service}, but tests/conftest.py's id_needs_servers calls it "
+                    "server-free (it would run beside the server tests): give it a parameter id naming the "
+                    "server, or name the server in its file", pytrace=False)
     if _reachable(host, port):
         return
     message = f"{service} not reachable on {host}:{port}"
@@ -172,8 +179,12 @@ def engine_app(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, st
 # if one does): anything in doubt stays in the ``servers`` group.
 
 SERVERS_GROUP = "servers"
+# A file naming any of these may reach a server (directly, through a fixture, or parametrized over
+# the engines).  A test that reaches one anyway, through a helper that asks for a server fixture by
+# name, fails at once (``_need``): the classification is checked on every run, not left to timing.
 _SERVER_WORDS = ("postgres", "mysql", "mariadb", "psycopg", "pymysql", "pg_url", "pg_admin", "engine_app",
-                 "private_pg", "running_pg", "PrivatePostgres", "real_project", "session_database")
+                 "private_pg", "running_pg", "PrivatePostgres", "real_project", "session_database", "ENGINES",
+                 "realtools")
 _SERVER_FIXTURES = {"pg_url", "pg_url2", "mysql_url", "mysql_url2", "mysql_password_url", "pg_admin_url",
                     "private_pg", "running_pg", "password_pg", "prisma_project"}
 _SERVER_PARAMS = {"postgres", "postgresql", "mysql", "mariadb", "pg", "my"}
@@ -208,6 +219,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(
                 f"{item.nodeid} requests a server fixture, but its id makes it server-free for the two-worker "
                 "run (tests/conftest.py, id_needs_servers): give it a parameter id naming the server")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running[:] = [] if id_needs_servers(item.nodeid) else [item.nodeid]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _running.clear()
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -39,6 +39,7 @@ from relstep.databases.restoring import (
     RestoreOptions,
     RestoreReport,
     Session,
+    describe_sessions,
     dies_with_relstep,
     sessions_in_the_way,
     signals_held,
@@ -53,9 +54,11 @@ QUERY_INTERRUPTED = 1317
 
 # Sessions that may hold a metadata lock on the database's tables: an open InnoDB transaction
 # (MDLs last until it ends), or a session using the database.  Exact MDL owners need the
-# metadata_lock_info plugin, which a server rarely has.
+# metadata_lock_info plugin, which a server rarely has.  All of them are named when a lock wait
+# times out; --terminate-sessions ends only those using the database (or, with the plugin, holding
+# a lock in it): an open transaction of another app on a shared server is that app's work.
 _SESSIONS_SQL = """
-SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.STATE, p.TIME, t.trx_started
+SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.STATE, p.TIME, t.trx_started, p.DB
 FROM information_schema.PROCESSLIST p
 LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID
 WHERE p.ID <> CONNECTION_ID() AND p.COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Killed')
@@ -158,15 +161,38 @@ def _sessions(conn: Connection, database: str, own: set[int]) -> list[Session]:
         return []
     now = datetime.now()
     found = []
-    for session_id, user, host, command, state, seconds, trx_started in rows:
+    for session_id, user, host, command, state, seconds, trx_started, in_database in rows:
         if int(session_id) in own:
             continue
         doing = (command or "").lower() + (f" ({state})" if state else "")
         if trx_started is not None:
             doing += ", in a transaction"
+        if in_database != database:
+            doing += f" in database {in_database!r}" if in_database else " with no database selected"
         since = trx_started or (now - timedelta(seconds=int(seconds or 0)))
-        found.append(Session(int(session_id), user or "", f"from {host}" if host else "", doing, since))
+        found.append(Session(int(session_id), user or "", f"from {host}" if host else "", doing, since,
+                             in_target=in_database == database))
     return found
+
+
+def _sessions_to_end(conn: Connection, database: str, own: set[int]) -> tuple[list[Session], list[Session]]:
+    """(the sessions --terminate-sessions ends, the ones it leaves): it ends the sessions using the
+    database and, where the server can say (metadata_lock_info), those holding a lock in it."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    holders: set[int] = set()
+    try:
+        holders = {int(i) for i in conn.execute(text(
+            "SELECT THREAD_ID FROM information_schema.METADATA_LOCK_INFO WHERE TABLE_SCHEMA = :db"),
+            {"db": database}).scalars()}
+    except DBAPIError:
+        pass   # no metadata_lock_info plugin: the sessions using the database are all that is known
+    end: list[Session] = []
+    leave: list[Session] = []
+    for session in _sessions(conn, database, own):
+        (end if session.in_target or session.id in holders else leave).append(session)
+    return end, leave
 
 
 def _replace_live(live: my._Target, client: str, path: Path, extra: Mapping[str, Any], options: RestoreOptions,
@@ -177,10 +203,15 @@ def _replace_live(live: my._Target, client: str, path: Path, extra: Mapping[str,
         own.add(int(my._scalar(conn, "SELECT CONNECTION_ID()")))
         conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, round(options.lock_wait))}")
         if options.terminate_sessions:
-            for session in _sessions(conn, live.database, own):
+            end, leave = _sessions_to_end(conn, live.database, own)
+            for session in end:
                 with suppress(DBAPIError):
                     conn.exec_driver_sql(f"KILL {session.id}")
                     options.report.ended.append(session)
+            if leave:
+                options.report.notes.append(
+                    f"not ended (not using {live.database}; each may still hold a lock in it): "
+                    f"{describe_sessions(leave)}")
         tables = my._tables(conn, live.database)
         routines = my._routines(conn, live.database) if "routines_skipped" not in extra else []
         events = _events(conn, live.database) if "events_skipped" not in extra else []

@@ -31,6 +31,7 @@ class Session:
     application: str
     state: str
     since: datetime | None
+    in_target: bool = True     # False: it uses another database (it may still hold a lock in this one)
 
     def describe(self) -> str:
         since = f", since {self.since.isoformat(timespec='seconds')}" if self.since else ""

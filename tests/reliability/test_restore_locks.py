@@ -289,6 +289,42 @@ def test_mysql_terminate_sessions_kills_the_holder_and_says_so(my_app: tuple[Pat
     assert _my_restore_statements(db) == []
 
 
+def test_mysql_terminate_sessions_leaves_another_apps_open_transaction_alone(
+        my_app: tuple[Path, str, str], mysql_url2: str) -> None:
+    """A shared server: another app, in its own database, is mid-transaction.  MariaDB cannot say
+    which database that transaction's locks are in (without metadata_lock_info), so relstep names it
+    but does not end it: the other app's work commits, and the restore still ends the holder in its
+    own database and succeeds."""
+    app, _url, db = my_app
+    other_db = mysql_url2.rsplit("/", 1)[1]
+    other = _my(other_db)
+    holder = _metadata_lock_holder(db)
+    try:
+        with other.cursor() as cur:
+            cur.execute("CREATE TABLE Ledger (id int PRIMARY KEY) ENGINE=InnoDB")
+            cur.execute("START TRANSACTION")
+            cur.execute("INSERT INTO Ledger VALUES (1)")
+        other_id, holder_id = other.thread_id(), holder.thread_id()
+
+        ran = relstep("restore", "1.0.0", "--yes", "--lock-wait", "20", "--terminate-sessions", cwd=app, input="")
+
+        assert ran.code == 0, ran.err
+        assert f"ended session {holder_id} " in ran.out
+        assert f"ended session {other_id} " not in ran.out
+        [note] = [line for line in ran.out.splitlines() if line.startswith("note: not ended")]
+        assert note.startswith(f"note: not ended (not using {db}; each may still hold a lock in it): "
+                               f"session {other_id} (user 'root', application 'from 127.0.0.1:"), note
+        assert f"in a transaction in database '{other_db}', since " in note, note
+        with other.cursor() as cur:
+            cur.execute("COMMIT")
+            cur.execute("SELECT id FROM Ledger")
+            assert cur.fetchall() == ((1,),)
+    finally:
+        other.close()
+        holder.close()
+    assert _my_restore_statements(db) == []
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_mysql_a_signal_while_the_restore_waits_kills_its_queued_statement(
     my_app: tuple[Path, str, str], signum: int
