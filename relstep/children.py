@@ -41,6 +41,9 @@ def start(args: Sequence[str], *, own_group: bool = False, **popen_kwargs: Any) 
         _deliver(caught)
         raise
     _release(previous)
+    if caught and previous.get(caught[0]) == signal.SIG_DFL:
+        kill(proc, group=own_group)   # the default action ends relstep at once: the child goes first
+        proc.wait()
     try:
         _deliver(caught)
     except BaseException:

@@ -15,11 +15,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from relstep import children
 from relstep.errors import Terminated
+from tests.reliability.support import is_alive
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +102,22 @@ def test_run_kills_the_child_when_relstep_stops_waiting(relstep_handlers: None) 
         os.close(read_end)
         if write_end >= 0:
             os.close(write_end)
+
+
+def test_a_signal_whose_default_action_ends_relstep_takes_the_child_first(tmp_path: Path) -> None:
+    """Library use, no handler installed: SIGTERM's default action ends the process at once; the
+    child started while it arrived must not outlive it."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import os, signal, sys\n"
+        "from relstep import children\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        f"proc = children.start({SLEEPER!r}, preexec_fn=lambda: (open({str(pid_file)!r}, 'w').write(str(os.getpid())),"
+        " os.kill(os.getppid(), signal.SIGTERM)))\n"
+        "sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    child = int(pid_file.read_text())
+    assert not is_alive(child), "the child outlived relstep"
+
