@@ -26,9 +26,10 @@ Why this shape:
   transaction (``pg_export_snapshot()``), so every file describes the same instant.
 * The directory format lets ``pg_dump`` and ``pg_restore`` work on two tables at once; it was
   measured fastest on the project's machines (see TOOLING.md).
-* ``restore`` loads pre-data, then data with the redacted COPY files at the same time (they fill
-  different tables), then post-data, so indexes and foreign keys are built (and checked) once
-  every row is in place.
+* ``restore`` loads pre-data and data in one ``pg_restore`` run, then the redacted COPY files, then
+  post-data, so indexes and foreign keys are built (and checked) once every row is in place.  Every
+  table's rows are written into storage new in their transaction, which keeps them in the dump's
+  order for the proof's read-back (``postgres_restore._load_parallel``).
 
 The password reaches ``pg_dump``/``pg_restore`` only through ``PGPASSWORD``; the other connection
 parameters travel in ``PG*`` variables as well.  Every public function raises DatabaseError;
@@ -846,10 +847,14 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
     return postgres_restore.restore(db_dir, url, extra, options or RestoreOptions())
 
 
-def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:
+def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any], into_new_storage: bool = False) -> None:
+    """COPY a redacted table's rows in.  ``into_new_storage``: truncate the (empty) table first, in the
+    same transaction, so that PostgreSQL lays the rows out in the file's order (no free space map)."""
     table = f"{_quote_ident(entry['schema'])}.{_quote_ident(entry['table'])}"
     columns = ", ".join(_quote_ident(c) for c in entry["columns"])
     with _driver(conn).cursor() as cursor:
+        if into_new_storage:
+            cursor.execute(f"TRUNCATE ONLY {table}")   # no parameters: a '%' in a name is no placeholder
         if entry.get("encoding"):  # the file's own; older snapshots wrote the database's, the connection's default
             cursor.execute("SELECT set_config('client_encoding', %s, false)", [entry["encoding"]])
         with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
