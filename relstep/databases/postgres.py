@@ -847,14 +847,14 @@ def restore(db_dir: Path, url: str, extra: Mapping[str, Any] | None = None,
     return postgres_restore.restore(db_dir, url, extra, options or RestoreOptions())
 
 
-def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any], into_new_storage: bool = False) -> None:
-    """COPY a redacted table's rows in.  ``into_new_storage``: truncate the (empty) table first, in the
-    same transaction, so that PostgreSQL lays the rows out in the file's order (no free space map)."""
+def _copy_in(conn: Connection, db_dir: Path, entry: dict[str, Any]) -> None:
+    """COPY a redacted table's rows into its (empty) table, truncated first in the caller's transaction:
+    into storage new in that transaction, PostgreSQL lays the rows out in the file's order (it skips
+    the free space map), the order the proof reads them back in."""
     table = f"{_quote_ident(entry['schema'])}.{_quote_ident(entry['table'])}"
     columns = ", ".join(_quote_ident(c) for c in entry["columns"])
     with _driver(conn).cursor() as cursor:
-        if into_new_storage:
-            cursor.execute(f"TRUNCATE ONLY {table}")   # no parameters: a '%' in a name is no placeholder
+        cursor.execute(f"TRUNCATE ONLY {table}")   # no parameters: a '%' in a name is no placeholder
         if entry.get("encoding"):  # the file's own; older snapshots wrote the database's, the connection's default
             cursor.execute("SELECT set_config('client_encoding', %s, false)", [entry["encoding"]])
         with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:

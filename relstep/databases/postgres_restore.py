@@ -445,7 +445,7 @@ def _load_parallel(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any
     with pg._connect(staged, DatabaseError) as conn:
         for entry in entries:
             with conn.begin():
-                pg._copy_in(conn, db_dir, entry, into_new_storage=True)
+                pg._copy_in(conn, db_dir, entry)
     _run(archive, _pg_restore_args(pg_restore, staged, archive, ("post-data",), options), staged)
 
 
