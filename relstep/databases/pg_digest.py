@@ -17,8 +17,9 @@ recorded digest was made (a fingerprint may hold both):
   Snapshots of the ``digest`` branch before ``gzcrc`` used it for every table; they still compare.
 
 After a restore, each table is read by ``COPY table (columns) TO STDOUT`` (run by ``psql``, read
-in large blocks): a freshly loaded heap returns its rows in the order they were loaded, which is
-the dump's.  Its bytes are CRC-32'd (then ``TRAILER``) or SHA-256'd, as recorded, and counted.
+in large blocks): the restore writes every table's rows into storage new in their transaction
+(``postgres_restore._load_parallel``), so the heap returns them in the order they were loaded,
+which is the dump's.  Its bytes are CRC-32'd (then ``TRAILER``) or SHA-256'd, as recorded, and counted.
 
 Both sides run with the settings that decide COPY's text: ``pg_dump`` sets DateStyle ISO,
 IntervalStyle postgres, extra_float_digits 3, synchronize_seqscans off (so a scan starts at the
