@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from relstep.fingerprint import Fingerprint, compare, plural, summary
+from relstep.fingerprint import Fingerprint, TableContent, compare, plural, summary
 
 if TYPE_CHECKING:
     from relstep.databases.base import Engine
@@ -51,7 +51,8 @@ NO_PRIVILEGES = {kind: "--no-privileges left them out" for kind in ("grant", "re
 
 
 def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool,
-          left_out: Mapping[str, str] | None = None, named_like_the_snapshot: str | None = None) -> Proof:
+          left_out: Mapping[str, str] | None = None, named_like_the_snapshot: str | None = None,
+          content: Mapping[str, TableContent] | None = None) -> Proof:
     """Compare the database at ``url`` with the manifest ``entry`` it was restored from.
 
     ``same_database``: ``url`` is the snapshot's own database, so what the engine keeps outside the
@@ -62,6 +63,8 @@ def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool
     snapshot's database name and ``url`` (a staged copy) has another: what the server keeps under
     that name (the engine's ``FINGERPRINT_KEPT_BY_NAME``: MariaDB's grants), which a load neither
     brings nor removes, is compared there before anything is replaced.
+    ``content``: every table's content digest, already read back from ``url`` by the restore while it
+    loaded (PostgreSQL), made the way the recorded ones were: only the schema is read here.
     Raises the engine's error when the database cannot be read; ValueError for a fingerprint this
     relstep cannot read.
     """
@@ -70,7 +73,9 @@ def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool
     if recorded is None:
         return _by_row_counts(engine, entry, url, consistent)
     expected = Fingerprint.from_json(recorded)
-    actual = engine.fingerprint(url, like=expected)
+    actual = engine.fingerprint(url, content=content is None, like=expected)
+    if content is not None:
+        actual.content = dict(content)
     outside: dict[str, str] = {} if same_database else dict(getattr(engine, "FINGERPRINT_OUTSIDE_DUMP", {}))
     outside.update(left_out or {})
     differences = compare(expected, actual, outside)
@@ -87,10 +92,10 @@ def prove(engine: Engine, entry: DatabaseEntry, url: str, *, same_database: bool
                     for kind, why in outside.items() if expected.objects.get(kind)]
     if not consistent:
         # Rows were not read at the dump's instant (see row_counts_consistent): content may differ.
-        content = [d for d in proof.differences if d.startswith("table ") and ": content" in d]
-        proof.differences = [d for d in proof.differences if d not in content]
-        if content:
-            proof.notes.append("content differs but was not read at the dump's instant: " + "; ".join(content))
+        differing = [d for d in proof.differences if d.startswith("table ") and ": content" in d]
+        proof.differences = [d for d in proof.differences if d not in differing]
+        if differing:
+            proof.notes.append("content differs but was not read at the dump's instant: " + "; ".join(differing))
     return proof
 
 

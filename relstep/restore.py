@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from relstep.errors import (
     Terminated,
     VerifyError,
 )
+from relstep.fingerprint import Fingerprint
 from relstep.manifest import DatabaseEntry, Manifest
 from relstep.masking import mask_text
 from relstep.migrations import NONE, MigrationState, read_state, resolve_path, tool_for
@@ -50,6 +51,7 @@ from relstep.verify import database_entries, engine_module
 
 if TYPE_CHECKING:
     from relstep.capture.code_restore import CodeRestore
+    from relstep.fingerprint import TableContent
 
 PRE_RESTORE_TYPE = "pre-restore"
 
@@ -424,12 +426,14 @@ def restore(
 
 
 def prove(url: str, chk: RestoreCheck, outcome: RestoreOutcome, options: RestoreOptions,
-          same_database: bool = False, named_like_the_snapshot: str | None = None) -> None:
+          same_database: bool = False, named_like_the_snapshot: str | None = None,
+          content: Mapping[str, TableContent] | None = None) -> None:
     """Raise RestoreError unless the database at ``url`` equals the snapshot's entry: by its
     fingerprint (schema and content digests), by row counts for snapshots that have none.
 
     The engines call it on the staged copy before it replaces anything; after an in-place restore
-    (PostgreSQL's one transaction, without a staged database) it runs on the result.
+    (PostgreSQL's one transaction, without a staged database) it runs on the result.  ``content``:
+    the content digests the engine already read back while it loaded (only the schema is read here).
     """
     left_out: dict[str, str] = {}
     if options.no_owner:
@@ -439,7 +443,7 @@ def prove(url: str, chk: RestoreCheck, outcome: RestoreOutcome, options: Restore
     faults.point("proof")
     try:
         proof = prove_equal(chk.engine, chk.entry, url, same_database=same_database, left_out=left_out,
-                            named_like_the_snapshot=named_like_the_snapshot)
+                            named_like_the_snapshot=named_like_the_snapshot, content=content)
     except ValueError as exc:  # a fingerprint this relstep cannot read
         raise RestoreError(f"cannot check the restored database: {exc}") from exc
     outcome.tables = proof.tables
@@ -517,9 +521,12 @@ def _restore_database(chk: RestoreCheck, outcome: RestoreOutcome, options: Resto
     same_name = _database_name(chk.target_url) == _database_name(chk.entry.url)
     # A staged copy has another name: what the server keeps under the target's name (MariaDB's
     # grants) is compared on the target itself, before the staged copy replaces anything.
-    options = replace(options, prove=lambda staged: prove(
-        staged, chk, outcome, options, named_like_the_snapshot=chk.target_url if same_name else None),
-        report=outcome.report)
+    def prove_staged(url: str, content: Mapping[str, TableContent] | None = None) -> None:
+        prove(url, chk, outcome, options, named_like_the_snapshot=chk.target_url if same_name else None,
+              content=content)
+
+    recorded = Fingerprint.from_json(chk.entry.fingerprint) if chk.entry.fingerprint is not None else None
+    options = replace(options, prove=prove_staged, report=outcome.report, recorded=recorded)
     try:
         chk.engine.restore(chk.snapshot / chk.entry.path, chk.target_url, chk.entry.extra, options)
         if not outcome.proof:  # restored in place, nothing staged to prove first: prove the result

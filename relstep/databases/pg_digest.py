@@ -34,6 +34,7 @@ import gzip
 import hashlib
 import os
 import re
+import subprocess
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -63,12 +64,16 @@ try:  # ISA-L inflates pg_dump's .dat.gz files about 3x faster than zlib (bench/
 except ImportError:  # the same files, read by the standard library
     gzip_module, _zlib, INFLATE_ERRORS = gzip, zlib, (zlib.error,)
 GZIP_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *INFLATE_ERRORS)
+# CRC-32 of two byte strings joined, from theirs (ISA-L has it; Python's zlib does not): without it a
+# table is read back in one stream.
+_crc32_combine: Any = getattr(_zlib, "crc32_combine", None)
 
 METHOD = "copy"          # the digest's prefix for the SHA-256 of relstep's own COPY (redacted tables)
 GZCRC = "gzcrc"          # the digest's prefix for pg_dump's gzip CRC-32 and length of a data file
 TRAILER = b"\\.\n\n\n"   # pg_dump ends every table's data file with the end-of-data marker and two blank lines
 THREADS = 2
 CHUNK = 1 << 20
+SPLIT_ROWS = 500_000     # a restored table of this many rows is read back as two halves at once
 
 # What pg_dump does not set itself but COPY's text depends on; the read back sets the same.
 _DUMP_ENV = {"PGTZ": "UTC", "PGCLIENTENCODING": "UTF8"}
@@ -267,28 +272,153 @@ class _ReadBack:
 
 def read_back(psql: str, env: Mapping[str, str], tables: Mapping[str, tuple[str, list[str]]],
               like: Mapping[str, TableContent] | None = None) -> dict[str, TableContent]:
-    """``tables``: key -> (quoted table name, its dumped columns, in order): each table's digest, from
-    ``COPY ... TO STDOUT`` run by ``psql`` (``env``: its environment, the database's libpq variables) with pg_dump's
-    settings, read in 1 MiB blocks, by the method of its digest in ``like`` (the recorded content;
-    ``GZCRC`` for a table it does not hold).  psql, not the driver: the driver hands COPY data over
-    one row at a time, which cost 2.3 s per million rows against psql's 1.0 s."""
-    env = {**dump_environment(env), "PGOPTIONS": " ".join(o for o in (env.get("PGOPTIONS", ""), _READ_OPTIONS) if o)}
-    found = {}
-    for key, (name, columns) in tables.items():
-        digest = _ReadBack(method_of((like or {}).get(key)))
-        # COPY of a table reads only its own rows (not its inheritors'), like pg_dump's.
-        column_list = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
-        statement = f"COPY {name} ({column_list}) TO STDOUT" if columns else f"COPY {name} TO STDOUT"
-        with tools.owned(tools.popen([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement], env=env)) as proc:
-            out, err = proc.stdout, proc.stderr
-            assert out is not None and err is not None
-            while block := out.read(CHUNK):
-                digest.feed(block)
-            problem = err.read().decode("utf-8", "replace")
-            if proc.wait() != 0:
-                raise DatabaseError(f"cannot read table {name} back: {tools.error_line(problem)}")
-        found[key] = digest.result()
-    return found
+    """``tables``: key -> (quoted table name, its dumped columns, in order): each table's digest (see
+    :class:`ReadBack`), two tables at a time."""
+    with ReadBack(psql, env, like) as reads:
+        for key, (name, columns) in tables.items():
+            reads.submit(key, name, columns)
+        return reads.results()
+
+
+class ReadBack:
+    """Restored tables read back on ``THREADS`` threads, each as soon as it is handed over.
+
+    Each table's digest comes from ``COPY ... TO STDOUT`` run by ``psql`` (``env``: its environment,
+    the database's libpq variables) with pg_dump's settings, read in 1 MiB blocks, by the method of
+    its digest in ``like`` (the recorded content; ``GZCRC`` for a table it does not hold).  psql, not
+    the driver: the driver hands COPY data over one row at a time, which cost 2.3 s per million rows
+    against psql's 1.0 s.  A restore hands each table over once its rows are final
+    (``postgres_restore``), so the reading overlaps the rest of the load.
+
+    Leaving the ``with`` block ends every ``psql`` still reading (an error, SIGINT: nothing keeps
+    reading behind relstep); :meth:`results` waits for every table handed over.
+    """
+
+    def __init__(self, psql: str, env: Mapping[str, str], like: Mapping[str, TableContent] | None = None) -> None:
+        self._psql = psql
+        self._env = {**dump_environment(env),
+                     "PGOPTIONS": " ".join(o for o in (env.get("PGOPTIONS", ""), _READ_OPTIONS) if o)}
+        self._like = like or {}
+        self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="relstep-read-back")
+        self._jobs: dict[str, Future[TableContent]] = {}
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._closed = False
+
+    def __enter__(self) -> ReadBack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def submit(self, key: str, name: str, columns: list[str]) -> None:
+        """Read table ``key`` (quoted ``name``, its dumped ``columns`` in order); once per key."""
+        with self._lock:
+            if self._closed or key in self._jobs:
+                return
+            self._jobs[key] = self._pool.submit(self._read, name, columns, self._like.get(key))
+
+    @property
+    def submitted(self) -> set[str]:
+        with self._lock:
+            return set(self._jobs)
+
+    def results(self) -> dict[str, TableContent]:
+        """Every table's digest, once all are read; the first failure raised."""
+        with self._lock:
+            jobs = dict(self._jobs)
+        return {key: job.result() for key, job in jobs.items()}
+
+    def close(self) -> None:
+        """Stop: nothing more starts, and every psql still reading is killed."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        for proc in running:
+            tools.kill_group(proc)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _read(self, name: str, columns: list[str], recorded: TableContent | None) -> TableContent:
+        method = method_of(recorded)
+        # A large table is read as two halves at once (by block range), its CRC-32s combined: one
+        # COPY stream keeps one core busy, and the proof of the largest table is what a restore waits
+        # for last.  A SHA-256 cannot be combined; a server before 14 has no block range scan.
+        if (method == GZCRC and _crc32_combine is not None and columns and recorded is not None
+                and recorded.rows >= SPLIT_ROWS):
+            middle = self._middle_block(name)
+            if middle is not None:
+                return self._read_halves(name, columns, middle)
+        digest = _ReadBack(method)
+        self._stream(_copy_statement(name, columns), digest, name)
+        return digest.result()
+
+    def _middle_block(self, name: str) -> int | None:
+        """Half the table's blocks, or None when the server cannot scan a block range (before 14)."""
+        literal = "'" + name.replace("'", "''") + "'"
+        query = (f"SELECT current_setting('server_version_num')::int >= 140000, "
+                 f"pg_relation_size({literal}::regclass) / current_setting('block_size')::int")
+        done = tools.run([self._psql, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", query], self._env)
+        if done.returncode != 0:
+            raise DatabaseError(f"cannot read table {name} back: {tools.error_line(done.stderr)}")
+        ranges, blocks = done.stdout.strip().split("|")
+        return int(blocks) // 2 if ranges == "t" and int(blocks) >= 2 else None
+
+    def _read_halves(self, name: str, columns: list[str], middle: int) -> TableContent:
+        selected = ", ".join(_quote(c) for c in columns)
+        halves = [_ReadBack(GZCRC), _ReadBack(GZCRC)]
+        statements = [f"COPY (SELECT {selected} FROM ONLY {name} WHERE ctid < '({middle},0)'::tid) TO STDOUT",
+                      f"COPY (SELECT {selected} FROM ONLY {name} WHERE ctid >= '({middle},0)'::tid) TO STDOUT"]
+        failure: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                self._stream(statements[1], halves[1], name)
+            except BaseException as exc:  # handed to this job's thread below
+                failure.append(exc)
+
+        helper = threading.Thread(target=second, name="relstep-read-back-half", daemon=True)
+        helper.start()
+        try:
+            self._stream(statements[0], halves[0], name)
+        finally:
+            helper.join()
+        if failure:
+            raise failure[0]
+        first, last = halves
+        assert _crc32_combine is not None
+        whole = _ReadBack(GZCRC)
+        whole.rows, whole.length = first.rows + last.rows, first.length + last.length
+        whole.crc = _crc32_combine(first.crc, last.crc, last.length)
+        return whole.result()
+
+    def _stream(self, statement: str, digest: _ReadBack, name: str) -> None:
+        """Feed ``digest`` the output of one ``COPY ... TO STDOUT`` run by psql."""
+        proc = tools.popen([self._psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement], env=self._env)
+        with self._lock:
+            self._running.add(proc)
+            if self._closed:  # closed while this psql started: it must not outlive the close
+                tools.kill_group(proc)
+        try:
+            with tools.owned(proc):
+                out, err = proc.stdout, proc.stderr
+                assert out is not None and err is not None
+                while block := out.read(CHUNK):
+                    digest.feed(block)
+                problem = err.read().decode("utf-8", "replace")
+                if proc.wait() != 0:
+                    raise DatabaseError(f"cannot read table {name} back: {tools.error_line(problem)}")
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _copy_statement(name: str, columns: list[str]) -> str:
+    # COPY of a table reads only its own rows (not its inheritors'), like pg_dump's.
+    return f"COPY {name} ({', '.join(_quote(c) for c in columns)}) TO STDOUT" if columns else f"COPY {name} TO STDOUT"
 
 
 def made_by_dump(fingerprint: Fingerprint) -> bool:

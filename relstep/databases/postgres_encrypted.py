@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +66,28 @@ class _Collected:
     failure: BaseException | None = None
 
 
-def _collect(pipe: IO[bytes], into: _Collected) -> None:
+def _collect(pipe: IO[bytes], into: _Collected, on_line: Callable[[str], None] | None = None) -> None:
+    """Read ``pipe`` to its end into ``into``; line by line, each handed to ``on_line``, when given,
+    and then ``""`` (the end), whatever happened."""
+    handler = on_line
     try:
-        while chunk := pipe.read(CHUNK):
-            into.data += chunk
+        if on_line is None:
+            while chunk := pipe.read(CHUNK):
+                into.data += chunk
+        else:
+            for line in pipe:
+                into.data += line
+                if handler is not None:
+                    try:
+                        handler(line.decode("utf-8", "replace").rstrip("\n"))
+                    except Exception:  # only an aid: the pipe is still read to its end
+                        handler = None
     except BaseException as exc:  # handed to the caller's thread
         into.failure = exc
+    finally:
+        if on_line is not None:
+            with suppress(Exception):
+                on_line("")  # whoever waits on a line learns there will be none
 
 
 def _thread(target: Any, *args: Any) -> threading.Thread:
@@ -168,14 +184,16 @@ class Archive:
 
     @contextmanager
     def started(self, args: list[str], env: Mapping[str, str] | None,
-                stdout: int | IO[Any] | None = subprocess.PIPE) -> Iterator[Running]:
+                stdout: int | IO[Any] | None = subprocess.PIPE,
+                on_line: Callable[[str], None] | None = None) -> Iterator[Running]:
         """``pg_restore`` (``args`` from :meth:`argv`) running, fed the decrypted archive when streamed.
 
         Its stderr is read by a thread, so a chatty tool never blocks on a full pipe; the caller
-        reads stdout (or gives another ``stdout``) and ends with :meth:`Running.finish`."""
+        reads stdout (or gives another ``stdout``) and ends with :meth:`Running.finish`.
+        ``on_line`` gets each line of stderr as it comes (on that thread), then ``""`` at its end."""
         stdin = subprocess.PIPE if self.streamed else subprocess.DEVNULL
         with tools.owned(tools.popen(args, env=env, stdin=stdin, stdout=stdout)) as proc:
-            running = Running(proc, self)
+            running = Running(proc, self, on_line)
             try:
                 yield running
             except BaseException:
@@ -193,13 +211,14 @@ class Archive:
 class Running:
     """A started ``pg_restore``: the feeding thread (streamed archives) and the stderr reader."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], archive: Archive) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], archive: Archive,
+                 on_line: Callable[[str], None] | None = None) -> None:
         self.proc = proc
         self.archive = archive
         self._errors = _Collected()
         self._fed = _Collected()
         assert proc.stderr is not None
-        self._threads = [_thread(_collect, proc.stderr, self._errors)]
+        self._threads = [_thread(_collect, proc.stderr, self._errors, on_line)]
         if archive.streamed:
             assert proc.stdin is not None
             self._threads.append(_thread(self._feed, proc.stdin))

@@ -31,15 +31,16 @@ import shlex
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from relstep import faults
+from relstep.databases import pg_digest, pg_restore_watch, tools
 from relstep.databases import postgres as pg
-from relstep.databases import tools
 from relstep.databases.base import DatabaseError
+from relstep.databases.pg_restore_watch import LoadWatch
 from relstep.databases.postgres_encrypted import Archive
 from relstep.databases.restoring import (
     CONNECTION_CHECK_MS,
@@ -54,6 +55,8 @@ from relstep.errors import InputError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
+
+    from relstep.fingerprint import TableContent
 
 MAINTENANCE_DATABASES = ("postgres", "template1")
 NAME_LIMIT = 63                 # NAMEDATALEN - 1: longer database names are cut by the server
@@ -307,8 +310,8 @@ def _staged_swap(admin: _Admin, live: pg._Target, db_dir: Path, entries: list[di
         # The live target's session settings (tag, connection check), on the staged database.
         staged = dataclasses.replace(pg._Target.parse(pg._database_url(live.url, staged_name)),
                                      env={**live.env, "PGDATABASE": staged_name}, connect_args=live.connect_args)
-        _load_parallel(staged, db_dir, entries, pg_restore, options)
-        options.prove(pg._database_url(live.url, staged_name))
+        content = _load_parallel(staged, db_dir, entries, pg_restore, options)
+        options.prove(pg._database_url(live.url, staged_name), content)
         faults.point("pg-before-swap")
         report.committing = True
         report.changed()
@@ -403,7 +406,7 @@ def _leave_out(options: RestoreOptions) -> list[str]:
 
 
 def _pg_restore_args(pg_restore: str, target: pg._Target, archive: Archive, sections: tuple[str, ...],
-                     options: RestoreOptions) -> list[str]:
+                     options: RestoreOptions, verbose: bool = False) -> list[str]:
     # pg_restore writes a script to stdout unless given --dbname; the name is quoted as a
     # conninfo value so that no database name is mistaken for a connection string.
     # An encrypted snapshot's stream is read in order: no --jobs (Archive.argv leaves it out); its
@@ -414,6 +417,7 @@ def _pg_restore_args(pg_restore: str, target: pg._Target, archive: Archive, sect
         *(f"--section={section}" for section in sections),
         *(["--single-transaction"] if rows_in_order else []),
         *_leave_out(options),
+        *(["--verbose"] if verbose else []),
         "--no-password",
         "--exit-on-error",
         f"--dbname={_conninfo(target.dbname)}",
@@ -421,8 +425,9 @@ def _pg_restore_args(pg_restore: str, target: pg._Target, archive: Archive, sect
 
 
 def _load_parallel(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any]], pg_restore: str,
-                   options: RestoreOptions) -> None:
-    """Load the staged database so that every table's rows lie in the dump's order.
+                   options: RestoreOptions) -> dict[str, TableContent] | None:
+    """Load the staged database so that every table's rows lie in the dump's order; return the
+    tables' content digests, read back as the load went (None: the proof reads them afterwards).
 
     The proof reads each table back in its physical order and compares it with the dump's bytes.
     PostgreSQL keeps a COPY's rows in order only when the table's storage is new in the COPY's own
@@ -432,21 +437,74 @@ def _load_parallel(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any
     truncates it first (a streamed dump: one transaction for both sections), and the redacted tables
     are truncated in the transaction that copies their rows.  Loaded by separate runs, a large table
     came back reordered (bench: 2.7 M rows of ``events``) and the proof refused a faithful restore.
+
+    The reading back for the proof overlaps the load (bench/RESULTS.md): ``pg_restore --verbose``
+    says when the tables exist (relstep then copies the redacted tables' rows beside it) and when
+    each table's rows are committed (that table is read back then, on the core the load leaves idle);
+    the rest are read while the post-data section (indexes, constraints) runs.  Rows are final once
+    loaded: post-data adds no row.  Tables of a partition or inheritance tree, and names found in two
+    schemas (pg_restore names a table without its schema), wait for the end of the data section.
     """
     archive = Archive.of(db_dir)
-    data_args = _pg_restore_args(pg_restore, staged, archive, ("pre-data", "data"), options)
-    with archive.started(dies_with_relstep(data_args), staged.tool_env()) as data:
-        faults.point("pg-staged-load")
-        loaded = data.finish()
-    loaded.args = data_args
-    pg._check_tool(loaded, staged, DatabaseError)
-    # pg_dump left the redacted tables' rows out: relstep writes them, each into storage new in its
-    # transaction (the tables are empty: nothing else loads them).
+    recorded = options.recorded
+    reading = recorded is not None and bool(recorded.content) and pg_digest.made_by_dump(recorded)
+    with ExitStack() as stack:
+        reads = (stack.enter_context(pg_digest.ReadBack(pg.PSQL.require(), staged.tool_env(), recorded.content))
+                 if reading and recorded is not None else None)
+        # A stream loads in one transaction: nothing is committed before its end.
+        watch = LoadWatch() if reads is not None and not archive.streamed else None
+        data_args = _pg_restore_args(pg_restore, staged, archive, ("pre-data", "data"), options,
+                                     verbose=watch is not None)
+        env = {**staged.tool_env(), **pg_restore_watch.ENV} if watch is not None else staged.tool_env()
+        copied = False
+        with archive.started(dies_with_relstep(data_args), env, on_line=watch.line if watch else None) as data:
+            faults.point("pg-staged-load")
+            if watch is not None and reads is not None:
+                watch.tables_created.wait()
+                if watch.loading:  # the tables exist (not merely the end of a run that failed early)
+                    early = _readable_while_loading(staged)
+                    _copy_redacted(staged, db_dir, entries)
+                    copied = True
+                    for entry in entries:
+                        _submit(reads, early.get(entry["table"]), pg._key(entry["schema"], entry["table"]))
+                    watch.on_table_loaded(lambda name: _submit(reads, early.get(name)))
+            loaded = data.finish()
+        loaded.args = data_args
+        pg._check_tool(loaded, staged, DatabaseError)
+        if not copied:
+            _copy_redacted(staged, db_dir, entries)
+        if reads is not None:  # every table's rows are final now
+            with pg._connect(staged, DatabaseError) as conn:
+                for table in pg._list_tables(conn):
+                    _submit(reads, table)
+        _run(archive, _pg_restore_args(pg_restore, staged, archive, ("post-data",), options), staged)
+        return reads.results() if reads is not None else None
+
+
+def _copy_redacted(staged: pg._Target, db_dir: Path, entries: list[dict[str, Any]]) -> None:
+    """pg_dump left the redacted tables' rows out: relstep writes them, each into storage new in its
+    transaction (the tables are empty: nothing else loads them)."""
     with pg._connect(staged, DatabaseError) as conn:
         for entry in entries:
             with conn.begin():
                 pg._copy_in(conn, db_dir, entry)
-    _run(archive, _pg_restore_args(pg_restore, staged, archive, ("post-data",), options), staged)
+
+
+def _readable_while_loading(staged: pg._Target) -> dict[str, pg._Table]:
+    """{bare name: table} of the tables that may be read back as soon as pg_restore says their rows are
+    in: not in a partition or inheritance tree (rows loaded through a parent may land in another
+    table), and a name no other schema has (pg_restore's progress line names no schema)."""
+    with pg._connect(staged, DatabaseError) as conn:
+        tables = pg._list_tables(conn)
+        related = {key for child, parents in pg._ancestors(conn).items() for key in (child, *parents)}
+    names = [t.name for t in tables]
+    return {t.name: t for t in tables if t.key not in related and names.count(t.name) == 1}
+
+
+def _submit(reads: pg_digest.ReadBack, table: pg._Table | None, key: str | None = None) -> None:
+    """Hand ``table`` to the read back (``key``: only if it is that table)."""
+    if table is not None and (key is None or table.key == key):
+        reads.submit(table.key, table.sql, [c.name for c in table.columns])
 
 
 def _swap(conn: Connection, live: str, staged: str, replaced: str, tag: str, options: RestoreOptions) -> None:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 from relstep.errors import SessionsInTheWay
+
+if TYPE_CHECKING:
+    from relstep.fingerprint import Fingerprint, TableContent
 
 DEFAULT_LOCK_WAIT = 30.0   # seconds; --lock-wait
 
@@ -52,10 +56,15 @@ def sessions_in_the_way(target: str, what: str, seconds: float, sessions: list[S
     )
 
 
-Prove = Callable[[str], None]   # raises RestoreError when the database at the URL differs from the snapshot
+class Prove(Protocol):
+    """Raises RestoreError when the database at ``url`` differs from the snapshot.  ``content``: the
+    tables' content digests, when the engine read them back itself while it loaded (then the proof
+    reads only the schema)."""
+
+    def __call__(self, url: str, content: Mapping[str, TableContent] | None = None) -> None: ...
 
 
-def _no_proof(url: str) -> None:
+def _no_proof(url: str, content: Mapping[str, TableContent] | None = None) -> None:
     return None
 
 
@@ -94,6 +103,9 @@ class RestoreOptions:
     no_owner: bool = False
     no_privileges: bool = False
     report: RestoreReport = field(default_factory=RestoreReport)
+    # The fingerprint the snapshot recorded, for an engine that reads the restored tables back while
+    # it loads (PostgreSQL): it digests them the way this was made.  None: the proof reads them after.
+    recorded: Fingerprint | None = None
     # PostgreSQL's swap into an empty target: keep the empty database it replaced (printed, dropped
     # by the person later) rather than drop it at once, whose checkpoint writes the whole restored
     # database out first.  `relstep restore` keeps it; verify's scratch restore drops it.
