@@ -318,11 +318,6 @@ class ReadBack:
                 return
             self._jobs[key] = self._pool.submit(self._read, name, columns, self._like.get(key))
 
-    @property
-    def submitted(self) -> set[str]:
-        with self._lock:
-            return set(self._jobs)
-
     def results(self) -> dict[str, TableContent]:
         """Every table's digest, once all are read; the first failure raised."""
         with self._lock:

@@ -30,6 +30,7 @@ import secrets
 import shlex
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
@@ -497,8 +498,8 @@ def _readable_while_loading(staged: pg._Target) -> dict[str, pg._Table]:
     with pg._connect(staged, DatabaseError) as conn:
         tables = pg._list_tables(conn)
         related = {key for child, parents in pg._ancestors(conn).items() for key in (child, *parents)}
-    names = [t.name for t in tables]
-    return {t.name: t for t in tables if t.key not in related and names.count(t.name) == 1}
+    names = Counter(t.name for t in tables)
+    return {t.name: t for t in tables if t.key not in related and names[t.name] == 1}
 
 
 def _submit(reads: pg_digest.ReadBack, table: pg._Table | None, key: str | None = None) -> None:

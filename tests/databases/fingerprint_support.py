@@ -71,7 +71,10 @@ def damage_after_restore(monkeypatch: pytest.MonkeyPatch, engine: ModuleType, *s
 
 def damage_before_the_proof(monkeypatch: pytest.MonkeyPatch, *statements: str) -> list[str]:
     """Run ``statements`` on the database a real restore is about to prove (its staged copy, or the
-    target after an in-place restore), then the real proof.  Returns the URLs it damaged."""
+    target after an in-place restore), then the real proof.  Returns the URLs it damaged.
+
+    PostgreSQL's staged restore has read every table's rows back by then (as each was loaded): only
+    schema damage reaches its proof through this seam; row damage needs ``damage_after_restore``."""
     from relstep import restore as restore_module
 
     real_prove: Callable[..., None] = restore_module.prove
